@@ -1,0 +1,1468 @@
+"""The emulated LINSTOR controller: objects, their rules and refusals, and the REST handlers.
+
+State is a plain JSON document written atomically after every change, so a restarted emulator
+picks up where it stopped. Names are stored under their upper-case key and shown as created, as
+LINSTOR does. Every handler returns (HTTP status, JSON body); refusals raise ApiError and become an
+ApiCallRc list with the status LINSTOR would use.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from linstor import sharedconsts as C
+
+from . import placement
+from .apicall import ApiError, Rc, http_status, success
+from .dataplane import DataPlane
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
+DISKLESS_POOL = "DfltDisklessStorPool"
+DEFAULT_RG = "DfltRscGrp"
+TIEBREAKER_PROP = "DrbdOptions/auto-add-quorum-tiebreaker"
+REST_API_VERSION = "1.27.0"      # what LINSTOR 1.33.x reports
+
+Handler = Callable[..., tuple[int, Any]]
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _props_match(props: dict, filters: list[str]) -> bool:
+    for item in filters:
+        key, eq, value = item.partition("=")
+        if key not in props or (eq and props[key] != value):
+            return False
+    return True
+
+
+def _name_filter(query: dict, key: str) -> Optional[set[str]]:
+    values = query.get(key)
+    if not values:
+        return None
+    out = set()
+    for v in values:
+        out.update(x.upper() for x in v.split(",") if x)
+    return out
+
+
+class Controller:
+    def __init__(self, state_dir: Path, config: dict):
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.dir / "controller-state.json"
+        self.config = config
+        self.data = DataPlane(self.dir / "data", config.get("host_devdirs", {}))
+        self.lock = threading.RLock()
+        if self.state_file.exists():
+            self.s = json.loads(self.state_file.read_text())
+        else:
+            self.s = self._initial_state(config)
+            self.save()
+        self.routes = self._routes()
+
+    # ---- persistence -------------------------------------------------------------------------
+    @staticmethod
+    def _initial_state(config: dict) -> dict:
+        s: dict[str, Any] = {
+            "nodes": {}, "pools": {}, "rgs": {}, "rds": {}, "ctrl_props": dict(config.get("controller_props", {})),
+            "errors": {}, "next_minor": 1000, "next_port": 7000, "next_err": 1,
+            "passphrase": config.get("passphrase", True),
+        }
+        for node in config.get("nodes", []):
+            name = node["name"]
+            s["nodes"][name.upper()] = {
+                "name": name, "type": node.get("type", "Satellite"), "props": dict(node.get("props", {})),
+                "address": node.get("address", "127.0.0.1"), "status": "ONLINE", "uuid": _uuid(),
+            }
+            pools = {DISKLESS_POOL.upper(): {"name": DISKLESS_POOL, "provider_kind": "DISKLESS",
+                                             "total_kib": 0, "props": {}, "uuid": _uuid()}}
+            for pool in node.get("pools", []):
+                pools[pool["name"].upper()] = {
+                    "name": pool["name"], "provider_kind": pool.get("provider_kind", "LVM_THIN"),
+                    "total_kib": int(pool.get("total_kib", 100 * 1024 * 1024)),
+                    "props": dict(pool.get("props", {"StorDriver/LvmVg": "linstor_" + pool["name"].lower()})),
+                    "uuid": _uuid(),
+                }
+            s["pools"][name.upper()] = pools
+        s["rgs"][DEFAULT_RG.upper()] = {"name": DEFAULT_RG, "description": "", "props": {},
+                                        "select_filter": {"place_count": 2}, "vgs": [], "uuid": _uuid()}
+        for rg in config.get("resource_groups", []):
+            s["rgs"][rg["name"].upper()] = {
+                "name": rg["name"], "description": rg.get("description", ""), "props": dict(rg.get("props", {})),
+                "select_filter": dict(rg.get("select_filter", {})), "uuid": _uuid(),
+                "vgs": [{"volume_number": i, "props": {}, "flags": [], "uuid": _uuid()}
+                        for i in range(rg.get("volume_groups", 1))],
+            }
+        return s
+
+    def save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.s))
+        os.replace(tmp, self.state_file)
+
+    # ---- routing -----------------------------------------------------------------------------
+    def _routes(self) -> list[tuple[str, re.Pattern, Handler, bool]]:
+        seg = r"([^/]+)"
+        table = [
+            ("GET", r"/v1/controller/version", self.get_version, False),
+            ("GET", r"/v1/controller/properties", self.get_ctrl_props, False),
+            ("POST", r"/v1/controller/properties", self.set_ctrl_props, True),
+            ("GET", r"/v1/nodes", self.list_nodes, False),
+            ("GET", rf"/v1/nodes/{seg}/storage-pools", self.list_node_pools, False),
+            ("GET", r"/v1/view/storage-pools", self.list_pools, False),
+            ("GET", r"/v1/resource-groups", self.list_rgs, False),
+            ("POST", r"/v1/resource-groups", self.create_rg, True),
+            ("PUT", rf"/v1/resource-groups/{seg}", self.modify_rg, True),
+            ("DELETE", rf"/v1/resource-groups/{seg}", self.delete_rg, True),
+            ("GET", rf"/v1/resource-groups/{seg}/volume-groups", self.list_vgs, False),
+            ("POST", rf"/v1/resource-groups/{seg}/volume-groups", self.create_vg, True),
+            ("POST", rf"/v1/resource-groups/{seg}/spawn", self.spawn, True),
+            ("POST", rf"/v1/resource-groups/{seg}/query-size-info", self.query_size_info, False),
+            ("GET", r"/v1/resource-definitions", self.list_rds, False),
+            ("POST", r"/v1/resource-definitions", self.create_rd, True),
+            ("PUT", rf"/v1/resource-definitions/{seg}", self.modify_rd, True),
+            ("DELETE", rf"/v1/resource-definitions/{seg}", self.delete_rd, True),
+            ("POST", rf"/v1/resource-definitions/{seg}/clone", self.clone_rd, True),
+            ("GET", rf"/v1/resource-definitions/{seg}/clone/{seg}", self.clone_status, False),
+            ("GET", rf"/v1/resource-definitions/{seg}/sync-status", self.sync_status, False),
+            ("GET", rf"/v1/resource-definitions/{seg}/volume-definitions", self.list_vds, False),
+            ("POST", rf"/v1/resource-definitions/{seg}/volume-definitions", self.create_vd, True),
+            ("PUT", rf"/v1/resource-definitions/{seg}/volume-definitions/(\d+)", self.modify_vd, True),
+            ("DELETE", rf"/v1/resource-definitions/{seg}/volume-definitions/(\d+)", self.delete_vd, True),
+            ("GET", rf"/v1/resource-definitions/{seg}/resources", self.list_rd_resources, False),
+            ("POST", rf"/v1/resource-definitions/{seg}/resources", self.create_resources, True),
+            ("POST", rf"/v1/resource-definitions/{seg}/resources/{seg}", self.create_resource_on, True),
+            ("PUT", rf"/v1/resource-definitions/{seg}/resources/{seg}", self.modify_resource, True),
+            ("DELETE", rf"/v1/resource-definitions/{seg}/resources/{seg}", self.delete_resource, True),
+            ("POST", rf"/v1/resource-definitions/{seg}/resources/{seg}/make-available", self.make_available, True),
+            ("GET", rf"/v1/resource-definitions/{seg}/resources/{seg}/volumes", self.list_rsc_volumes, False),
+            ("POST", rf"/v1/resource-definitions/{seg}/autoplace", self.autoplace, True),
+            ("GET", rf"/v1/resource-definitions/{seg}/resource-connections/{seg}/{seg}", self.get_rsc_conn, False),
+            ("PUT", rf"/v1/resource-definitions/{seg}/resource-connections/{seg}/{seg}", self.modify_rsc_conn, True),
+            ("GET", rf"/v1/resource-definitions/{seg}/snapshots", self.list_rd_snapshots, False),
+            ("POST", rf"/v1/resource-definitions/{seg}/snapshots", self.create_snapshot, True),
+            ("GET", rf"/v1/resource-definitions/{seg}/snapshots/{seg}", self.get_snapshot, False),
+            ("PUT", rf"/v1/resource-definitions/{seg}/snapshots/{seg}", self.modify_snapshot, True),
+            ("DELETE", rf"/v1/resource-definitions/{seg}/snapshots/{seg}", self.delete_snapshot, True),
+            ("POST", rf"/v1/resource-definitions/{seg}/snapshot-restore-volume-definition/{seg}",
+             self.restore_vd, True),
+            ("POST", rf"/v1/resource-definitions/{seg}/snapshot-restore-resource/{seg}", self.restore_resource, True),
+            ("POST", rf"/v1/resource-definitions/{seg}/snapshot-rollback/{seg}", self.rollback, True),
+            ("POST", r"/v1/actions/snapshot/multi", self.snapshot_multi, True),
+            ("GET", r"/v1/view/resources", self.list_resources, False),
+            ("GET", r"/v1/view/snapshots", self.list_snapshots, False),
+            ("GET", r"/v1/error-reports", self.list_error_reports, False),
+            ("GET", rf"/v1/error-reports/{seg}", self.get_error_report, False),
+            ("GET", r"/v1/encryption/passphrase", self.passphrase_status, False),
+            ("POST", r"/v1/encryption/passphrase", self.passphrase_create, True),
+            ("PATCH", r"/v1/encryption/passphrase", self.passphrase_create, True),
+        ]
+        return [(m, re.compile("^" + p + "$"), h, mut) for m, p, h, mut in table]
+
+    def match(self, method: str, path: str) -> tuple[Optional[Handler], tuple, bool]:
+        known_path = False
+        for m, rx, handler, mutating in self.routes:
+            hit = rx.match(path)
+            if hit:
+                known_path = True
+                if m == method:
+                    return handler, hit.groups(), mutating
+        return None, (), known_path
+
+    def handle(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
+        from urllib.parse import unquote
+        handler, args, mutating = self.match(method, path)
+        if handler is None:
+            rc = Rc(C.FAIL_UNKNOWN_ERROR, f"No such REST endpoint: {method} {path}")
+            return 404, [rc.to_json()]
+        args = tuple(unquote(a) for a in args)
+        with self.lock:
+            try:
+                result = handler(*args, query=query, body=body or {})
+            except ApiError as err:
+                self._attach_error_reports(err.rcs)
+                if mutating:
+                    self.save()
+                return http_status(err.rcs, 500), [rc.to_json() for rc in err.rcs]
+            if mutating:
+                self.save()
+        if isinstance(result, tuple):
+            return result
+        return 200, result
+
+    def _attach_error_reports(self, rcs: list[Rc]) -> None:
+        quiet = {C.FAIL_IN_USE, C.FAIL_NOT_ENOUGH_NODES, C.FAIL_INVLD_VLM_SIZE}
+        for rc in rcs:
+            if rc.is_error and rc.code not in quiet and not rc.error_report_ids:
+                rc.error_report_ids.append(self.add_error_report(rc.message, rc.details or ""))
+
+    def add_error_report(self, message: str, details: str, exception: str = "ApiRcException") -> str:
+        num = self.s["next_err"]
+        self.s["next_err"] = num + 1
+        report_id = f"6790A1B2-00000-{num:06d}"
+        self.s["errors"][report_id] = {
+            "node_name": "controller", "error_time": _now_ms(), "filename": f"ErrorReport-{report_id}.log",
+            "module": "CONTROLLER", "version": "1.33.2", "exception": exception,
+            "exception_message": message,
+            "text": f"ERROR REPORT {report_id}\n\nReported error:\n===============\n\n"
+                    f"Category:  RuntimeException\nDescription: {message}\nDetails: {details}\n",
+        }
+        return report_id
+
+    # ---- lookups -----------------------------------------------------------------------------
+    def _rd(self, name: str) -> dict:
+        rd = self.s["rds"].get(name.upper())
+        if rd is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC_DFN, f"Resource definition '{name}' not found.",
+                              C.MASK_RSC_DFN, obj_refs={"RscDfn": name}))
+        return rd
+
+    def _node(self, name: str) -> dict:
+        node = self.s["nodes"].get(name.upper())
+        if node is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_NODE, f"Node '{name}' not found.", C.MASK_NODE,
+                              obj_refs={"Node": name}))
+        return node
+
+    def _rg(self, name: str) -> dict:
+        rg = self.s["rgs"].get(name.upper())
+        if rg is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC_GRP, f"Resource group '{name}' not found.", C.MASK_RSC_GRP,
+                              obj_refs={"RscGrp": name}))
+        return rg
+
+    def _pool(self, node: str, pool: str) -> dict:
+        p = self.s["pools"].get(node.upper(), {}).get(pool.upper())
+        if p is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_STOR_POOL,
+                              f"Storage pool '{pool}' on node '{node}' not found.", C.MASK_STOR_POOL,
+                              obj_refs={"StorPoolDfn": pool, "Node": node}))
+        return p
+
+    @staticmethod
+    def _check_name(name: str, code: int, kind: str, mask: int) -> None:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ApiError(Rc(code, f"The specified {kind} name '{name}' is not a valid {kind} name.", mask,
+                              C.MASK_CRT,
+                              cause="Names must be 2-48 characters, start with a letter or '_', "
+                                    "and contain only letters, digits, '_' and '-'."))
+
+    def _prop_chain(self, rd: dict, key: str, default: Optional[str] = None) -> Optional[str]:
+        if key in rd["props"]:
+            return rd["props"][key]
+        rg = self.s["rgs"].get(rd["rg"].upper())
+        if rg and key in rg["props"]:
+            return rg["props"][key]
+        return self.s["ctrl_props"].get(key, default)
+
+    # ---- capacity ----------------------------------------------------------------------------
+    def _is_thin(self, pool: dict) -> bool:
+        return pool["provider_kind"] in ("LVM_THIN", "ZFS_THIN", "FILE_THIN")
+
+    def _pool_used_kib(self, node: str, pool: dict) -> int:
+        used = 0
+        pkey = pool["name"].upper()
+        for rd in self.s["rds"].values():
+            rsc = rd["rscs"].get(node.upper())
+            if rsc and not self._diskless(rsc) and rsc["pool"].upper() == pkey:
+                for vnr, vd in rd["vds"].items():
+                    if self._is_thin(pool):
+                        used += self.data.allocated_kib(rd["name"], int(vnr))
+                    else:
+                        used += vd["size_kib"]
+            if self._is_thin(pool):
+                for snap in rd["snaps"].values():
+                    if node.upper() in {n.upper() for n in snap["nodes"]}:
+                        for vd in snap["vds"]:
+                            f = self.data.snapshot_file(rd["name"], snap["name"], vd["volume_number"])
+                            try:
+                                used += f.stat().st_blocks // 2
+                            except FileNotFoundError:
+                                pass
+        return used
+
+    def _pool_free_kib(self, node: str, pool: dict) -> int:
+        if pool["provider_kind"] == "DISKLESS":
+            return 0
+        return max(0, pool["total_kib"] - self._pool_used_kib(node, pool))
+
+    # ---- resource helpers --------------------------------------------------------------------
+    @staticmethod
+    def _diskless(rsc: dict) -> bool:
+        return "DISKLESS" in rsc["flags"]
+
+    def _diskful_nodes(self, rd: dict) -> list[str]:
+        return [k for k, r in rd["rscs"].items() if not self._diskless(r) and "DELETE" not in r["flags"]]
+
+    def _layers(self, rd: dict, rsc: Optional[dict] = None) -> list[str]:
+        if rsc and rsc.get("layers"):
+            return rsc["layers"]
+        return rd["layers"]
+
+    def _device_paths(self, rd: dict, rsc: dict, vnr: int) -> tuple[str, list[str]]:
+        layers = self._layers(rd, rsc)
+        name = rd["name"]
+        if "DRBD" in layers:
+            minor = rd["vds"][str(vnr)]["minor"]
+            return f"/dev/drbd{minor}", [f"/dev/drbd/by-res/{name}/{vnr}"]
+        if "LUKS" in layers:
+            return f"/dev/mapper/{name}_{vnr:05d}", []
+        node_pools = self.s["pools"][rsc["node"].upper()]
+        pool = node_pools.get(rsc["pool"].upper(), {"props": {}, "name": rsc["pool"]})
+        vg = pool["props"].get("StorDriver/LvmVg") or pool["props"].get("StorDriver/ZPool") or pool["name"]
+        return f"/dev/{vg}/{name}_{vnr:05d}", []
+
+    def _in_use(self, rd: dict, rsc: dict) -> bool:
+        if rsc.get("in_use_forced"):
+            return True
+        return any(self.data.loop_in_use(loop) for loop in rsc.get("loops", {}).values())
+
+    def _loops(self, rd: dict) -> list[str]:
+        return [loop for r in rd["rscs"].values() for loop in r.get("loops", {}).values() if loop]
+
+    def _attach_devices(self, rd: dict, rsc: dict) -> None:
+        rsc.setdefault("loops", {})
+        for vnr in rd["vds"]:
+            if rsc["loops"].get(vnr):
+                continue
+            dev, links = self._device_paths(rd, rsc, int(vnr))
+            loop = self.data.attach(rsc["node"], rd["name"], int(vnr), dev, links)
+            rsc["loops"][vnr] = loop
+
+    def _detach_devices(self, rd: dict, rsc: dict, only_vnr: Optional[str] = None) -> None:
+        for vnr, loop in list(rsc.get("loops", {}).items()):
+            if only_vnr is not None and vnr != only_vnr:
+                continue
+            if vnr in rd["vds"]:
+                dev, links = self._device_paths(rd, rsc, int(vnr))
+            else:
+                dev, links = rsc.get("devs", {}).get(vnr, ("/dev/null-none", []))
+            self.data.detach(rsc["node"], loop, dev, links)
+            del rsc["loops"][vnr]
+
+    def _ensure_volume_data(self, rd: dict) -> None:
+        for vnr, vd in rd["vds"].items():
+            if not self.data.has_volume(rd["name"], int(vnr)):
+                self.data.create_volume(rd["name"], int(vnr), vd["size_kib"])
+
+    def _new_resource(self, rd: dict, node: dict, pool: str, flags: list[str], props: dict,
+                      layers: Optional[list[str]] = None) -> tuple[dict, list[Rc]]:
+        key = node["name"].upper()
+        if key in rd["rscs"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_RSC,
+                              f"A resource with the name '{rd['name']}' on node '{node['name']}' already exists.",
+                              C.MASK_RSC, C.MASK_CRT, obj_refs={"RscDfn": rd["name"], "Node": node["name"]}))
+        pool_obj = self._pool(node["name"], pool)
+        diskless = "DISKLESS" in flags or pool_obj["provider_kind"] == "DISKLESS"
+        msgs = []
+        stack = layers or rd["layers"]
+        if diskless:
+            if "DRBD" not in stack:
+                raise ApiError(Rc(C.FAIL_INVLD_LAYER_STACK,
+                                  f"Diskless resource on node '{node['name']}' needs the DRBD layer.",
+                                  C.MASK_RSC, C.MASK_CRT))
+            if "DISKLESS" not in flags:
+                msgs.append(Rc(C.MASK_WARN | 1, "Resource will be automatically flagged as drbd diskless",
+                               C.MASK_RSC, C.MASK_CRT))
+            flags = sorted(set(flags) | {"DISKLESS", "DRBD_DISKLESS"})
+        else:
+            need = sum(vd["size_kib"] for vd in rd["vds"].values())
+            if not self._is_thin(pool_obj) and need > self._pool_free_kib(node["name"], pool_obj):
+                raise ApiError(Rc(C.FAIL_NOT_ENOUGH_FREE_SPACE,
+                                  f"Not enough free space in storage pool '{pool}' on node '{node['name']}'.",
+                                  C.MASK_RSC, C.MASK_CRT))
+        rsc = {"node": node["name"], "pool": pool_obj["name"], "flags": flags, "props": dict(props),
+               "uuid": _uuid(), "ts": _now_ms(), "layers": layers, "loops": {}, "node_id": self._node_id(rd)}
+        if not diskless:
+            self._ensure_volume_data(rd)
+        rd["rscs"][key] = rsc
+        for other in rd["rscs"].values():      # diskless peers get their device once data exists
+            self._attach_devices(rd, other)
+        msgs.append(success(f"New resource '{rd['name']}' on node '{node['name']}' registered.", C.MASK_RSC,
+                            C.MASK_CRT, obj_refs={"RscDfn": rd["name"], "Node": node["name"]}))
+        msgs.append(success(f"Resource '{rd['name']}' on '{node['name']}' ready", C.MASK_RSC, C.MASK_CRT,
+                            obj_refs={"RscDfn": rd["name"], "Node": node["name"]}))
+        return rsc, msgs
+
+    @staticmethod
+    def _node_id(rd: dict) -> int:
+        used = {r.get("node_id") for r in rd["rscs"].values()}
+        n = 0
+        while n in used:
+            n += 1
+        return n
+
+    def _remove_resource(self, rd: dict, key: str) -> None:
+        rsc = rd["rscs"].pop(key)
+        self._detach_devices(rd, rsc)
+        if not self._diskful_nodes(rd):
+            # the last disk is gone: so are the data (snapshots keep their own copies)
+            for vnr in rd["vds"]:
+                self.data.delete_volume(rd["name"], int(vnr))
+
+    def _auto_tiebreaker(self, rd: dict) -> list[Rc]:
+        if "DRBD" not in rd["layers"]:
+            return []
+        if str(self._prop_chain(rd, TIEBREAKER_PROP, "true")).lower() not in ("true", "yes"):
+            return []
+        diskful = self._diskful_nodes(rd)
+        diskless = [k for k, r in rd["rscs"].items() if self._diskless(r) and "TIE_BREAKER" not in r["flags"]]
+        tiebreakers = [k for k, r in rd["rscs"].items() if "TIE_BREAKER" in r["flags"]]
+        need = len(diskful) == 2 and not diskless
+        msgs = []
+        if need and not tiebreakers:
+            for key in sorted(self.s["nodes"]):
+                node = self.s["nodes"][key]
+                if key in rd["rscs"] or node["status"] != "ONLINE":
+                    continue
+                if DISKLESS_POOL.upper() not in self.s["pools"].get(key, {}):
+                    continue
+                self._new_resource(rd, node, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"], {})
+                msgs.append(Rc(C.MASK_INFO | 3, f"Tie breaker resource '{rd['name']}' created on {node['name']}",
+                               C.MASK_RSC, C.MASK_CRT, obj_refs={"RscDfn": rd["name"], "Node": node["name"]}))
+                break
+        elif not need:
+            for key in tiebreakers:
+                if not self._in_use(rd, rd["rscs"][key]):
+                    node = rd["rscs"][key]["node"]
+                    self._remove_resource(rd, key)
+                    msgs.append(Rc(C.MASK_INFO | 4, f"Tie breaker resource '{rd['name']}' on {node} removed",
+                                   C.MASK_RSC, C.MASK_DEL))
+        return msgs
+
+    # ---- JSON views --------------------------------------------------------------------------
+    def _node_json(self, node: dict) -> dict:
+        return {
+            "name": node["name"], "type": node["type"], "flags": [], "props": dict(node["props"]),
+            "net_interfaces": [{"name": "default", "address": node["address"], "satellite_port": 3366,
+                                "satellite_encryption_type": "PLAIN", "is_active": True, "uuid": _uuid()}],
+            "connection_status": node["status"], "uuid": node["uuid"],
+            "storage_providers": ["DISKLESS", "LVM", "LVM_THIN", "ZFS", "ZFS_THIN", "FILE", "FILE_THIN"],
+            "resource_layers": ["DRBD", "LUKS", "NVME", "WRITECACHE", "CACHE", "BCACHE", "STORAGE"],
+            "unsupported_providers": {}, "unsupported_layers": {},
+        }
+
+    def _pool_json(self, node_key: str, pool: dict) -> dict:
+        node = self.s["nodes"][node_key]
+        out = {
+            "storage_pool_name": pool["name"], "node_name": node["name"], "provider_kind": pool["provider_kind"],
+            "props": dict(pool["props"]), "uuid": pool["uuid"], "reports": [],
+            "free_space_mgr_name": f"{node['name']};{pool['name']}",
+            "static_traits": {"Provisioning": "Thin" if self._is_thin(pool) else "Fat",
+                              "SupportsSnapshots": "true" if self._snapshots_ok(pool) else "false"},
+            "supports_snapshots": self._snapshots_ok(pool), "external_locking": False,
+        }
+        if pool["provider_kind"] != "DISKLESS":
+            out["free_capacity"] = self._pool_free_kib(node_key, pool)
+            out["total_capacity"] = pool["total_kib"]
+        return out
+
+    def _snapshots_ok(self, pool: dict) -> bool:
+        return pool["provider_kind"] in ("LVM_THIN", "ZFS", "ZFS_THIN", "FILE_THIN")
+
+    def _vd_json(self, rd: dict, vnr: str) -> dict:
+        vd = rd["vds"][vnr]
+        out = {"volume_number": int(vnr), "size_kib": vd["size_kib"], "props": dict(vd["props"]),
+               "flags": list(vd["flags"]), "uuid": vd["uuid"], "layer_data": []}
+        if "DRBD" in rd["layers"]:
+            out["layer_data"].append({"type": "DRBD", "data": {"resource_name_suffix": "", "volume_number": int(vnr),
+                                                               "minor_number": vd["minor"]}})
+        out["layer_data"].append({"type": "STORAGE"})
+        return out
+
+    def _rd_json(self, rd: dict, with_vds: bool) -> dict:
+        out = {"name": rd["name"], "props": dict(rd["props"]), "flags": list(rd["flags"]), "uuid": rd["uuid"],
+               "resource_group_name": rd["rg"], "layer_data": []}
+        if rd.get("external_name"):
+            out["external_name"] = rd["external_name"]
+        for layer in rd["layers"]:
+            if layer == "DRBD":
+                out["layer_data"].append({"type": "DRBD", "data": {
+                    "resource_name_suffix": "", "peer_slots": 7, "al_stripes": 1, "al_stripe_size_kib": 32,
+                    "port": rd["port"], "transport_type": "IP", "secret": "emulated", "down": False}})
+            else:
+                out["layer_data"].append({"type": layer})
+        if with_vds:
+            out["volume_definitions"] = [self._vd_json(rd, v) for v in sorted(rd["vds"], key=int)]
+        return out
+
+    def _rsc_json(self, rd: dict, key: str, with_volumes: bool) -> dict:
+        rsc = rd["rscs"][key]
+        in_use = self._in_use(rd, rsc)
+        diskless = self._diskless(rsc)
+        layers = self._layers(rd, rsc)
+        pool = self.s["pools"].get(key, {}).get(rsc["pool"].upper(), {"provider_kind": "DISKLESS"})
+        volumes = []
+        drbd_volumes = []
+        storage_volumes = []
+        for vnr in sorted(rd["vds"], key=int):
+            vd = rd["vds"][vnr]
+            dev, _ = self._device_paths(rd, rsc, int(vnr))
+            if diskless:
+                allocated = 0
+            elif self._is_thin(pool):
+                allocated = self.data.allocated_kib(rd["name"], int(vnr))
+            else:
+                allocated = vd["size_kib"]
+            disk_state = "Diskless" if diskless else "UpToDate"
+            if "TIE_BREAKER" in rsc["flags"]:
+                disk_state = "TieBreaker"
+            if "DELETE" in rsc["flags"]:
+                disk_state = "DELETING"
+            layer_list = []
+            if "DRBD" in layers:
+                drbd_vol = {"drbd_volume_definition": {"resource_name_suffix": "", "volume_number": int(vnr),
+                                                       "minor_number": vd["minor"]},
+                            "device_path": dev, "allocated_size_kib": allocated, "usable_size_kib": vd["size_kib"],
+                            "disk_state": disk_state}
+                if not diskless:
+                    drbd_vol["backing_device"] = self._device_paths(rd, {**rsc, "layers": ["STORAGE"]}, int(vnr))[0]
+                    drbd_vol["meta_disk"] = "internal"
+                drbd_volumes.append(drbd_vol)
+                layer_list.append({"type": "DRBD", "data": drbd_vol})
+            stor_vol = {"volume_number": int(vnr), "allocated_size_kib": allocated,
+                        "usable_size_kib": vd["size_kib"], "disk_state": "[]"}
+            if not diskless:
+                stor_vol["device_path"] = self._device_paths(rd, {**rsc, "layers": ["STORAGE"]}, int(vnr))[0]
+            storage_volumes.append(stor_vol)
+            layer_list.append({"type": "STORAGE", "data": stor_vol})
+            repl = {}
+            for other_key, other in rd["rscs"].items():
+                if other_key != key:
+                    repl[other["node"]] = {"replication_state": "Established", "done_percentage": 100.0}
+            volumes.append({
+                "volume_number": int(vnr), "storage_pool_name": rsc["pool"], "provider_kind": pool["provider_kind"],
+                "device_path": dev, "allocated_size_kib": allocated, "usable_size_kib": vd["size_kib"],
+                "props": {"StorPoolName": rsc["pool"]}, "flags": [], "uuid": _uuid(), "reports": [],
+                "state": {"disk_state": disk_state, "replication_states": repl},
+                "layer_data_list": layer_list,
+            })
+        storage_layer = {"type": "STORAGE", "resource_name_suffix": "", "children": [],
+                         "storage": {"storage_volumes": storage_volumes}}
+        if "DRBD" in layers:
+            connections = {o["node"]: {"connected": True, "message": "Connected"}
+                           for k, o in rd["rscs"].items() if k != key}
+            layer_object = {"type": "DRBD", "resource_name_suffix": "", "children": [storage_layer],
+                            "drbd": {"node_id": rsc.get("node_id", 0), "tcp_ports": [rd["port"]], "peer_slots": 7,
+                                     "al_stripes": 1, "al_size": 32,
+                                     "flags": ["DISKLESS", "INITIALIZED"] if diskless else ["INITIALIZED"],
+                                     "drbd_volumes": drbd_volumes, "connections": connections,
+                                     "promotion_score": 0 if in_use else 10102, "may_promote": not in_use,
+                                     "drbd_resource_definition": {"resource_name_suffix": "", "peer_slots": 7,
+                                                                  "al_stripes": 1, "al_stripe_size_kib": 32,
+                                                                  "port": rd["port"], "transport_type": "IP",
+                                                                  "secret": "emulated", "down": False}}}
+        else:
+            layer_object = storage_layer
+        out = {"name": rd["name"], "node_name": rsc["node"], "props": {"StorPoolName": rsc["pool"], **rsc["props"]},
+               "flags": list(rsc["flags"]), "layer_object": layer_object, "state": {"in_use": in_use},
+               "uuid": rsc["uuid"], "create_timestamp": rsc["ts"]}
+        if with_volumes:
+            out["volumes"] = volumes
+        return out
+
+    def _snap_json(self, rd: dict, snap: dict) -> dict:
+        return {
+            "name": snap["name"], "resource_name": rd["name"], "nodes": list(snap["nodes"]),
+            "props": dict(snap["props"]), "flags": list(snap["flags"]), "uuid": snap["uuid"],
+            "volume_definitions": [dict(v) for v in snap["vds"]],
+            "snapshots": [{"snapshot_name": snap["name"], "node_name": n, "create_timestamp": snap["ts"],
+                           "flags": list(snap["flags"]), "uuid": _uuid(),
+                           "snapshot_volumes": [{"vlm_nr": v["volume_number"], "uuid": _uuid(), "props": {},
+                                                 "state": "Successful"} for v in snap["vds"]]}
+                          for n in snap["nodes"]],
+        }
+
+    def _rg_json(self, rg: dict) -> dict:
+        return {"name": rg["name"], "description": rg.get("description", ""), "props": dict(rg["props"]),
+                "select_filter": dict(rg["select_filter"]), "uuid": rg["uuid"]}
+
+    # ---- controller --------------------------------------------------------------------------
+    def get_version(self, query: dict, body: Any):
+        return {"version": self.config.get("version", "1.33.2"), "git_hash": "0e9b3f6e2c5d1c1d",
+                "build_time": "2026-05-01T00:00:00+00:00",
+                "rest_api_version": self.config.get("rest_api_version", REST_API_VERSION)}
+
+    def get_ctrl_props(self, query: dict, body: Any):
+        return dict(self.s["ctrl_props"])
+
+    def set_ctrl_props(self, query: dict, body: Any):
+        self.s["ctrl_props"].update(body.get("override_props", {}))
+        for key in body.get("delete_props", []) or []:
+            self.s["ctrl_props"].pop(key, None)
+        return 201, [success("Successfully set property", C.MASK_CTRL_CONF, C.MASK_MOD).to_json()]
+
+    def passphrase_status(self, query: dict, body: Any):
+        return []
+
+    def passphrase_create(self, query: dict, body: Any):
+        self.s["passphrase"] = True
+        return [success("Crypt passphrase created.", C.MASK_CTRL_CONF, C.MASK_CRT).to_json()]
+
+    # ---- nodes and pools ---------------------------------------------------------------------
+    def list_nodes(self, query: dict, body: Any):
+        names = _name_filter(query, "nodes")
+        props = query.get("props", [])
+        return [self._node_json(n) for k, n in sorted(self.s["nodes"].items())
+                if (names is None or k in names) and _props_match(n["props"], props)]
+
+    def list_pools(self, query: dict, body: Any, only_node: Optional[str] = None):
+        nodes = {only_node.upper()} if only_node else _name_filter(query, "nodes")
+        pools = _name_filter(query, "storage_pools")
+        props = query.get("props", [])
+        out = []
+        for nkey in sorted(self.s["pools"]):
+            if nodes is not None and nkey not in nodes:
+                continue
+            for pkey, pool in sorted(self.s["pools"][nkey].items()):
+                if (pools is None or pkey in pools) and _props_match(pool["props"], props):
+                    out.append(self._pool_json(nkey, pool))
+        return out
+
+    def list_node_pools(self, node: str, query: dict, body: Any):
+        self._node(node)
+        return self.list_pools(query, body, only_node=node)
+
+    # ---- resource groups ---------------------------------------------------------------------
+    def list_rgs(self, query: dict, body: Any):
+        names = _name_filter(query, "resource_groups")
+        props = query.get("props", [])
+        return [self._rg_json(rg) for k, rg in sorted(self.s["rgs"].items())
+                if (names is None or k in names) and _props_match(rg["props"], props)]
+
+    def create_rg(self, query: dict, body: Any):
+        name = body.get("name", "")
+        self._check_name(name, C.FAIL_INVLD_RSC_GRP_NAME, "resource group", C.MASK_RSC_GRP)
+        if name.upper() in self.s["rgs"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_RSC_GRP, f"Resource group '{name}' already exists.", C.MASK_RSC_GRP,
+                              C.MASK_CRT, obj_refs={"RscGrp": name}))
+        self.s["rgs"][name.upper()] = {"name": name, "description": body.get("description", ""),
+                                       "props": dict(body.get("props", {})),
+                                       "select_filter": dict(body.get("select_filter", {})), "vgs": [],
+                                       "uuid": _uuid()}
+        return 201, [success(f"Resource group '{name}' created.", C.MASK_RSC_GRP, C.MASK_CRT,
+                             obj_refs={"RscGrp": name}).to_json()]
+
+    def modify_rg(self, name: str, query: dict, body: Any):
+        rg = self._rg(name)
+        rg["props"].update(body.get("override_props", {}) or {})
+        for key in body.get("delete_props", []) or []:
+            rg["props"].pop(key, None)
+        if body.get("select_filter"):
+            rg["select_filter"].update(body["select_filter"])
+        if "description" in body:
+            rg["description"] = body["description"]
+        return [success(f"Resource group '{rg['name']}' modified.", C.MASK_RSC_GRP, C.MASK_MOD).to_json()]
+
+    def delete_rg(self, name: str, query: dict, body: Any):
+        rg = self.s["rgs"].get(name.upper())
+        if rg is None:
+            return [Rc(C.WARN_NOT_FOUND, f"Resource group '{name}' not found.", C.MASK_RSC_GRP, C.MASK_DEL).to_json()]
+        if any(rd["rg"].upper() == name.upper() for rd in self.s["rds"].values()):
+            raise ApiError(Rc(C.FAIL_EXISTS_RSC_DFN, f"Resource group '{name}' still has resource definitions.",
+                              C.MASK_RSC_GRP, C.MASK_DEL))
+        del self.s["rgs"][name.upper()]
+        return [success(f"Resource group '{rg['name']}' deleted.", C.MASK_RSC_GRP, C.MASK_DEL).to_json()]
+
+    def list_vgs(self, name: str, query: dict, body: Any):
+        rg = self._rg(name)
+        return [dict(vg) for vg in rg["vgs"]]
+
+    def create_vg(self, name: str, query: dict, body: Any):
+        rg = self._rg(name)
+        nr = body.get("volume_number", len(rg["vgs"]))
+        rg["vgs"].append({"volume_number": nr, "props": dict(body.get("props", {})), "flags": body.get("flags", []),
+                          "uuid": _uuid()})
+        return 201, [success(f"Volume group {nr} of '{rg['name']}' created.", C.MASK_VLM_GRP, C.MASK_CRT).to_json()]
+
+    def query_size_info(self, name: str, query: dict, body: Any):
+        rg = self._rg(name)
+        sf = {**rg["select_filter"], **(body.get("select_filter") or {})}
+        pools = {p.upper() for p in (sf.get("storage_pool_list") or ([sf["storage_pool"]] if sf.get("storage_pool")
+                                                                      else []))}
+        free, total, best = 0, 0, 0
+        for nkey, node_pools in self.s["pools"].items():
+            for pkey, pool in node_pools.items():
+                if pool["provider_kind"] == "DISKLESS" or (pools and pkey not in pools):
+                    continue
+                f = self._pool_free_kib(nkey, pool)
+                free += f
+                total += pool["total_kib"]
+                best = max(best, f)
+        place = max(1, int(sf.get("place_count") or 2))
+        return {"space_info": {"max_vlm_size_in_kib": best, "available_size_in_kib": free // place,
+                               "capacity_in_kib": total // place, "default_max_oversubscription_ratio": 20.0,
+                               "max_oversubscription_ratio": 20.0, "max_free_capacity_oversubscription_ratio": 10.0,
+                               "max_total_capacity_oversubscription_ratio": 20.0, "next_spawn_result": []},
+                "reports": []}
+
+    def spawn(self, name: str, query: dict, body: Any):
+        rg = self._rg(name)
+        rsc_name = body.get("resource_definition_name") or ""
+        msgs: list[Rc] = []
+        rd, create_msgs = self._create_rd(rsc_name, body.get("resource_definition_external_name"), rg["name"],
+                                          None, dict(body.get("resource_definition_props") or {}))
+        msgs += create_msgs
+        sizes = body.get("volume_sizes") or []
+        vgs = rg["vgs"]
+        if vgs and len(sizes) != len(vgs) and not body.get("partial"):
+            raise ApiError(Rc(C.FAIL_INVLD_VLM_SIZES,
+                              f"Volume group count ({len(vgs)}) does not match the number of sizes ({len(sizes)}).",
+                              C.MASK_RSC_GRP, C.MASK_CRT), msgs)
+        if not vgs:
+            msgs.append(Rc(C.MASK_INFO | 5, "Resource group has no volume groups; spawning in partial mode.",
+                           C.MASK_RSC_GRP, C.MASK_CRT))
+        for i, size in enumerate(sizes):
+            msgs += self._create_vd(rd, {"size_kib": int(size), "volume_number": i}, None)
+        sf = {**rg["select_filter"], **{k: v for k, v in (body.get("select_filter") or {}).items() if v is not None}}
+        if body.get("definitions_only") or not sf.get("place_count"):
+            msgs.append(Rc(C.INFO_NO_RSC_SPAWNED, "No resources spawned.", C.MASK_RSC_GRP, C.MASK_CRT))
+            return 201, [m.to_json() for m in msgs]
+        msgs += self._autoplace(rd, sf, bool(sf.get("diskless_on_remaining")), sf.get("layer_stack"), msgs)
+        return 201, [m.to_json() for m in msgs]
+
+    # ---- resource definitions ----------------------------------------------------------------
+    def list_rds(self, query: dict, body: Any):
+        names = _name_filter(query, "resource_definitions")
+        props = query.get("props", [])
+        with_vds = (query.get("with_volume_definitions") or ["false"])[0].lower() == "true"
+        return [self._rd_json(rd, with_vds) for k, rd in sorted(self.s["rds"].items())
+                if (names is None or k in names) and _props_match(rd["props"], props)]
+
+    def _create_rd(self, name: str, external_name: Optional[str], rg_name: Optional[str],
+                   layers: Optional[list[str]], props: dict) -> tuple[dict, list[Rc]]:
+        if not name and external_name:
+            base = re.sub(r"[^A-Za-z0-9_-]", "_", external_name)[:40] or "rsc"
+            if not re.match(r"[A-Za-z_]", base):
+                base = "_" + base
+            name = base
+            n = 1
+            while name.upper() in self.s["rds"]:
+                name = f"{base}_{n}"
+                n += 1
+        self._check_name(name, C.FAIL_INVLD_RSC_NAME, "resource", C.MASK_RSC_DFN)
+        if name.upper() in self.s["rds"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_RSC_DFN, f"A resource definition with the name '{name}' already exists.",
+                              C.MASK_RSC_DFN, C.MASK_CRT, obj_refs={"RscDfn": name}))
+        rg = self._rg(rg_name or DEFAULT_RG)
+        if not layers:
+            layers = rg["select_filter"].get("layer_stack") or ["DRBD", "STORAGE"]
+        layers = [x.upper() for x in layers]
+        msgs = []
+        if layers[-1] != "STORAGE":
+            layers.append("STORAGE")
+            msgs.append(Rc(C.MASK_WARN | 7, "Layer stack did not end in STORAGE; STORAGE appended.", C.MASK_RSC_DFN,
+                           C.MASK_CRT))
+        port = self.s["next_port"]
+        self.s["next_port"] += 1
+        rd = {"name": name, "external_name": external_name, "props": dict(props), "flags": [], "rg": rg["name"],
+              "layers": layers, "uuid": _uuid(), "port": port, "vds": {}, "rscs": {}, "snaps": {}, "clones": {},
+              "conns": {}}
+        self.s["rds"][name.upper()] = rd
+        msgs.append(success(f"New resource definition '{name}' created.", C.MASK_RSC_DFN, C.MASK_CRT,
+                            obj_refs={"RscDfn": name}))
+        return rd, msgs
+
+    def create_rd(self, query: dict, body: Any):
+        spec = body.get("resource_definition") or {}
+        layers = [ld["type"] for ld in spec.get("layer_data", []) if "type" in ld] or None
+        _, msgs = self._create_rd(spec.get("name", ""), spec.get("external_name"), spec.get("resource_group_name"),
+                                  layers, spec.get("props", {}))
+        return 201, [m.to_json() for m in msgs]
+
+    def modify_rd(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        msgs = []
+        for key, value in (body.get("override_props") or {}).items():
+            rd["props"][key] = value
+        for key in body.get("delete_props") or []:
+            if key in rd["props"]:
+                del rd["props"][key]
+            else:
+                msgs.append(Rc(C.WARN_DEL_UNSET_PROP, f"Property '{key}' was not set.", C.MASK_RSC_DFN, C.MASK_MOD))
+        for ns in body.get("delete_namespaces") or []:
+            for key in [k for k in rd["props"] if k.startswith(ns.rstrip("/") + "/")]:
+                del rd["props"][key]
+        if body.get("resource_group"):
+            rd["rg"] = self._rg(body["resource_group"])["name"]
+        msgs.append(success(f"Resource definition '{rd['name']}' modified.", C.MASK_RSC_DFN, C.MASK_MOD,
+                            obj_refs={"RscDfn": rd["name"]}))
+        return [m.to_json() for m in msgs]
+
+    def delete_rd(self, name: str, query: dict, body: Any):
+        rd = self.s["rds"].get(name.upper())
+        if rd is None:
+            return [Rc(C.WARN_NOT_FOUND, f"Resource definition '{name}' not found.", C.MASK_RSC_DFN, C.MASK_DEL,
+                       obj_refs={"RscDfn": name}).to_json()]
+        if rd["snaps"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_SNAPSHOT_DFN,
+                              f"Cannot delete resource definition '{rd['name']}' because it has snapshots.",
+                              C.MASK_RSC_DFN, C.MASK_DEL, obj_refs={"RscDfn": rd["name"]}))
+        for key, rsc in rd["rscs"].items():
+            if self._in_use(rd, rsc):
+                raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
+                                  C.MASK_RSC_DFN, C.MASK_DEL, cause="Resource is mounted/in use.",
+                                  obj_refs={"RscDfn": rd["name"], "Node": rsc["node"]}))
+        for key in sorted(rd["rscs"], key=lambda k: not self._diskless(rd["rscs"][k])):
+            self._remove_resource(rd, key)
+        for vnr in rd["vds"]:
+            self.data.delete_volume(rd["name"], int(vnr))
+        del self.s["rds"][name.upper()]
+        return [success(f"Resource definition '{rd['name']}' marked for deletion.", C.MASK_RSC_DFN, C.MASK_DEL,
+                        obj_refs={"RscDfn": rd["name"]}).to_json(),
+                success(f"Resource definition '{rd['name']}' deleted.", C.MASK_RSC_DFN, C.MASK_DEL,
+                        obj_refs={"RscDfn": rd["name"]}).to_json()]
+
+    def clone_rd(self, name: str, query: dict, body: Any):
+        src = self._rd(name)
+        props = {**src["props"], **(body.get("override_props") or {})}
+        for key in body.get("delete_props") or []:
+            props.pop(key, None)
+        layers = body.get("layer_list") or src["layers"]
+        rd, msgs = self._create_rd(body.get("name", ""), body.get("external_name"),
+                                   body.get("resource_group") or src["rg"], layers, props)
+        sizes = body.get("volume_sizes") or []
+        for vnr in sorted(src["vds"], key=int):
+            vd = src["vds"][vnr]
+            size = max(vd["size_kib"], int(sizes[int(vnr)]) if int(vnr) < len(sizes) else 0)
+            msgs += self._create_vd(rd, {"size_kib": size, "volume_number": int(vnr),
+                                         "flags": list(vd["flags"])}, None)
+        self.data.flush(self._loops(src))
+        for vnr in src["vds"]:
+            if self.data.has_volume(src["name"], int(vnr)):
+                self.data.fill_from(self.data.volume_file(src["name"], int(vnr)), rd["name"], int(vnr),
+                                    rd["vds"][vnr]["size_kib"], [])
+        for key in self._diskful_nodes(src):
+            s_rsc = src["rscs"][key]
+            _, m = self._new_resource(rd, self.s["nodes"][key], s_rsc["pool"], [], {})
+            msgs += m
+        msgs += self._auto_tiebreaker(rd)
+        src["clones"][rd["name"].upper()] = "COMPLETE"
+        return 201, {"location": f"/v1/resource-definitions/{src['name']}/clone/{rd['name']}",
+                     "source_name": src["name"], "clone_name": rd["name"], "messages": [m.to_json() for m in msgs]}
+
+    def clone_status(self, name: str, clone: str, query: dict, body: Any):
+        src = self._rd(name)
+        status = src["clones"].get(clone.upper())
+        if status is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC_DFN, f"Clone '{clone}' of '{name}' not found.", C.MASK_RSC_DFN))
+        return {"status": status}
+
+    def sync_status(self, name: str, query: dict, body: Any):
+        self._rd(name)
+        return {"synced_on_all": True}
+
+    # ---- volume definitions ------------------------------------------------------------------
+    def list_vds(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        return [self._vd_json(rd, v) for v in sorted(rd["vds"], key=int)]
+
+    def _create_vd(self, rd: dict, spec: dict, passphrase: Optional[str]) -> list[Rc]:
+        size = spec.get("size_kib")
+        if not isinstance(size, int) or size <= 0:
+            raise ApiError(Rc(C.FAIL_INVLD_VLM_SIZE, f"Invalid volume size {size!r}.", C.MASK_VLM_DFN, C.MASK_CRT))
+        vnr = spec.get("volume_number")
+        if vnr is None:
+            vnr = 0
+            while str(vnr) in rd["vds"]:
+                vnr += 1
+        if str(vnr) in rd["vds"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_VLM_DFN, f"Volume definition {vnr} of '{rd['name']}' already exists.",
+                              C.MASK_VLM_DFN, C.MASK_CRT))
+        flags = list(spec.get("flags") or [])
+        msgs = []
+        if "ENCRYPTED" in flags:
+            if not self.s["passphrase"] and not passphrase:
+                raise ApiError(Rc(C.FAIL_NOT_FOUND_CRYPT_KEY,
+                                  "Could not create encrypted volume definition: no master passphrase set.",
+                                  C.MASK_VLM_DFN, C.MASK_CRT,
+                                  correction="Create a master passphrase with 'linstor encryption create-passphrase'."))
+            if "LUKS" not in rd["layers"]:
+                rd["layers"] = [x for x in rd["layers"] if x != "STORAGE"] + ["LUKS", "STORAGE"]
+        minor = self.s["next_minor"]
+        self.s["next_minor"] += 1
+        rd["vds"][str(vnr)] = {"size_kib": size, "props": dict(spec.get("props") or {}), "flags": flags,
+                               "minor": minor, "uuid": _uuid()}
+        if self._diskful_nodes(rd):
+            self.data.create_volume(rd["name"], vnr, size)
+            for rsc in rd["rscs"].values():
+                self._attach_devices(rd, rsc)
+        msgs.append(success(f"New volume definition with number '{vnr}' of resource definition '{rd['name']}' "
+                            "created.", C.MASK_VLM_DFN, C.MASK_CRT,
+                            obj_refs={"RscDfn": rd["name"], "VlmNr": vnr}))
+        return msgs
+
+    def create_vd(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        return 201, [m.to_json() for m in self._create_vd(rd, body.get("volume_definition") or {},
+                                                           body.get("passphrase"))]
+
+    def modify_vd(self, name: str, vnr: str, query: dict, body: Any):
+        rd = self._rd(name)
+        vd = rd["vds"].get(vnr)
+        if vd is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Volume definition {vnr} of '{rd['name']}' not found.",
+                              C.MASK_VLM_DFN, C.MASK_MOD))
+        msgs = []
+        vd["props"].update(body.get("override_props") or {})
+        for key in body.get("delete_props") or []:
+            vd["props"].pop(key, None)
+        new = body.get("size_kib")
+        if new is not None:
+            if new < vd["size_kib"]:
+                if rd["rscs"] and ("DRBD" in rd["layers"]):
+                    raise ApiError(Rc(C.FAIL_INVLD_VLM_SIZE,
+                                      "Shrinking volumes is not supported by layer 'DRBD'. Volumes can only grow "
+                                      "in size.", C.MASK_VLM_DFN, C.MASK_MOD))
+                vd["size_kib"] = new
+            elif new == vd["size_kib"]:
+                msgs.append(Rc(C.WARN_VLMDFN_RESIZE_SAME_SIZE, "Volume definition already has the requested size.",
+                               C.MASK_VLM_DFN, C.MASK_MOD))
+            else:
+                grow = new - vd["size_kib"]
+                for key in self._diskful_nodes(rd):
+                    pool = self.s["pools"][key][rd["rscs"][key]["pool"].upper()]
+                    if not self._is_thin(pool) and grow > self._pool_free_kib(key, pool):
+                        raise ApiError(Rc(C.FAIL_NOT_ENOUGH_FREE_SPACE,
+                                          f"Not enough free space in '{pool['name']}' on '{key}' to grow.",
+                                          C.MASK_VLM_DFN, C.MASK_MOD))
+                vd["size_kib"] = new
+                self.data.grow(rd["name"], int(vnr), new, [r["loops"][vnr] for r in rd["rscs"].values()
+                                                          if r.get("loops", {}).get(vnr)])
+        msgs.append(success(f"Volume definition {vnr} of '{rd['name']}' modified.", C.MASK_VLM_DFN, C.MASK_MOD,
+                            obj_refs={"RscDfn": rd["name"], "VlmNr": vnr}))
+        return [m.to_json() for m in msgs]
+
+    def delete_vd(self, name: str, vnr: str, query: dict, body: Any):
+        rd = self._rd(name)
+        if vnr not in rd["vds"]:
+            return [Rc(C.WARN_NOT_FOUND, f"Volume definition {vnr} of '{rd['name']}' not found.", C.MASK_VLM_DFN,
+                       C.MASK_DEL).to_json()]
+        for rsc in rd["rscs"].values():
+            if self._in_use(rd, rsc):
+                raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' is still in use.", C.MASK_VLM_DFN,
+                                  C.MASK_DEL))
+            self._detach_devices(rd, rsc, vnr)
+        del rd["vds"][vnr]
+        self.data.delete_volume(rd["name"], int(vnr))
+        return [success(f"Volume definition {vnr} of '{rd['name']}' deleted.", C.MASK_VLM_DFN, C.MASK_DEL).to_json()]
+
+    # ---- resources ---------------------------------------------------------------------------
+    def list_resources(self, query: dict, body: Any):
+        nodes = _name_filter(query, "nodes")
+        rscs = _name_filter(query, "resources")
+        pools = _name_filter(query, "storage_pools")
+        props = query.get("props", [])
+        out = []
+        for rkey in sorted(self.s["rds"]):
+            if rscs is not None and rkey not in rscs:
+                continue
+            rd = self.s["rds"][rkey]
+            for nkey in sorted(rd["rscs"]):
+                rsc = rd["rscs"][nkey]
+                if nodes is not None and nkey not in nodes:
+                    continue
+                if pools is not None and rsc["pool"].upper() not in pools:
+                    continue
+                if not _props_match({"StorPoolName": rsc["pool"], **rsc["props"]}, props):
+                    continue
+                out.append(self._rsc_json(rd, nkey, True))
+        return out
+
+    def list_rd_resources(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        nodes = _name_filter(query, "nodes")
+        return [self._rsc_json(rd, k, False) for k in sorted(rd["rscs"]) if nodes is None or k in nodes]
+
+    def list_rsc_volumes(self, name: str, node: str, query: dict, body: Any):
+        rd = self._rd(name)
+        if node.upper() not in rd["rscs"]:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC, f"Resource '{name}' on node '{node}' not found.", C.MASK_RSC))
+        return self._rsc_json(rd, node.upper(), True)["volumes"]
+
+    def _create_from_spec(self, rd: dict, item: dict) -> list[Rc]:
+        spec = item.get("resource") or {}
+        node = self._node(spec.get("node_name", ""))
+        flags = [f for f in (spec.get("flags") or []) if f in ("DISKLESS", "DRBD_DISKLESS", "NVME_INITIATOR")]
+        if "DRBD_DISKLESS" in flags:
+            flags = sorted(set(flags) | {"DISKLESS"})
+        props = dict(spec.get("props") or {})
+        pool = props.pop("StorPoolName", None)
+        if pool is None:
+            pool = DISKLESS_POOL if "DISKLESS" in flags else (self._prop_chain(rd, "StorPoolName") or "DfltStorPool")
+        if not rd["vds"]:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Resource definition '{rd['name']}' has no volumes.",
+                              C.MASK_RSC, C.MASK_CRT))
+        layers = [x.upper() for x in item.get("layer_list") or []] or None
+        _, msgs = self._new_resource(rd, node, pool, flags, props, layers)
+        return msgs
+
+    def create_resources(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        msgs: list[Rc] = []
+        for item in body if isinstance(body, list) else [body]:
+            msgs += self._create_from_spec(rd, item)
+        msgs += self._auto_tiebreaker(rd)
+        return 201, [m.to_json() for m in msgs]
+
+    def create_resource_on(self, name: str, node: str, query: dict, body: Any):
+        rd = self._rd(name)
+        item = dict(body or {})
+        item.setdefault("resource", {})["node_name"] = node
+        msgs = self._create_from_spec(rd, item) + self._auto_tiebreaker(rd)
+        return 201, [m.to_json() for m in msgs]
+
+    def modify_resource(self, name: str, node: str, query: dict, body: Any):
+        rd = self._rd(name)
+        rsc = rd["rscs"].get(node.upper())
+        if rsc is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC, f"Resource '{name}' on node '{node}' not found.", C.MASK_RSC,
+                              C.MASK_MOD))
+        rsc["props"].update(body.get("override_props") or {})
+        for key in body.get("delete_props") or []:
+            rsc["props"].pop(key, None)
+        return [success(f"Resource '{rd['name']}' on '{rsc['node']}' modified.", C.MASK_RSC, C.MASK_MOD).to_json()]
+
+    def delete_resource(self, name: str, node: str, query: dict, body: Any):
+        rd = self.s["rds"].get(name.upper())
+        rsc = rd["rscs"].get(node.upper()) if rd else None
+        if rsc is None:
+            return [Rc(C.WARN_NOT_FOUND, f"Resource '{name}' on node '{node}' not found.", C.MASK_RSC, C.MASK_DEL,
+                       obj_refs={"RscDfn": name, "Node": node}).to_json()]
+        refs = {"RscDfn": rd["name"], "Node": rsc["node"]}
+        if self._in_use(rd, rsc):
+            raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
+                              C.MASK_RSC, C.MASK_DEL, cause="Resource is mounted/in use.", obj_refs=refs))
+        diskful = self._diskful_nodes(rd)
+        if not self._diskless(rsc) and diskful == [node.upper()] and any(
+                self._diskless(r) and "TIE_BREAKER" not in r["flags"] for r in rd["rscs"].values()):
+            raise ApiError(Rc(C.FAIL_IN_USE,
+                              f"Last resource of '{rd['name']}' with disk still has diskless resources attached.",
+                              C.MASK_RSC, C.MASK_DEL, obj_refs=refs))
+        keep_tb = (query.get("keep_tiebreaker") or ["false"])[0].lower() == "true"
+        if (self._diskless(rsc) and "TIE_BREAKER" not in rsc["flags"] and len(diskful) == 2
+                and str(self._prop_chain(rd, TIEBREAKER_PROP, "true")).lower() in ("true", "yes")
+                and not any(self._diskless(r) and k != node.upper() for k, r in rd["rscs"].items())
+                and "DRBD" in rd["layers"]):
+            rsc["flags"] = sorted(set(rsc["flags"]) | {"TIE_BREAKER"})
+            return [Rc(C.MASK_INFO | 6, f"Resource '{rd['name']}' on '{rsc['node']}' will be taken over as a linstor "
+                       "managed tiebreaker resource", C.MASK_RSC, C.MASK_DEL, obj_refs=refs).to_json()]
+        del keep_tb
+        if self.s["nodes"][node.upper()]["status"] != "ONLINE":
+            rsc["flags"] = sorted(set(rsc["flags"]) | {"DELETE", "DRBD_DELETE"})
+            return [Rc(C.WARN_NOT_CONNECTED, f"No active connection to satellite '{rsc['node']}'. The resource will "
+                       "be deleted when the satellite reconnects.", C.MASK_RSC, C.MASK_DEL, obj_refs=refs).to_json()]
+        self._remove_resource(rd, node.upper())
+        msgs = [success(f"Resource '{rd['name']}' on '{rsc['node']}' marked for deletion.", C.MASK_RSC, C.MASK_DEL,
+                        obj_refs=refs),
+                success(f"Resource '{rd['name']}' on '{rsc['node']}' deleted.", C.MASK_RSC, C.MASK_DEL,
+                        obj_refs=refs)]
+        msgs += self._auto_tiebreaker(rd)
+        return [m.to_json() for m in msgs]
+
+    def make_available(self, name: str, node: str, query: dict, body: Any):
+        rd = self._rd(name)
+        node_obj = self._node(node)
+        key = node.upper()
+        diskful = bool(body.get("diskful"))
+        layers = [x.upper() for x in body.get("layer_list") or []] or None
+        rsc = rd["rscs"].get(key)
+        refs = {"RscDfn": rd["name"], "Node": node_obj["name"]}
+        if rsc is not None:
+            if layers and layers != self._layers(rd, rsc):
+                raise ApiError(Rc(C.FAIL_INVLD_LAYER_STACK, "Resource already deployed with a different layer list.",
+                                  C.MASK_RSC, C.MASK_CRT, obj_refs=refs))
+            if "TIE_BREAKER" in rsc["flags"]:
+                rsc["flags"] = [f for f in rsc["flags"] if f != "TIE_BREAKER"]
+            if "DELETE" in rsc["flags"]:
+                rsc["flags"] = [f for f in rsc["flags"] if f not in ("DELETE", "DRBD_DELETE")]
+            if diskful and self._diskless(rsc):
+                pool = self._diskful_pool_for(rd, node_obj)
+                rsc["flags"] = [f for f in rsc["flags"] if f not in ("DISKLESS", "DRBD_DISKLESS")]
+                rsc["pool"] = pool
+            return [success("Resource already deployed as requested", C.MASK_RSC, C.MASK_CRT,
+                            obj_refs=refs).to_json()]
+        if diskful:
+            pool = self._diskful_pool_for(rd, node_obj)
+            _, msgs = self._new_resource(rd, node_obj, pool, [], {}, layers)
+        else:
+            if not self._diskful_nodes(rd) and not rd["vds"]:
+                raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Resource definition '{rd['name']}' has no volumes.",
+                                  C.MASK_RSC, C.MASK_CRT))
+            _, msgs = self._new_resource(rd, node_obj, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS"], {}, layers)
+        msgs += self._auto_tiebreaker(rd)
+        return [m.to_json() for m in msgs]
+
+    def _diskful_pool_for(self, rd: dict, node: dict) -> str:
+        rg = self.s["rgs"].get(rd["rg"].upper(), {"select_filter": {}})
+        wanted = [p.upper() for p in (rg["select_filter"].get("storage_pool_list") or [])]
+        candidates = [p for k, p in sorted(self.s["pools"][node["name"].upper()].items())
+                      if p["provider_kind"] != "DISKLESS" and (not wanted or k in wanted)]
+        if not candidates:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_STOR_POOL,
+                              f"Autoplacer could not find diskful stor pool on node {node['name']} matching "
+                              "resource-groups autoplace-settings", C.MASK_RSC, C.MASK_CRT))
+        return max(candidates, key=lambda p: self._pool_free_kib(node["name"], p))["name"]
+
+    def autoplace(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        rg = self.s["rgs"].get(rd["rg"].upper(), {"select_filter": {}})
+        req = {k: v for k, v in (body.get("select_filter") or {}).items() if v is not None}
+        sf = {**rg["select_filter"], **req}
+        msgs = self._autoplace(rd, sf, bool(body.get("diskless_on_remaining") or sf.get("diskless_on_remaining")),
+                               body.get("layer_list") or sf.get("layer_stack"), [])
+        return 201, [m.to_json() for m in msgs]
+
+    def _autoplace(self, rd: dict, sf: dict, diskless_on_remaining: bool, layers: Optional[list[str]],
+                   before: list[Rc]) -> list[Rc]:
+        if not rd["vds"]:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Resource definition '{rd['name']}' has no volumes.",
+                              C.MASK_RSC, C.MASK_CRT), before)
+        place_count = int(sf.get("place_count") or 2)
+        existing = self._diskful_nodes(rd)
+        additional = sf.get("additional_place_count")
+        additional = int(additional) if additional else place_count - len(existing)
+        if additional <= 0:
+            return [Rc(C.WARN_RSC_ALREADY_DEPLOYED,
+                       f"Resource '{rd['name']}' was already deployed on {len(existing)} nodes. Skipping.",
+                       C.MASK_RSC, C.MASK_CRT, obj_refs={"RscDfn": rd["name"]})]
+        pools = [p.upper() for p in (sf.get("storage_pool_list") or ([sf["storage_pool"]] if sf.get("storage_pool")
+                                                                      else []))]
+        node_names = {n.upper() for n in sf.get("node_name_list") or []}
+        providers = {p.upper() for p in sf.get("provider_list") or []}
+        need = sum(vd["size_kib"] for vd in rd["vds"].values())
+        not_with = list(sf.get("not_place_with_rsc") or []) + [rd["name"]]
+        regex = sf.get("not_place_with_rsc_regex")
+        candidates = []
+        for nkey, node in sorted(self.s["nodes"].items()):
+            if node["status"] != "ONLINE" or (node_names and nkey not in node_names):
+                continue
+            here = {r["name"] for r in self.s["rds"].values() if nkey in r["rscs"]
+                    and not (r is rd and self._diskless(r["rscs"][nkey]))}
+            if placement.excluded_by_neighbours({h.upper() for h in here}, not_with, regex):
+                continue
+            for pkey, pool in self.s["pools"][nkey].items():
+                if pool["provider_kind"] == "DISKLESS" or (pools and pkey not in pools):
+                    continue
+                if providers and pool["provider_kind"] not in providers:
+                    continue
+                free = self._pool_free_kib(nkey, pool)
+                if free < need and not self._is_thin(pool):
+                    continue
+                if self._is_thin(pool) and free <= 0:
+                    continue
+                candidates.append(placement.Candidate(node["name"], pool["name"], free, node["props"]))
+        existing_c = [placement.Candidate(self.s["nodes"][k]["name"], rd["rscs"][k]["pool"], 0,
+                                          self.s["nodes"][k]["props"]) for k in existing]
+        chosen = placement.choose(candidates, additional, existing_c, list(sf.get("replicas_on_same") or []),
+                                  list(sf.get("replicas_on_different") or []))
+        if chosen is None:
+            raise ApiError(Rc(C.FAIL_NOT_ENOUGH_NODES, "Not enough available nodes", C.MASK_RSC, C.MASK_CRT,
+                              details=f"Not enough nodes fulfilling the following auto-place criteria:\n"
+                                      f" * has a deployed storage pool named {sf.get('storage_pool_list')}\n"
+                                      f" * the storage pools have to have at least '{need}' free space\n"
+                                      f" * the current access context has enough privileges to use the node and "
+                                      f"the storage pool\n * the node is online\n\nAuto-place configuration "
+                                      f"details:\n   Replica count: {place_count}\n   Additional replica count: "
+                                      f"{additional}\n   Don't place with resource: {not_with}\n   Don't place "
+                                      f"with resource (regex): {regex}\n   Replicas on same: "
+                                      f"{sf.get('replicas_on_same')}\n   Replicas on different: "
+                                      f"{sf.get('replicas_on_different')}",
+                              obj_refs={"RscDfn": rd["name"]}), before)
+        msgs: list[Rc] = []
+        layers = [x.upper() for x in layers] if layers else None
+        for cand in chosen:
+            key = cand.node.upper()
+            if key in rd["rscs"]:        # a diskless replica becomes a disk
+                rsc = rd["rscs"][key]
+                self._detach_devices(rd, rsc)
+                del rd["rscs"][key]
+            _, m = self._new_resource(rd, self.s["nodes"][key], cand.pool, [], {}, layers)
+            msgs += m
+        msgs.insert(0, success(f"Resource '{rd['name']}' successfully autoplaced on {len(chosen)} nodes",
+                               C.MASK_RSC, C.MASK_CRT, details="Used nodes (storage pool name): " + ", ".join(
+                                   f"'{c.node}' ({c.pool})" for c in chosen), obj_refs={"RscDfn": rd["name"]}))
+        if diskless_on_remaining:
+            for nkey, node in sorted(self.s["nodes"].items()):
+                if nkey not in rd["rscs"] and node["status"] == "ONLINE":
+                    _, m = self._new_resource(rd, node, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS"], {}, layers)
+                    msgs += m
+        msgs += self._auto_tiebreaker(rd)
+        return msgs
+
+    def get_rsc_conn(self, name: str, a: str, b: str, query: dict, body: Any):
+        rd = self._rd(name)
+        key = "|".join(sorted([a.upper(), b.upper()]))
+        return [{"node_a": a, "node_b": b, "props": dict(rd["conns"].get(key, {})), "flags": []}]
+
+    def modify_rsc_conn(self, name: str, a: str, b: str, query: dict, body: Any):
+        rd = self._rd(name)
+        self._node(a)
+        self._node(b)
+        key = "|".join(sorted([a.upper(), b.upper()]))
+        props = rd["conns"].setdefault(key, {})
+        props.update(body.get("override_props") or {})
+        for k in body.get("delete_props") or []:
+            props.pop(k, None)
+        return [success(f"Resource connection between '{a}' and '{b}' of '{rd['name']}' modified.", C.MASK_RSC_CONN,
+                        C.MASK_MOD).to_json()]
+
+    # ---- snapshots ---------------------------------------------------------------------------
+    def list_snapshots(self, query: dict, body: Any):
+        nodes = _name_filter(query, "nodes")
+        rscs = _name_filter(query, "resources")
+        out = []
+        for rkey in sorted(self.s["rds"]):
+            if rscs is not None and rkey not in rscs:
+                continue
+            rd = self.s["rds"][rkey]
+            for skey in sorted(rd["snaps"]):
+                snap = rd["snaps"][skey]
+                if nodes is not None and not nodes & {n.upper() for n in snap["nodes"]}:
+                    continue
+                out.append(self._snap_json(rd, snap))
+        return out
+
+    def list_rd_snapshots(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        return [self._snap_json(rd, rd["snaps"][k]) for k in sorted(rd["snaps"])]
+
+    def _snap(self, rd: dict, snap: str) -> dict:
+        s = rd["snaps"].get(snap.upper())
+        if s is None:
+            raise ApiError(Rc(C.FAIL_NOT_FOUND_SNAPSHOT_DFN,
+                              f"Snapshot '{snap}' of resource '{rd['name']}' not found.", C.MASK_SNAPSHOT,
+                              obj_refs={"RscDfn": rd["name"], "Snapshot": snap}))
+        return s
+
+    def get_snapshot(self, name: str, snap: str, query: dict, body: Any):
+        rd = self._rd(name)
+        return self._snap_json(rd, self._snap(rd, snap))
+
+    def _create_snapshot(self, rd: dict, snap_name: str, nodes: list[str]) -> list[Rc]:
+        self._check_name(snap_name, C.FAIL_INVLD_SNAPSHOT_NAME, "snapshot", C.MASK_SNAPSHOT)
+        refs = {"RscDfn": rd["name"], "Snapshot": snap_name}
+        if snap_name.upper() in rd["snaps"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_SNAPSHOT_DFN,
+                              f"A snapshot definition with the name '{snap_name}' already exists in resource "
+                              f"definition '{rd['name']}'.", C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+        online = [k for k in self._diskful_nodes(rd) if self.s["nodes"][k]["status"] == "ONLINE"]
+        if nodes:
+            for n in nodes:
+                rsc = rd["rscs"].get(n.upper())
+                if rsc is not None and self._diskless(rsc):
+                    raise ApiError(Rc(C.FAIL_SNAPSHOTS_NOT_SUPPORTED,
+                                      f"Cannot create snapshot from diskless resource on node '{n}'",
+                                      C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+            online = [k for k in online if k in {n.upper() for n in nodes}]
+        if not online:
+            raise ApiError(Rc(C.FAIL_NOT_CONNECTED, "No diskful connected satellite for snapshot or no resources.",
+                              C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+        for key in online:
+            pool = self.s["pools"][key][rd["rscs"][key]["pool"].upper()]
+            if not self._snapshots_ok(pool):
+                raise ApiError(Rc(C.FAIL_SNAPSHOTS_NOT_SUPPORTED,
+                                  f"Storage driver '{pool['provider_kind']}' does not support snapshots.",
+                                  C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+        loops = self._loops(rd)
+        vds = []
+        for vnr in sorted(rd["vds"], key=int):
+            size = rd["vds"][vnr]["size_kib"]
+            self.data.take_snapshot(rd["name"], int(vnr), snap_name, size, loops)
+            vds.append({"volume_number": int(vnr), "size_kib": size})
+        rd["snaps"][snap_name.upper()] = {
+            "name": snap_name, "nodes": [self.s["nodes"][k]["name"] for k in online], "props": dict(rd["props"]),
+            "flags": ["SUCCESSFUL"], "vds": vds, "uuid": _uuid(), "ts": _now_ms(),
+            "pools": {self.s["nodes"][k]["name"]: rd["rscs"][k]["pool"] for k in online},
+            "encrypted": any("ENCRYPTED" in vd["flags"] for vd in rd["vds"].values()),
+        }
+        return [success(f"New snapshot '{snap_name}' of resource '{rd['name']}' registered.", C.MASK_SNAPSHOT,
+                        C.MASK_CRT, obj_refs=refs),
+                success(f"Snapshot '{snap_name}' of resource '{rd['name']}' successfully taken.", C.MASK_SNAPSHOT,
+                        C.MASK_CRT, obj_refs=refs)]
+
+    def create_snapshot(self, name: str, query: dict, body: Any):
+        rd = self._rd(name)
+        return 201, [m.to_json() for m in self._create_snapshot(rd, body.get("name", ""), body.get("nodes") or [])]
+
+    def snapshot_multi(self, query: dict, body: Any):
+        msgs: list[Rc] = []
+        for item in body.get("snapshots") or []:
+            rd = self._rd(item.get("resource_name", ""))
+            msgs += self._create_snapshot(rd, item.get("name", ""), item.get("nodes") or [])
+        return 201, [m.to_json() for m in msgs]
+
+    def modify_snapshot(self, name: str, snap: str, query: dict, body: Any):
+        rd = self._rd(name)
+        s = self._snap(rd, snap)
+        s["props"].update(body.get("override_props") or {})
+        for key in body.get("delete_props") or []:
+            s["props"].pop(key, None)
+        return [success(f"Snapshot '{s['name']}' of '{rd['name']}' modified.", C.MASK_SNAPSHOT, C.MASK_MOD).to_json()]
+
+    def delete_snapshot(self, name: str, snap: str, query: dict, body: Any):
+        rd = self.s["rds"].get(name.upper())
+        s = rd["snaps"].get(snap.upper()) if rd else None
+        if s is None:
+            return [Rc(C.WARN_NOT_FOUND, f"Snapshot '{snap}' of resource '{name}' not found.", C.MASK_SNAPSHOT,
+                       C.MASK_DEL, obj_refs={"RscDfn": name, "Snapshot": snap}).to_json()]
+        only = set()
+        for v in query.get("nodes") or []:
+            only.update(x.upper() for x in v.split(",") if x)
+        if only:
+            s["nodes"] = [n for n in s["nodes"] if n.upper() not in only]
+        if not only or not s["nodes"]:
+            del rd["snaps"][snap.upper()]
+            self.data.delete_snapshot(rd["name"], s["name"])
+        msgs = [success(f"Snapshot '{s['name']}' of resource '{rd['name']}' deleted.", C.MASK_SNAPSHOT, C.MASK_DEL,
+                        obj_refs={"RscDfn": rd["name"], "Snapshot": s["name"]}).to_json()]
+        if (query.get("delete_empty_resource_definition") or ["false"])[0].lower() == "true" \
+                and not rd["rscs"] and not rd["snaps"]:
+            msgs += self.delete_rd(rd["name"], {}, {})
+        return msgs
+
+    def restore_vd(self, name: str, snap: str, query: dict, body: Any):
+        src = self._rd(name)
+        s = self._snap(src, snap)
+        target = self._rd(body.get("to_resource", ""))
+        for vd in s["vds"]:
+            flags = ["ENCRYPTED"] if s.get("encrypted") else []
+            self._create_vd(target, {"size_kib": vd["size_kib"], "volume_number": vd["volume_number"],
+                                     "flags": flags}, None)
+        rc = Rc(C.DELETED, f"Volume definitions of '{target['name']}' restored from snapshot '{s['name']}'.",
+                C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs={"RscDfn": target["name"], "Snapshot": s["name"]})
+        return [rc.to_json()]
+
+    def restore_resource(self, name: str, snap: str, query: dict, body: Any):
+        src = self._rd(name)
+        s = self._snap(src, snap)
+        target = self._rd(body.get("to_resource", ""))
+        refs = {"RscDfn": target["name"], "Snapshot": s["name"]}
+        if target["rscs"]:
+            raise ApiError(Rc(C.FAIL_EXISTS_RSC, "Cannot restore to resource definition which already has resources",
+                              C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+        if not target["vds"]:
+            return [Rc(C.WARN_NOT_FOUND, "No volumes to restore.", C.MASK_SNAPSHOT, C.MASK_CRT,
+                       obj_refs=refs).to_json()]
+        snap_vds = {v["volume_number"]: v for v in s["vds"]}
+        for vnr, vd in target["vds"].items():
+            if int(vnr) not in snap_vds:
+                raise ApiError(Rc(C.FAIL_NOT_FOUND_SNAPSHOT_VLM_DFN,
+                                  f"Snapshot volume definition {vnr} of '{s['name']}' not found.",
+                                  C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+            if snap_vds[int(vnr)]["size_kib"] != vd["size_kib"]:
+                raise ApiError(Rc(C.FAIL_INVLD_VLM_SIZE,
+                                  "Snapshot size does not match with volume definition size.",
+                                  C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+        nodes = body.get("nodes") or s["nodes"]
+        rename = body.get("stor_pool_rename") or {}
+        target["props"].update(s["props"])
+        for vnr, vd in target["vds"].items():
+            self.data.fill_from(self.data.snapshot_file(src["name"], s["name"], int(vnr)), target["name"], int(vnr),
+                                vd["size_kib"], [])
+        msgs: list[Rc] = []
+        for n in nodes:
+            node = self._node(n)
+            pool = s.get("pools", {}).get(node["name"]) or "DfltStorPool"
+            pool = rename.get(pool, pool)
+            _, m = self._new_resource(target, node, pool, [], {})
+            msgs += m
+        msgs += self._auto_tiebreaker(target)
+        msgs.append(success(f"Resource '{target['name']}' restored from snapshot '{s['name']}'.", C.MASK_SNAPSHOT,
+                            C.MASK_CRT, obj_refs=refs))
+        return [m.to_json() for m in msgs]
+
+    def rollback(self, name: str, snap: str, query: dict, body: Any):
+        rd = self._rd(name)
+        s = self._snap(rd, snap)
+        refs = {"RscDfn": rd["name"], "Snapshot": s["name"]}
+        for rsc in rd["rscs"].values():
+            if self._in_use(rd, rsc):
+                raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
+                                  C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
+        loops = self._loops(rd)
+        for vd in s["vds"]:
+            vnr = str(vd["volume_number"])
+            if vnr in rd["vds"]:
+                self.data.fill_from(self.data.snapshot_file(rd["name"], s["name"], int(vnr)), rd["name"], int(vnr),
+                                    rd["vds"][vnr]["size_kib"], loops)
+        return [success(f"Resource '{rd['name']}' rolled back to snapshot '{s['name']}'.", C.MASK_SNAPSHOT,
+                        C.MASK_MOD, obj_refs=refs).to_json()]
+
+    # ---- error reports -----------------------------------------------------------------------
+    def list_error_reports(self, query: dict, body: Any):
+        with_content = (query.get("withContent") or ["false"])[0].lower() == "true"
+        ids = set()
+        for v in query.get("ids") or []:
+            ids.update(v.split(","))
+        out = []
+        for rid, rep in sorted(self.s["errors"].items()):
+            if ids and rid not in ids:
+                continue
+            item = {k: v for k, v in rep.items() if k != "text" or with_content}
+            out.append(item)
+        return out
+
+    def get_error_report(self, report_id: str, query: dict, body: Any):
+        rep = self.s["errors"].get(report_id)
+        if rep is None:
+            raise ApiError(Rc(C.MASK_ERROR | 399, f"Error report '{report_id}' not found."))
+        return [dict(rep)]
+
+    # ---- lab control (not LINSTOR API) ---------------------------------------------------------
+    def set_node_status(self, node: str, status: str) -> None:
+        with self.lock:
+            n = self._node(node)
+            n["status"] = status
+            if status == "ONLINE":
+                for rd in self.s["rds"].values():
+                    rsc = rd["rscs"].get(node.upper())
+                    if rsc and "DELETE" in rsc["flags"]:
+                        self._remove_resource(rd, node.upper())
+            self.save()
+
+    def set_in_use(self, rsc_name: str, node: str, in_use: bool) -> None:
+        with self.lock:
+            rd = self._rd(rsc_name)
+            rsc = rd["rscs"].get(node.upper())
+            if rsc is None:
+                raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC, f"Resource '{rsc_name}' on node '{node}' not found."))
+            rsc["in_use_forced"] = in_use
+            self.save()
+
+    def release_all_devices(self) -> None:
+        """Detach every loop device (lab teardown)."""
+        with self.lock:
+            for rd in self.s["rds"].values():
+                for rsc in rd["rscs"].values():
+                    self._detach_devices(rd, rsc)
+            self.save()
+
+    def reattach_devices(self) -> None:
+        """After a restart: check that every recorded loop still backs the right file."""
+        with self.lock:
+            for rd in self.s["rds"].values():
+                for rsc in rd["rscs"].values():
+                    for vnr, loop in list(rsc.get("loops", {}).items()):
+                        expect = str(self.data.volume_file(rd["name"], int(vnr)))
+                        if loop and self.data.loop_backing_file(loop) != expect:
+                            del rsc["loops"][vnr]
+                    self._attach_devices(rd, rsc)
+            self.save()
+
+    def snapshot_state(self) -> dict:
+        with self.lock:
+            return copy.deepcopy(self.s)
