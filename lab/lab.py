@@ -1,0 +1,258 @@
+"""The whole lab in one object: LINSTOR emulator, simulated hosts, oned endpoint, front-end tree.
+
+    with Lab(LabConfig(hosts=3)) as lab:
+        result = lab.runner().tm("clone", "one-frontend:one-image-0", "node1:/var/lib/one//datastores/101/5/disk.0",
+                                 5, 100)
+
+The front-end is this machine's root namespace (drivers run here, as oned's MADs do), laid out as a
+self-contained OpenNebula install under `<workdir>/one` (ONE_LOCATION): var/remotes with the driver
+files, etc/monitord.conf pointing at the lab's onemonitord listener. oneadmin's HOME is
+`<workdir>/home` with ~/.ssh (config, key, known_hosts) and ~/.one (one_auth, one_endpoint).
+The front-end is also reachable over SSH as host `one-frontend`, like a real one (tm/mv to it).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .hosts import SimHost, make_keys, write_client_config
+from .linstor_emu.process import EmulatorConfig, LinstorEmulator, free_port
+from .oned import Datastore, Host, OnedEndpoint
+from .runner import OnedRunner, mad_environment
+
+REPO = Path(__file__).resolve().parents[1]
+FRONTEND = "one-frontend"
+IMAGE_DS = 100
+SYSTEM_DS = 101
+POOL = "data"
+RESOURCE_GROUP = "one_rg"
+
+
+@dataclass
+class LabConfig:
+    hosts: int = 3
+    libvirt: bool = False
+    version: str = "7.0.2"
+    tls: bool = False
+    pool_kib: int = 20 * 1024 * 1024
+    provider_kind: str = "LVM_THIN"
+    workdir: Optional[Path] = None
+    validate_schema: bool = True
+    controller_props: dict = field(default_factory=dict)
+    install_driver: bool = True
+
+
+class MonitorListener:
+    """onemonitord's UDP socket: keeps each message `TYPE RESULT OID TS PAYLOAD` decoded."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.messages: list[dict] = []
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(1 << 20)
+            except OSError:
+                return
+            parts = data.decode(errors="replace").strip().split(" ", 4)
+            msg = {"raw": data, "type": parts[0] if parts else ""}
+            if len(parts) == 5:
+                msg.update({"result": parts[1], "oid": parts[2], "ts": parts[3]})
+                try:
+                    msg["payload"] = zlib.decompress(base64.b64decode(parts[4])).decode()
+                except (ValueError, zlib.error):
+                    msg["payload"] = parts[4]
+            self.messages.append(msg)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Lab:
+    def __init__(self, config: Optional[LabConfig] = None):
+        self.config = config or LabConfig()
+        self._own_workdir = self.config.workdir is None
+        self.workdir = Path(self.config.workdir or tempfile.mkdtemp(prefix="linstor_un-lab-"))
+        self.home = self.workdir / "home"
+        self.one_location = self.workdir / "one"
+        self.hosts: dict[str, SimHost] = {}
+        self.linstor: Optional[LinstorEmulator] = None
+        self.oned: Optional[OnedEndpoint] = None
+        self.monitor: Optional[MonitorListener] = None
+        self.tls: Optional[dict] = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "Lab":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        cfg = self.config
+        ssh_dir = self.home / ".ssh"
+        client_key, host_key = make_keys(ssh_dir)
+        authorized = self.workdir / "authorized_keys"
+        authorized.write_text(Path(str(client_key) + ".pub").read_text())
+        names = [f"node{i}" for i in range(1, cfg.hosts + 1)]
+        for i, name in enumerate(names + [FRONTEND]):
+            address = f"127.0.0.{11 + i}" if name != FRONTEND else "127.0.0.10"
+            host = SimHost(name, address, free_port(address), self.workdir / "hosts" / name,
+                           libvirt=cfg.libvirt and name != FRONTEND)
+            self.hosts[name] = host
+            host.start(authorized, host_key)
+        write_client_config(ssh_dir, list(self.hosts.values()), client_key, host_key)
+        if cfg.tls:
+            from .certs import make_tls
+            self.tls = make_tls(self.workdir / "tls")
+        nodes = [{"name": n, "address": self.hosts[n].address,
+                  "pools": [{"name": POOL, "provider_kind": cfg.provider_kind, "total_kib": cfg.pool_kib}]}
+                 for n in names]
+        self.linstor = LinstorEmulator(EmulatorConfig(
+            state_dir=self.workdir / "linstor", nodes=nodes,
+            resource_groups=[{"name": RESOURCE_GROUP, "select_filter": {"place_count": 2,
+                                                                        "storage_pool_list": [POOL]}}],
+            host_devdirs={n: str(self.hosts[n].devdir) for n in names},
+            tls=({"cert": self.tls["server_cert"], "key": self.tls["server_key"], "ca": self.tls["ca"],
+                  "require_client_cert": True} if self.tls else None),
+            validate_schema=cfg.validate_schema, controller_props=cfg.controller_props))
+        self.linstor.start()
+        self.monitor = MonitorListener()
+        self.oned = OnedEndpoint(version=cfg.version)
+        self.oned.start()
+        for hid, name in enumerate(names):
+            self.oned.add(Host(hid, name))
+        self.oned.add(Datastore(IMAGE_DS, "linstor_images", "IMAGE_DS", template=self.datastore_template()))
+        self.oned.add(Datastore(SYSTEM_DS, "linstor_system", "SYSTEM_DS", ds_mad="-",
+                                template=self.datastore_template()))
+        self._frontend_tree()
+
+    def stop(self) -> None:
+        if self.linstor:
+            self.linstor.shutdown()
+        for host in self.hosts.values():
+            host.stop()
+        if self.oned:
+            self.oned.stop()
+        if self.monitor:
+            self.monitor.close()
+        if self._own_workdir and not os.environ.get("LAB_KEEP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ---- the front-end ---------------------------------------------------------------------------
+    def _frontend_tree(self) -> None:
+        one = self.one_location
+        remotes = one / "var" / "remotes"
+        for sub in ("tm", "datastore", "vmm/kvm", "etc/datastore/linstor_un"):
+            (remotes / sub).mkdir(parents=True, exist_ok=True)
+        (one / "etc" / "vmm_exec").mkdir(parents=True, exist_ok=True)
+        (remotes / "VERSION").write_text(self.config.version + "\n")
+        (one / "etc" / "monitord.conf").write_text(
+            f'NETWORK = [\n  ADDRESS = "127.0.0.1",\n  PORT = {self.monitor.port},\n  THREADS = 2,\n'
+            f'  MONITOR_ADDRESS = "auto",\n  PUBKEY = "",\n  PRIKEY = ""\n]\n')
+        if (parse_major(self.config.version) >= (5, 12)):
+            (remotes / "im" / "kvm-probes.d" / "vm" / "monitor").mkdir(parents=True, exist_ok=True)
+        conf = remotes / "etc" / "datastore" / "linstor_un" / "linstor_un.conf"
+        if not conf.exists():
+            conf.write_text("")
+        one_dir = self.home / ".one"
+        one_dir.mkdir(parents=True, exist_ok=True)
+        (one_dir / "one_auth").write_text(self.oned.auth + "\n")
+        (one_dir / "one_endpoint").write_text(self.oned.url + "\n")
+        if self.config.install_driver:
+            self.install_driver()
+
+    def install_driver(self) -> None:
+        """Put the repository's driver files into the lab's remotes, the way install.py would:
+        same layout, executable, the interpreter that has the driver's dependencies."""
+        remotes = self.one_location / "var" / "remotes"
+        for rel in ("tm/linstor_un", "datastore/linstor_un"):
+            src = REPO / rel
+            if src.is_dir():
+                dst = remotes / rel
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst, symlinks=True)
+                for f in dst.iterdir():
+                    self._fix_interpreter(f)
+        for f in (REPO / "vmm" / "kvm").glob("*") if (REPO / "vmm" / "kvm").is_dir() else []:
+            dst = remotes / "vmm" / "kvm" / f.name
+            shutil.copy2(f, dst)
+            self._fix_interpreter(dst)
+
+    @staticmethod
+    def _fix_interpreter(path: Path) -> None:
+        if path.is_symlink() or not path.is_file():
+            return
+        text = path.read_bytes()
+        if text.startswith(b"#!") and b"python" in text.split(b"\n", 1)[0]:
+            path.write_bytes(f"#!{sys.executable}\n".encode() + text.split(b"\n", 1)[1])
+        path.chmod(0o755)
+
+    # ---- handles ---------------------------------------------------------------------------------
+    def runner(self, version: Optional[str] = None, **kw) -> OnedRunner:
+        version = version or self.config.version
+        if version != self.config.version:
+            (self.one_location / "var" / "remotes" / "VERSION").write_text(version + "\n")
+        env = mad_environment(self.home, self.one_location, extra_path=str(REPO / "lib"))
+        return OnedRunner(self.one_location, version, env, **kw)
+
+    def datastore_template(self, **extra: str) -> dict:
+        url = self.linstor.https_url if self.tls else self.linstor.url
+        t = {"LS_CONTROLLERS": url, "BRIDGE_LIST": " ".join(n for n in self.hosts if n != FRONTEND),
+             "RESOURCE_GROUP": RESOURCE_GROUP, "DISK_TYPE": "BLOCK"}
+        if self.tls:
+            t.update({"LS_CERTFILE": self.tls["client_cert"], "LS_KEYFILE": self.tls["client_key"],
+                      "LS_CAFILE": self.tls["ca"]})
+        t.update(extra)
+        return t
+
+    def host(self, name: str) -> SimHost:
+        return self.hosts[name]
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n for n in self.hosts if n != FRONTEND]
+
+    def client(self):
+        """A python-linstor client on the emulator (for setting up and checking state)."""
+        import linstor
+        if self.tls:
+            client = linstor.MultiLinstor([self.linstor.https_url])
+            client.certfile, client.keyfile, client.cafile = (self.tls["client_cert"], self.tls["client_key"],
+                                                              self.tls["ca"])
+            return client
+        return linstor.MultiLinstor([self.linstor.url])
+
+    def read_device(self, node: str, device: str, offset: int = 0, length: int = 4096) -> bytes:
+        """Read bytes of a device as seen on a host (inside its namespace)."""
+        cmd = (f"dd if={device} bs=4096 iflag=skip_bytes,count_bytes skip={offset} count={length} "
+               f"status=none")
+        return self.hosts[node].run_inside(cmd).stdout
+
+    def write_device(self, node: str, device: str, data: bytes, offset: int = 0) -> None:
+        cmd = f"dd of={device} bs=4096 oflag=seek_bytes seek={offset} conv=notrunc,fsync status=none"
+        self.hosts[node].run_inside(cmd, input=data)
+
+
+def parse_major(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    return int(parts[0]), int(parts[1])

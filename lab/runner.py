@@ -1,0 +1,180 @@
+"""Run a driver file exactly as oned's MADs run it, for a given OpenNebula version.
+
+What it reproduces (reference/opennebula-interface.md §1-§6, oned-7.0.2-trace.md):
+- the command is one string handed to a shell, as Ruby's popen3 does; TM arguments are
+  shell-escaped from 5.8 on (Shellwords.escape), joined raw on 5.6;
+- stdin is always a pipe: the given data, or nothing;
+- DS actions (and the system-DS monitor, and export): `<b64> <id>` up to 6.6, `- <id>` plus stdin
+  with the `-i` option (6.4.4+/6.6.2+), `<id>` plus stdin from 6.8;
+- pre/post/failmigrate: the VM template in argv $6 (5.6, 5.8) or on stdin (5.10+), the caller TM as
+  $7 / $6;
+- VMM local actions (save/restore overrides): base64 of the VMM_DRIVER_ACTION_DATA on stdin,
+  wrapped every 60 characters before 5.12, one line from 5.12;
+- working directory `$ONE_LOCATION/var` (or /var/lib/one), and the MAD's environment only.
+"""
+from __future__ import annotations
+
+import base64
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+def parse_version(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".")[:3])
+
+
+@dataclass
+class Result:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def __str__(self) -> str:
+        return f"$ {self.command}\nrc={self.rc}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+class OnedRunner:
+    def __init__(self, one_location: Path, version: str, env: dict[str, str], driver: str = "linstor_un",
+                 ds_stdin_option: bool = False, timeout: float = 600):
+        self.one_location = Path(one_location)
+        self.remotes = self.one_location / "var" / "remotes"
+        self.version = version
+        self.v = parse_version(version)
+        self.env = dict(env)
+        self.driver = driver
+        self.ds_stdin_option = ds_stdin_option
+        self.timeout = timeout
+        self.history: list[Result] = []
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    def _run(self, command: str, stdin: bytes = b"", extra_env: Optional[dict] = None) -> Result:
+        env = {**self.env, **(extra_env or {})}
+        start = time.monotonic()
+        proc = subprocess.run(command, shell=True, input=stdin, capture_output=True, env=env,
+                              cwd=str(self.one_location / "var"), timeout=self.timeout)
+        result = Result(command, proc.returncode, proc.stdout.decode(errors="replace"),
+                        proc.stderr.decode(errors="replace"), time.monotonic() - start)
+        self.history.append(result)
+        return result
+
+    def _join(self, args: list[str]) -> str:
+        if self.v < (5, 8, 0):
+            return " ".join(str(a) for a in args)
+        return " ".join(shlex.quote(str(a)) for a in args)
+
+    @staticmethod
+    def b64(data: str) -> str:
+        return base64.b64encode(data.encode()).decode()
+
+    # ---- TM ------------------------------------------------------------------------------------
+    def tm_script(self, action: str, system_tm: Optional[str] = None) -> Path:
+        base = self.remotes / "tm" / self.driver
+        if system_tm and self.v >= (5, 10, 0):
+            suffixed = base / f"{action.lower()}.{system_tm}"
+            if suffixed.exists():
+                return suffixed
+        return base / action.lower()
+
+    def tm(self, action: str, *args, system_tm: Optional[str] = None) -> Result:
+        """One line of a transfer file: `ACTION[.sys] linstor_un args...`."""
+        script = self.tm_script(action, system_tm)
+        return self._run(f"{script} {self._join([str(a) for a in args])}".rstrip())
+
+    def transfer(self, lines: list[str]) -> list[Result]:
+        """A whole transfer file, run line by line and stopped at the first failure (one_tm)."""
+        results = []
+        for line in lines:
+            words = line.split()
+            action, _, system_tm = words[0].partition(".")
+            if words[1] != self.driver:
+                raise ValueError(f"transfer line for another driver: {line}")
+            result = self.tm(action, *words[2:], system_tm=system_tm or None)
+            results.append(result)
+            if not result.ok:
+                break
+        return results
+
+    def migrate(self, action: str, src: str, dst: str, vmdir: str, vmid: int, sys_ds: int, vm_xml: str,
+                caller: Optional[str] = None) -> Result:
+        """premigrate / postmigrate / failmigrate of the system datastore's TM."""
+        script = self.remotes / "tm" / self.driver / action
+        b64 = self.b64(vm_xml)
+        args = [src, dst, vmdir, vmid, sys_ds]
+        if self.v < (5, 10, 0):
+            args.append(b64)
+            if caller:
+                args.append(caller)
+            return self._run(f"{script} {self._join(args)}")
+        if caller:
+            args.append(caller)
+        return self._run(f"{script} {self._join(args)}", stdin=b64.encode())
+
+    # ---- DS ------------------------------------------------------------------------------------
+    def _ds_style(self, script: Path, data_xml: str, obj_id: int) -> Result:
+        b64 = self.b64(data_xml)
+        if self.v >= (6, 8, 0):
+            return self._run(f"{script} {obj_id}", stdin=b64.encode())
+        if self.ds_stdin_option:
+            return self._run(f"{script} - {obj_id}", stdin=b64.encode())
+        return self._run(f"{script} {b64} {obj_id}")
+
+    def ds(self, action: str, data_xml: str, obj_id: int) -> Result:
+        """A DS action: data_xml is the DS_DRIVER_ACTION_DATA document."""
+        return self._ds_style(self.remotes / "datastore" / self.driver / action, data_xml, obj_id)
+
+    def tm_monitor(self, data_xml: str, ds_id: int) -> Result:
+        """oned monitoring a SHARED system datastore: one_datastore runs tm/<TM_MAD>/monitor."""
+        return self._ds_style(self.remotes / "tm" / self.driver / "monitor", data_xml, ds_id)
+
+    # ---- VMM -----------------------------------------------------------------------------------
+    def vmm_local(self, script_name: str, args: list, vmm_xml: str, extra_env: Optional[dict] = None) -> Result:
+        """A local VMM action (-l save=save_linstor_un,...): runs on the front-end."""
+        script = self.remotes / "vmm" / "kvm" / script_name
+        if self.v >= (5, 12, 0):
+            payload = base64.b64encode(vmm_xml.encode())
+        else:
+            payload = base64.encodebytes(vmm_xml.replace("\n", "").encode())
+        return self._run(f"{script} {' '.join(str(a) for a in args)}", stdin=payload, extra_env=extra_env)
+
+    def save(self, deploy_id: str, checkpoint: str, host: str, vm_id: int, vmm_xml: str) -> Result:
+        return self.vmm_local("save_linstor_un", [deploy_id, checkpoint, host, vm_id, host], vmm_xml)
+
+    def restore(self, checkpoint: str, host: str, deploy_id: str, vm_id: int, vmm_xml: str) -> Result:
+        return self.vmm_local("restore_linstor_un", [checkpoint, host, deploy_id, vm_id, host], vmm_xml)
+
+
+def ds_action_data(image_xml: str, datastore_xml: str, extra: str = "") -> str:
+    """DS_DRIVER_ACTION_DATA as ImageManager::format_message builds it."""
+    return f"<DS_DRIVER_ACTION_DATA>{image_xml}{datastore_xml}{extra}</DS_DRIVER_ACTION_DATA>"
+
+
+def vmm_action_data(vm_xml: str, datastore_xml: str, host: str, deploy_id: str, checkpoint: str,
+                    migr_host: str = "", tm_command: str = "", disk_target_path: str = "") -> str:
+    """VMM_DRIVER_ACTION_DATA as VirtualMachineManager::format_message builds it."""
+    return ("<VMM_DRIVER_ACTION_DATA>"
+            f"<HOST>{host}</HOST><MIGR_HOST>{migr_host}</MIGR_HOST><DEPLOY_ID>{deploy_id}</DEPLOY_ID>"
+            "<LOCAL_DEPLOYMENT_FILE></LOCAL_DEPLOYMENT_FILE><REMOTE_DEPLOYMENT_FILE></REMOTE_DEPLOYMENT_FILE>"
+            f"<CHECKPOINT_FILE>{checkpoint}</CHECKPOINT_FILE><TM_COMMAND>{tm_command}</TM_COMMAND>"
+            f"<TM_COMMAND_ROLLBACK></TM_COMMAND_ROLLBACK><DISK_TARGET_PATH>{disk_target_path}</DISK_TARGET_PATH>"
+            f"{vm_xml}{datastore_xml}</VMM_DRIVER_ACTION_DATA>")
+
+
+def mad_environment(home: Path, one_location: Path, extra_path: Optional[str] = None) -> dict[str, str]:
+    """The environment a MAD started by oned passes on: oneadmin's HOME, the packaged PATH,
+    ONE_LOCATION for the self-contained layout, defaultrc's variables. No ONE_AUTH/ONE_XMLRPC."""
+    path = "/usr/lib/one/sh/override:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env = {"HOME": str(home), "PATH": path, "ONE_LOCATION": str(one_location), "USER": "oneadmin",
+           "LOGNAME": "oneadmin", "ONE_MAD_DEBUG": "", "PRIORITY": "19"}
+    if extra_path:
+        env["PYTHONPATH"] = extra_path
+    return env
