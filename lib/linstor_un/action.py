@@ -1,0 +1,110 @@
+"""The frame every action file runs in: inputs, lazily opened sessions, one clean exit.
+
+    from linstor_un.action import run
+
+    def main(act, argv):
+        ...
+
+    run(main)
+
+Sessions (oned API, LINSTOR, SSH) open on first use and close at the end; a DriverError becomes
+oned's one-line failure and exit code 1; stdout stays for what the action prints for oned.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable, Optional
+
+from .errors import DriverError
+from .one_input import read_version, remotes_dir
+from .report import Report
+
+
+class Action:
+    def __init__(self, script: str):
+        self.name = os.path.basename(script)
+        self.remotes = remotes_dir(script)
+        self.version = read_version(self.remotes)
+        self.report = Report(self.name, self.version)
+        self._one = None
+        self._linstor: dict = {}
+        self._hosts = None
+        self._attachers: list = []
+        self._settings: dict = {}
+
+    # ---- sessions ------------------------------------------------------------------------------
+    @property
+    def one(self):
+        if self._one is None:
+            from .one_api import OneApi
+            self._one = OneApi()
+        return self._one
+
+    @property
+    def hosts(self):
+        if self._hosts is None:
+            from .remote import Hosts
+            self._hosts = Hosts(self.report)
+        return self._hosts
+
+    def conf(self) -> dict:
+        from .settings import read_conf
+        return read_conf(self.remotes / "etc" / "datastore" / "linstor_un" / "linstor_un.conf")
+
+    def settings(self, ds_id: int, template: Optional[dict] = None, tm_mad: Optional[str] = None):
+        """The datastore's settings, from its template (read from oned unless given)."""
+        if ds_id not in self._settings:
+            from .settings import DatastoreSettings
+            if template is None:
+                ds = self.one.datastore(ds_id)
+                template, tm_mad = ds.template(), ds.tm_mad
+            self._settings[ds_id] = DatastoreSettings.parse(ds_id, template, self.conf(), tm_mad or "linstor_un")
+        return self._settings[ds_id]
+
+    def linstor(self, settings):
+        key = (tuple(settings.connection.controllers), settings.connection.certfile, settings.connection.cafile)
+        if key not in self._linstor:
+            from .linstor_api import Linstor
+            self._linstor[key] = Linstor(settings.connection, self.report)
+        return self._linstor[key]
+
+    def attacher(self, settings):
+        from .attach import Attacher
+        attacher = Attacher(self.linstor(settings), self.report, settings.placement.diskless_pool)
+        self._attachers.append(attacher)
+        return attacher
+
+    def close(self) -> None:
+        for attacher in self._attachers:
+            attacher.give_back_all()
+        if self._hosts is not None:
+            self._hosts.close()
+        for api in self._linstor.values():
+            api.close()
+
+
+def run(main: Callable[[Action, list[str]], None]) -> None:
+    act = Action(sys.argv[0])
+    rc = 0
+    try:
+        main(act, sys.argv[1:])
+    except DriverError as err:
+        act.report.fail(str(err))
+        rc = 1
+    except KeyboardInterrupt:
+        act.report.fail("interrupted")
+        rc = 1
+    except Exception as err:        # a bug: keep the trace for the log, one line for oned
+        if os.environ.get("ONE_MAD_DEBUG"):
+            traceback.print_exc()
+        act.report.fail(f"unexpected error: {type(err).__name__}: {err}")
+        rc = 1
+    finally:
+        try:
+            act.close()
+        except Exception as err:
+            act.report.error(f"cleanup: {err}")
+    sys.stdout.flush()
+    sys.exit(rc)

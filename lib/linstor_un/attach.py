@@ -1,0 +1,174 @@
+"""Making a volume usable on a host (diskless attach) and giving it back, safely across processes.
+
+oned runs up to 15 transfers at once, so two actions may attach, use and detach the same resource
+on the same host at the same time. Per (host, resource) there is one lock file on the front-end
+(never deleted, so every process locks the same inode: BUG-19):
+- attach: exclusive lock while checking and creating the replica;
+- temporary use (a copy through a host): the lock is held shared until the copy ends; the replica
+  is marked `Aux/one/TEMPORARY` on the resource if this use created it; at the end, whoever
+  can take the lock exclusively (no other user left) removes a still-marked diskless replica;
+- permanent attach (a VM's disk): the mark is removed, the replica stays;
+- detach (delete, mvds, mv, postmigrate): exclusive lock (waits for temporary users: BUG-20),
+  then the replica goes only if it is diskless, not in use, and no other VM disk on that host
+  links to it (BUG-15).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+from .errors import DriverError
+from .linstor_api import Linstor, Replica
+from .report import Report
+
+TEMPORARY = "Aux/one/TEMPORARY"
+
+
+def lock_dir() -> Path:
+    base = os.environ.get("ONE_LOCATION")
+    path = Path(base) / "var" / "lock" / "one" if base else Path("/var/lock/one")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"one-lock-{os.getuid()}"
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class HostLock:
+    def __init__(self, host: str, resource: str, timeout: float = 120):
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{host}-{resource}")
+        self.path = lock_dir() / f"linstor_un-{safe}.lock"
+        self.timeout = timeout
+        self.fd: Optional[int] = None
+
+    def _take(self, mode: int, blocking: bool = True) -> bool:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if not blocking:
+                    return False
+                if time.monotonic() > deadline:
+                    raise DriverError(f"timed out waiting for lock {self.path.name}")
+                time.sleep(0.05)
+
+    def exclusive(self, blocking: bool = True) -> bool:
+        return self._take(fcntl.LOCK_EX, blocking)
+
+    def shared(self) -> bool:
+        return self._take(fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def replica_on(replicas: list[Replica], host: str) -> Optional[Replica]:
+    for r in replicas:
+        if r.node.lower() == host.lower():
+            return r
+    return None
+
+
+class Attacher:
+    def __init__(self, api: Linstor, report: Report, diskless_pool: str = "DfltDisklessStorPool"):
+        self.api = api
+        self.report = report
+        self.diskless_pool = diskless_pool
+        self._held: dict[tuple[str, str], HostLock] = {}
+
+    def _ensure(self, host: str, resource: str) -> tuple[Replica, bool]:
+        """Under the exclusive lock: the replica on host, created diskless if missing."""
+        replicas = self.api.replicas(resource)
+        if not replicas:
+            raise DriverError(f"resource {resource} has no replicas in LINSTOR")
+        mine = replica_on(replicas, host)
+        created = False
+        if mine is None or not mine.usable:
+            # make-available also turns a tie-breaker into a normal diskless replica and
+            # cancels a pending delete
+            self.api.make_available(host, resource)
+            created = mine is None
+            mine = replica_on(self.api.replicas(resource), host)
+            if mine is None:
+                raise DriverError(f"attach {resource} on {host}: LINSTOR did not create the replica")
+        if not mine.device:
+            raise DriverError(f"attach {resource} on {host}: LINSTOR reports no device")
+        return mine, created
+
+    def attach(self, host: str, resource: str) -> tuple[str, bool]:
+        """For a VM: the replica stays. Returns (device path, whether this call created it)."""
+        lock = HostLock(host, resource)
+        lock.exclusive()
+        try:
+            mine, created = self._ensure(host, resource)
+            if TEMPORARY in mine.props:
+                self.api.set_replica_props(host, resource, {}, delete=[TEMPORARY])
+            return mine.device, created
+        finally:
+            lock.release()
+
+    def borrow(self, host: str, resource: str) -> str:
+        """For a copy through host: returns the device; `give_back` must follow."""
+        lock = HostLock(host, resource)
+        lock.exclusive()
+        try:
+            mine, created = self._ensure(host, resource)
+            if created:
+                self.api.set_replica_props(host, resource, {TEMPORARY: "yes"})
+        except BaseException:
+            lock.release()
+            raise
+        lock.shared()           # other borrowers may join; detachers wait
+        self._held[(host, resource)] = lock
+        return mine.device
+
+    def give_back(self, host: str, resource: str) -> None:
+        lock = self._held.pop((host, resource), None)
+        if lock is None:
+            return
+        try:
+            if not lock.exclusive(blocking=False):
+                return          # someone else still uses it; the last one cleans up
+            mine = replica_on(self.api.replicas(resource), host)
+            if mine and mine.diskless and TEMPORARY in mine.props and not mine.in_use:
+                self.api.delete_replica(host, resource)
+        finally:
+            lock.release()
+
+    def give_back_all(self) -> None:
+        for host, resource in list(self._held):
+            try:
+                self.give_back(host, resource)
+            except DriverError as err:
+                self.report.error(f"could not detach temporary {resource} from {host}: {err}")
+
+    def detach(self, host: str, resource: str, still_linked: bool = False) -> bool:
+        """Remove host's diskless replica unless something still uses it. True if removed."""
+        lock = HostLock(host, resource)
+        lock.exclusive()
+        try:
+            mine = replica_on(self.api.replicas(resource), host)
+            if mine is None or not mine.diskless or mine.tiebreaker:
+                return False
+            if still_linked:
+                self.report.info(f"{resource} stays on {host}: another VM disk there uses it")
+                return False
+            if mine.in_use:
+                self.report.info(f"{resource} stays on {host}: it is in use there")
+                return False
+            self.api.delete_replica(host, resource)
+            return True
+        finally:
+            lock.release()

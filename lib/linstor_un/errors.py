@@ -1,0 +1,9 @@
+"""The one exception an action raises to fail: a message oned shows to the user."""
+from __future__ import annotations
+
+
+class DriverError(Exception):
+    """A failure with a one-line, human-readable reason (which step, what went wrong)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))   # oned wants one line

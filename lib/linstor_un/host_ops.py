@@ -1,0 +1,75 @@
+"""What the driver does on a hypervisor host: links, copies, filesystems, domains.
+
+Every command is an argument list (quoted by remote.Host); each function names its step so a
+failure says where it happened.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+from .errors import DriverError
+from .remote import Host, Shell
+
+FILESYSTEMS = {"ext2": ["-F", "-q"], "ext3": ["-F", "-q"], "ext4": ["-F", "-q"], "xfs": ["-f", "-q"],
+               "vfat": [], "btrfs": ["-f", "-q"]}
+LIBVIRT_URI = "qemu:///system"
+
+
+def link(host: Host, device: str, path: str) -> None:
+    """<path> -> <device>, with the VM directory created: what the VM's deployment file points at."""
+    host.run(Shell.join(["mkdir", "-p", os.path.dirname(path)], "&&", ["ln", "-sfn", device, path]),
+             f"link {path} to {device}")
+
+
+def unlink(host: Host, path: str, check: bool = False) -> None:
+    host.run(["rm", "-f", path], f"remove {path}", check=check)
+
+
+def other_links(host: Host, device: str, except_path: str, datastores: str) -> bool:
+    """True if another VM disk link on the host points at `device` (shared image in use elsewhere)."""
+    script = ("for l in \"$1\"/*/*/disk.*; do [ -L \"$l\" ] || continue; [ \"$l\" = \"$2\" ] && continue; "
+              "[ \"$(readlink \"$l\")\" = \"$3\" ] && echo \"$l\"; done; true")
+    out = host.run(["sh", "-c", script, "sh", datastores, except_path, device],
+                   f"look for other users of {device}", check=False)
+    return bool(out.stdout.strip())
+
+
+def datastores_root(vm_dir: str) -> str:
+    """<DATASTORE_LOCATION> from <DATASTORE_LOCATION>/<ds>/<vm>."""
+    return os.path.dirname(os.path.dirname(vm_dir))
+
+
+def copy(host: Host, src: str, dst: str, sparse: bool, block_size: str = "64k") -> None:
+    """Byte copy between two devices on one host. `sparse` only where the target reads zeros
+    wherever nothing was written (a new thin volume); otherwise zeros are written too (BUG-12)."""
+    conv = "sparse,fsync" if sparse else "fsync"
+    host.run(["dd", f"if={src}", f"of={dst}", f"bs={block_size}", "iflag=direct", "oflag=direct",
+              f"conv={conv}", "status=none"], f"copy {src} to {dst}")
+
+
+def mkfs(host: Host, device: str, fs: str) -> None:
+    fs = fs.lower()
+    if fs not in FILESYSTEMS:
+        raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(FILESYSTEMS))})")
+    host.run([f"mkfs.{fs}", *FILESYSTEMS[fs], device], f"create {fs} filesystem on {device}")
+
+
+def mkswap(host: Host, device: str) -> None:
+    host.run(["mkswap", "-L", "swap", device], f"create swap on {device}")
+
+
+def qcow2(host: Host, device: str, size_mb: int) -> None:
+    host.run(["qemu-img", "create", "-q", "-f", "qcow2", device, f"{size_mb}M"],
+             f"write a qcow2 header on {device}")
+
+
+def virsh(host: Host, args: list[str], step: str, check: bool = True, uri: Optional[str] = None):
+    return host.run(["virsh", "-c", uri or LIBVIRT_URI, *args], step, check=check)
+
+
+def remove_dir(host: Host, path: str, check: bool = True) -> None:
+    if not re.search(r"/\d+/\d+$", path):
+        raise DriverError(f"refusing to remove '{path}': not a VM directory")
+    host.run(["rm", "-rf", path], f"remove {path}", check=check)

@@ -1,0 +1,304 @@
+"""Every LINSTOR call of the driver, behind one client.
+
+One connection per action, to the first controller of LS_CONTROLLERS that answers (a controller
+that is down or hangs is skipped, unlike python-linstor's MultiLinstor, which does not fail over on
+a timeout). TLS with client certificates and CA verification. Each reply list is checked: an error
+becomes a DriverError naming the step, LINSTOR's message and its error report ids.
+A request whose reply is lost (connection dropped, timeout) is retried once on a fresh connection
+only where the call is idempotent or its effect can be checked first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import linstor
+from linstor import sharedconsts as C
+
+from .errors import DriverError
+from .report import Report
+from .settings import Connection
+
+THIN = {"LVM_THIN", "ZFS_THIN", "FILE_THIN", "STORAGE_SPACES_THIN"}
+SNAPSHOT_OK = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE_THIN"}
+
+
+@dataclass
+class Replica:
+    node: str
+    flags: list[str]
+    props: dict
+    in_use: bool
+    device: Optional[str]          # the path to use on that node
+    provider: str
+    pool: str
+    allocated_kib: int
+
+    @property
+    def diskless(self) -> bool:
+        return "DISKLESS" in self.flags
+
+    @property
+    def tiebreaker(self) -> bool:
+        return "TIE_BREAKER" in self.flags
+
+    @property
+    def deleting(self) -> bool:
+        return "DELETE" in self.flags
+
+    @property
+    def usable(self) -> bool:
+        """A replica a host can use now (not a tie-breaker, not being deleted)."""
+        return not self.tiebreaker and not self.deleting
+
+
+@dataclass
+class ResourceDef:
+    name: str
+    props: dict
+    resource_group: str
+    size_kib: int
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    name: str
+    nodes: list[str]
+    created_ms: int
+    size_kib: int
+
+
+def device_of(rsc: str, volume: dict) -> Optional[str]:
+    """The device a host opens: DRBD's stable udev path when DRBD is on top, else what LINSTOR reports."""
+    layers = [entry.get("type") for entry in volume.get("layer_data_list", [])]
+    if layers and layers[0] == "DRBD":
+        return f"/dev/drbd/by-res/{rsc}/{volume.get('volume_number', 0)}"
+    return volume.get("device_path") or None
+
+
+def _errors(replies) -> list:
+    return [r for r in replies if isinstance(r, linstor.ApiCallResponse) and r.is_error()]
+
+
+def describe(replies) -> str:
+    parts = []
+    for r in _errors(replies):
+        text = r.message.rstrip(".")
+        if r.cause:
+            text += f" ({r.cause.rstrip('.')})"
+        if r.error_report_ids:
+            text += f" [LINSTOR error report {', '.join(r.error_report_ids)}]"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def has_code(replies, code: int) -> bool:
+    return any(r.is_error() and (r.ret_code & C.MASK_BITS_CODE) == (code & C.MASK_BITS_CODE) for r in replies)
+
+
+class Linstor:
+    def __init__(self, connection: Connection, report: Report, timeout: float = 60):
+        self.connection = connection
+        self.report = report
+        self.timeout = timeout
+        self._client: Optional[linstor.Linstor] = None
+        self.requests = 0
+
+    # ---- connection ------------------------------------------------------------------------------
+    def _connect(self) -> linstor.Linstor:
+        problems = []
+        for uri in linstor.MultiLinstor.controller_uri_list(",".join(self.connection.controllers)):
+            client = linstor.Linstor(uri, timeout=self.timeout, agent_info="linstor_un")
+            if self.connection.certfile:
+                client.certfile = self.connection.certfile
+                client.keyfile = self.connection.keyfile
+            if self.connection.cafile:
+                client.cafile = self.connection.cafile
+            try:
+                client.connect()
+                return client
+            except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError, OSError) as err:
+                problems.append(f"{uri}: {err}")
+            except linstor.LinstorError as err:
+                problems.append(f"{uri}: {err}")
+        raise DriverError("cannot reach any LINSTOR controller (" + "; ".join(problems) + ")")
+
+    @property
+    def client(self) -> linstor.Linstor:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+            except Exception:
+                pass
+            self._client = None
+
+    def _call(self, step: str, fn: Callable[[linstor.Linstor], object],
+              done: Optional[Callable[[], bool]] = None, retry: bool = True):
+        """Run one request. On a lost reply: reconnect, and if `done()` says it took effect, carry on."""
+        self.requests += 1
+        try:
+            return fn(self.client)
+        except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError) as err:
+            self.report.info(f"{step}: lost the controller's reply ({err}); checking again")
+            self.close()
+            if done is not None and done():
+                return []
+            if not retry:
+                raise DriverError(f"{step}: no reply from LINSTOR ({err})")
+            self.requests += 1
+            try:
+                return fn(self.client)
+            except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError) as err2:
+                raise DriverError(f"{step}: no reply from LINSTOR ({err2})")
+        except linstor.LinstorError as err:
+            raise DriverError(f"{step}: {err}")
+
+    def _check(self, step: str, replies, ok_codes: tuple[int, ...] = ()):
+        errors = [r for r in _errors(replies)
+                  if (r.ret_code & C.MASK_BITS_CODE) not in {c & C.MASK_BITS_CODE for c in ok_codes}]
+        if errors:
+            raise DriverError(f"{step}: {describe(errors)}")
+        return replies
+
+    def do(self, step: str, fn: Callable[[linstor.Linstor], object], ok_codes: tuple[int, ...] = (),
+           done: Optional[Callable[[], bool]] = None):
+        return self._check(step, self._call(step, fn, done), ok_codes)
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def server_version(self) -> tuple[int, ...]:
+        v = getattr(self.client, "_ctrl_version", None)
+        try:
+            return tuple(int(x) for x in v.version.split("-")[0].split(".")[:3])
+        except (AttributeError, ValueError):
+            return (0, 0, 0)
+
+    def resource_definitions(self, names: Optional[list[str]] = None, props: Optional[list[str]] = None
+                             ) -> list[ResourceDef]:
+        reply = self._call("list resource definitions", lambda c: c.resource_dfn_list_raise(
+            query_volume_definitions=True, filter_by_resource_definitions=names, filter_by_props=props))
+        out = []
+        for rd in reply.resource_definitions:
+            data = rd.data_v1
+            vds = data.get("volume_definitions") or []
+            size = next((v.get("size_kib", 0) for v in vds if v.get("volume_number", 0) == 0), 0)
+            out.append(ResourceDef(data["name"], data.get("props", {}), data.get("resource_group_name", ""),
+                                   size, data.get("flags", [])))
+        return out
+
+    def resource_definition(self, name: str) -> Optional[ResourceDef]:
+        found = [rd for rd in self.resource_definitions([name]) if rd.name.lower() == name.lower()]
+        return found[0] if found else None
+
+    def replicas(self, name: str) -> list[Replica]:
+        reply = self._call(f"list resources of {name}",
+                           lambda c: c.resource_list_raise(filter_by_resources=[name]))
+        return self._replicas(reply.resources, reply.resource_states, name)
+
+    def replicas_of(self, names: list[str]) -> dict[str, list[Replica]]:
+        out: dict[str, list[Replica]] = {n: [] for n in names}
+        for i in range(0, len(names), 200):          # keep URLs short
+            chunk = names[i:i + 200]
+            reply = self._call("list resources", lambda c: c.resource_list_raise(filter_by_resources=chunk))
+            for r in reply.resources:
+                out.setdefault(r.name, []).extend(self._replicas([r], reply.resource_states, r.name))
+        return out
+
+    @staticmethod
+    def _replicas(resources, states, name: str) -> list[Replica]:
+        in_use = {(s.rsc_name, s.node_name): bool(s.in_use) for s in states}
+        out = []
+        for r in resources:
+            data = r.data_v1
+            vols = data.get("volumes") or [{}]
+            vol0 = next((v for v in vols if v.get("volume_number", 0) == 0), vols[0])
+            out.append(Replica(node=data["node_name"], flags=data.get("flags", []), props=data.get("props", {}),
+                               in_use=in_use.get((data["name"], data["node_name"]), False),
+                               device=device_of(data["name"], vol0), provider=vol0.get("provider_kind", ""),
+                               pool=vol0.get("storage_pool_name", ""),
+                               allocated_kib=int(vol0.get("allocated_size_kib") or 0)))
+        return out
+
+    def snapshots(self, name: str) -> list[Snapshot]:
+        reply = self._call(f"list snapshots of {name}",
+                           lambda c: c.snapshot_dfn_list_raise(filter_by_resources=[name]))
+        out = []
+        for s in reply.snapshots:
+            data = s.data_v1
+            created = max([n.get("create_timestamp", 0) for n in data.get("snapshots", [])] or [0])
+            size = next((v.get("size_kib", 0) for v in data.get("volume_definitions", [])), 0)
+            out.append(Snapshot(data["name"], data.get("nodes", []), created, size))
+        return out
+
+    def storage_pools(self, pools: Optional[list[str]] = None, nodes: Optional[list[str]] = None) -> list[dict]:
+        reply = self._call("list storage pools", lambda c: c.storage_pool_list_raise(
+            filter_by_nodes=nodes, filter_by_stor_pools=pools))
+        return [p.data_v1 for p in reply.storage_pools]
+
+    def resource_group(self, name: str) -> dict:
+        reply = self._call(f"read resource group {name}",
+                           lambda c: c.resource_group_list_raise(filter_by_resource_groups=[name]))
+        groups = [g.data_v1 for g in reply.resource_groups if g.data_v1.get("name", "").lower() == name.lower()]
+        if not groups:
+            raise DriverError(f"resource group '{name}' does not exist in LINSTOR")
+        return groups[0]
+
+    def node_names(self) -> set[str]:
+        reply = self._call("list nodes", lambda c: c.node_list_raise())
+        return {n.name for n in reply.nodes}
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def delete_definition(self, name: str) -> None:
+        """Delete a resource definition with its snapshots; a missing one is fine."""
+        for snap in self.snapshots(name):
+            self.delete_snapshot(name, snap.name)
+        self.do(f"delete resource {name}", lambda c: c.resource_dfn_delete(name),
+                done=lambda: self.resource_definition(name) is None)
+
+    def set_props(self, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
+        delete = list(delete or [])
+        self.do(f"set properties of {name}", lambda c: c.resource_dfn_modify(name, props, delete_props=delete))
+
+    def set_replica_props(self, node: str, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
+        self.do(f"set properties of {name} on {node}",
+                lambda c: c.resource_modify(node, name, props, delete_props=list(delete or [])))
+
+    def make_available(self, node: str, name: str, diskful: bool = False) -> None:
+        self.do(f"attach {name} on {node}", lambda c: c.resource_make_available(node, name, diskful=diskful))
+
+    def create_diskless(self, node: str, name: str, pool: str) -> None:
+        self.do(f"attach {name} on {node}", lambda c: c.resource_create(
+            [linstor.ResourceData(node, name, diskless=True, storage_pool=pool)]),
+            ok_codes=(C.FAIL_EXISTS_RSC,))
+
+    def delete_replica(self, node: str, name: str) -> None:
+        self.do(f"detach {name} from {node}", lambda c: c.resource_delete(node, name))
+
+    def create_snapshot(self, name: str, snap: str) -> None:
+        self.do(f"snapshot {name} as {snap}", lambda c: c.snapshot_create(None, name, snap),
+                done=lambda: any(s.name == snap for s in self.snapshots(name)))
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        self.do(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))
+
+    def rollback(self, name: str, snap: str) -> None:
+        self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
+
+    def resize(self, name: str, size_kib: int) -> None:
+        self.do(f"resize {name}", lambda c: c.volume_dfn_modify(name, 0, size=size_kib),
+                ok_codes=(C.WARN_VLMDFN_RESIZE_SAME_SIZE,))
+
+    def restore_snapshot(self, src: str, snap: str, dst: str, resource_group: Optional[str],
+                         layer_list: Optional[list[str]] = None) -> None:
+        """A new resource `dst` holding `src`'s snapshot: definition, volumes, then replicas."""
+        self.do(f"create {dst}", lambda c: c.resource_dfn_create(dst, resource_group=resource_group,
+                                                                 layer_list=layer_list or None))
+        self.do(f"restore volumes of {src}/{snap} into {dst}",
+                lambda c: c.snapshot_volume_definition_restore(src, snap, dst))
+        self.do(f"restore {src}/{snap} into {dst}",
+                lambda c: c.snapshot_resource_restore([], src, snap, dst))

@@ -1,0 +1,52 @@
+"""Resource and snapshot names, the same as the bash driver's, so existing clusters keep working."""
+from __future__ import annotations
+
+import re
+
+from .errors import DriverError
+
+SOURCE_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+:)?/dev/drbd/by-res/([A-Za-z_][A-Za-z0-9_-]{1,47})/\d+$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
+SNAP_RE = re.compile(r"^snapshot-(\d+)$")
+
+
+def image(image_id: int) -> str:
+    return f"one-image-{image_id}"
+
+
+def vm_disk(vm_id: int, disk_id: int) -> str:
+    return f"one-vm-{vm_id}-disk-{disk_id}"
+
+
+def checkpoint(vm_id: int) -> str:
+    return f"one-vm-{vm_id}-checkpoint"
+
+
+def snapshot(snap_id: int) -> str:
+    return f"snapshot-{snap_id}"
+
+
+def snapshot_id(name: str):
+    m = SNAP_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def snapshot_size_prop(snap_id: int) -> str:
+    return f"Aux/one/SNAPSHOT_{snap_id}/DISK_SIZE"
+
+
+def source(resource: str) -> str:
+    """The image SOURCE stored by OpenNebula (bash driver format)."""
+    return f"/dev/drbd/by-res/{resource}/0"
+
+
+def from_source(value: str) -> str:
+    """Resource name from a SOURCE: `/dev/drbd/by-res/<res>/0` (optionally `host:`-prefixed) or a bare name."""
+    value = value.strip()
+    m = SOURCE_RE.match(value)
+    if m:
+        return m.group(1)
+    bare = value.split(":", 1)[1] if ":" in value else value
+    if NAME_RE.match(bare):
+        return bare
+    raise DriverError(f"invalid image SOURCE '{value}': not a linstor_un volume")

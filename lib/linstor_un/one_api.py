@@ -1,0 +1,188 @@
+"""OpenNebula objects: read from oned's XML-RPC API (once per object per action) and wrapped.
+
+Endpoint and credentials are found the way OpenNebula's CLI finds them: ONE_XMLRPC, then
+~/.one/one_endpoint, then /var/lib/one/.one/one_endpoint, then http://localhost:2633/RPC2;
+ONE_AUTH (a file), then ~/.one/one_auth, then /var/lib/one/.one/one_auth.
+"""
+from __future__ import annotations
+
+import os
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from lxml import etree
+
+from .errors import DriverError
+
+DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
+
+
+def _first_file(*candidates: Optional[str]) -> Optional[Path]:
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def endpoint() -> str:
+    if os.environ.get("ONE_XMLRPC"):
+        return os.environ["ONE_XMLRPC"]
+    home = os.environ.get("HOME", "")
+    f = _first_file(f"{home}/.one/one_endpoint", "/var/lib/one/.one/one_endpoint")
+    if f:
+        text = f.read_text().strip()
+        if text:
+            return text
+    return DEFAULT_ENDPOINT
+
+
+def session() -> str:
+    home = os.environ.get("HOME", "")
+    f = _first_file(os.environ.get("ONE_AUTH"), f"{home}/.one/one_auth", "/var/lib/one/.one/one_auth")
+    if not f:
+        raise DriverError("no OpenNebula credentials: set ONE_AUTH or create ~/.one/one_auth")
+    return f.read_text().strip()
+
+
+class Xml:
+    def __init__(self, root: etree._Element):
+        self.root = root
+
+    @classmethod
+    def parse(cls, text: str) -> "Xml":
+        try:
+            return cls(etree.fromstring(text.encode(), etree.XMLParser(resolve_entities=False, no_network=True)))
+        except etree.XMLSyntaxError as err:
+            raise DriverError(f"cannot parse OpenNebula XML: {err}")
+
+    def text(self, path: str, default: str = "") -> str:
+        value = self.root.findtext(path)
+        return default if value is None else value.strip()
+
+    def template(self, path: str = "TEMPLATE") -> dict[str, str]:
+        node = self.root.find(path)
+        if node is None:
+            return {}
+        return {c.tag: (c.text or "").strip() for c in node if len(c) == 0}
+
+
+@dataclass
+class DiskInfo:
+    disk_id: int
+    attrs: dict
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.attrs.get(key, default)
+
+    @property
+    def image_id(self) -> Optional[int]:
+        v = self.get("IMAGE_ID")
+        return int(v) if v.isdigit() else None
+
+    @property
+    def cloned(self) -> bool:
+        """A private copy for this VM (CLONE=YES, or a volatile disk)."""
+        return self.image_id is None or self.get("CLONE", "YES").upper() != "NO"
+
+    @property
+    def size_mb(self) -> int:
+        v = self.get("SIZE")
+        return int(v) if v.isdigit() else 0
+
+
+class VmDoc(Xml):
+    @property
+    def id(self) -> int:
+        return int(self.text("ID"))
+
+    @property
+    def lcm_state(self) -> int:
+        return int(self.text("LCM_STATE", "0") or 0)
+
+    @property
+    def state(self) -> int:
+        return int(self.text("STATE", "0") or 0)
+
+    @property
+    def deploy_id(self) -> str:
+        return self.text("DEPLOY_ID")
+
+    @property
+    def last_host(self) -> str:
+        return self.text("HISTORY_RECORDS/HISTORY[last()]/HOSTNAME")
+
+    def disks(self) -> list[DiskInfo]:
+        out = []
+        for d in self.root.findall("TEMPLATE/DISK"):
+            attrs = {c.tag: (c.text or "").strip() for c in d}
+            if attrs.get("DISK_ID", "").isdigit():
+                out.append(DiskInfo(int(attrs["DISK_ID"]), attrs))
+        return out
+
+    def disk(self, disk_id: int) -> DiskInfo:
+        for d in self.disks():
+            if d.disk_id == disk_id:
+                return d
+        raise DriverError(f"VM {self.id} has no disk {disk_id}")
+
+
+class DatastoreDoc(Xml):
+    @property
+    def id(self) -> int:
+        return int(self.text("ID"))
+
+    @property
+    def tm_mad(self) -> str:
+        return self.text("TM_MAD")
+
+    @property
+    def is_system(self) -> bool:
+        return self.text("TYPE") == "1"
+
+
+class ImageDoc(Xml):
+    @property
+    def id(self) -> int:
+        return int(self.text("ID"))
+
+
+class OneApi:
+    """oned's XML-RPC API; each object is fetched at most once per action."""
+
+    def __init__(self, url: Optional[str] = None, auth: Optional[str] = None, timeout: float = 30):
+        self.url = url or endpoint()
+        self._auth = auth
+        self.timeout = timeout
+        self._cache: dict[tuple[str, int], Xml] = {}
+        self._proxy = None
+
+    def _call(self, method: str, *args):
+        if self._proxy is None:
+            import socket
+            socket.setdefaulttimeout(self.timeout)
+            self._proxy = xmlrpc.client.ServerProxy(self.url, allow_none=False)
+        auth = self._auth or session()
+        try:
+            reply = getattr(self._proxy, method)(auth, *args)
+        except (OSError, xmlrpc.client.Error) as err:
+            raise DriverError(f"cannot reach oned at {self.url} ({method}): {err}")
+        if not reply[0]:
+            raise DriverError(f"oned refused {method}: {reply[1]}")
+        return reply[1]
+
+    def _info(self, method: str, cls, oid: int):
+        key = (method, oid)
+        if key not in self._cache:
+            self._cache[key] = cls.parse(self._call(method, int(oid)))
+        return self._cache[key]
+
+    def vm(self, vm_id: int) -> VmDoc:
+        return self._info("one.vm.info", VmDoc, vm_id)
+
+    def datastore(self, ds_id: int) -> DatastoreDoc:
+        return self._info("one.datastore.info", DatastoreDoc, ds_id)
+
+    def image(self, image_id: int) -> ImageDoc:
+        return self._info("one.image.info", ImageDoc, image_id)

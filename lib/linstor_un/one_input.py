@@ -1,0 +1,168 @@
+"""What oned hands an action: argv and stdin, for OpenNebula 5.6 -> 7.4.
+
+Facts used (reference/opennebula-interface.md): TM arguments are `host:path` pairs and ids; system
+datastore paths look like `<DATASTORE_LOCATION>/<sys_ds>/<vm>/disk.<n>` and may hold `//`; DS
+actions get `<b64> <id>`, `- <id>` + stdin, or `<id>` + stdin; pre/post/failmigrate get the VM
+template in argv[6] (<= 5.8) or on stdin; VMM local actions get base64 on stdin.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import DriverError
+
+Version = tuple[int, int, int]
+HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
+
+
+def remotes_dir(script: Optional[str] = None) -> Path:
+    """`<remotes>` from an action file at `<remotes>/<kind>/<driver>/<action>` (no symlink resolving)."""
+    return Path(os.path.abspath(script or sys.argv[0])).parents[2]
+
+
+def read_version(remotes: Path) -> Version:
+    try:
+        text = (remotes / "VERSION").read_text().strip()
+        parts = [int(x) for x in re.findall(r"\d+", text)[:3]]
+        return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
+    except (OSError, ValueError):
+        return (7, 0, 0)            # newest conventions when the file is missing
+
+
+def integer(value: str, what: str) -> int:
+    if not re.fullmatch(r"-?\d{1,18}", str(value)):
+        raise DriverError(f"invalid {what} '{value}': expected a number")
+    return int(value)
+
+
+def valid_host(host: str) -> str:
+    if not HOST_RE.match(host) or host.startswith("-"):
+        raise DriverError(f"invalid host name '{host}'")
+    return host
+
+
+def clean_path(path: str) -> str:
+    """Collapse `//` and a trailing `/` like OpenNebula's fix_dir_slashes; refuse `..`."""
+    if not path.startswith("/"):
+        raise DriverError(f"invalid path '{path}': not absolute")
+    parts = [p for p in path.split("/") if p]
+    if any(p in ("..", ".") for p in parts) or any(c in path for c in "\n\0"):
+        raise DriverError(f"invalid path '{path}'")
+    return "/" + "/".join(parts)
+
+
+@dataclass(frozen=True)
+class HostPath:
+    host: str
+    path: str
+
+    @classmethod
+    def parse(cls, arg: str) -> "HostPath":
+        host, sep, path = arg.partition(":")
+        if not sep:
+            raise DriverError(f"invalid argument '{arg}': expected host:path")
+        return cls(valid_host(host), clean_path(path))
+
+
+@dataclass(frozen=True)
+class VmPath:
+    """A path in a system datastore: <location>/<sys_ds>/<vm>[/disk.<n>]."""
+    host: str
+    path: str
+    system_ds: int
+    vm_id: int
+    disk_id: Optional[int]
+
+    @property
+    def vm_dir(self) -> str:
+        return self.path if self.disk_id is None else os.path.dirname(self.path)
+
+    @classmethod
+    def parse(cls, arg: str) -> "VmPath":
+        hp = HostPath.parse(arg)
+        parts = hp.path.split("/")
+        match = re.fullmatch(r"disk\.(\d+)", parts[-1])
+        if match:
+            ds, vm, disk = parts[-3], parts[-2], int(match.group(1))
+        else:
+            ds, vm, disk = parts[-2], parts[-1], None
+        if not (ds.isdigit() and vm.isdigit()):
+            raise DriverError(f"invalid system datastore path '{hp.path}'")
+        return cls(hp.host, hp.path, int(ds), int(vm), disk)
+
+
+def _b64(text: str, what: str) -> str:
+    try:
+        return base64.b64decode("".join(text.split()), validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise DriverError(f"{what} is not valid base64")
+
+
+def read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except (OSError, ValueError):
+        return ""
+
+
+def ds_input(argv: list[str], stdin_reader=read_stdin) -> tuple[str, int]:
+    """DS actions (and the system-DS monitor, and export): (DS_DRIVER_ACTION_DATA xml, id)."""
+    if len(argv) == 1:
+        return _b64(stdin_reader(), "the driver action data on stdin"), integer(argv[0], "id")
+    if len(argv) >= 2 and argv[0] == "-":
+        return _b64(stdin_reader(), "the driver action data on stdin"), integer(argv[1], "id")
+    if len(argv) >= 2:
+        return _b64(argv[0], "the driver action data"), integer(argv[1], "id")
+    raise DriverError("missing arguments: expected the driver action data and an id")
+
+
+@dataclass(frozen=True)
+class MigrateArgs:
+    src_host: str
+    dst_host: str
+    vm_dir: str
+    vm_id: int
+    system_ds: int
+    vm_xml: str
+    caller: Optional[str]          # set when another TM calls us through migrate_other
+
+
+def migrate_input(argv: list[str], stdin_reader=read_stdin) -> MigrateArgs:
+    if len(argv) < 5:
+        raise DriverError("missing arguments: expected src_host dst_host vm_dir vm_id ds_id")
+    src, dst, vm_dir, vm_id, ds_id = argv[:5]
+    rest = argv[5:]
+    vm_xml = None
+    caller = None
+    if rest:
+        try:      # 5.6/5.8: argv[6] is the template, argv[7] the caller
+            decoded = base64.b64decode(rest[0], validate=True).decode()
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            decoded = ""
+        if decoded.lstrip().startswith("<VM>"):
+            vm_xml = decoded
+            caller = rest[1] if len(rest) > 1 and rest[1] else None
+        else:
+            caller = rest[0] or None
+    if vm_xml is None:
+        data = stdin_reader().strip()
+        vm_xml = _b64(data, "the VM template on stdin") if data else ""
+    if caller is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", caller):
+        raise DriverError(f"invalid caller TM '{caller}'")
+    return MigrateArgs(valid_host(src), valid_host(dst), clean_path(vm_dir), integer(vm_id, "VM id"),
+                       integer(ds_id, "datastore id"), vm_xml, caller)
+
+
+def vmm_stdin(stdin_reader=read_stdin) -> str:
+    """VMM local actions: base64 (wrapped before 5.12) of VMM_DRIVER_ACTION_DATA; raw XML accepted."""
+    data = stdin_reader().strip()
+    if data.startswith("<"):
+        return data
+    return _b64(data, "the VMM driver action data on stdin")

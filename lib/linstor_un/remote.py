@@ -1,0 +1,180 @@
+"""Commands on hypervisor hosts over SSH (paramiko), the way oneadmin's ssh would reach them.
+
+~/.ssh/config is honoured (HostName, Port, User, IdentityFile, UserKnownHostsFile,
+StrictHostKeyChecking, ConnectTimeout), the ssh-agent is used when present, and host keys are
+checked against known_hosts (an unknown or changed key is refused unless the config says
+StrictHostKeyChecking no/accept-new). One connection per host per action carries all its
+commands. Commands are argument lists, quoted here; nothing from a template reaches a shell
+unquoted. A failure names the host, the step, the exit code and the remote stderr.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Optional, Sequence, Union
+
+import paramiko
+
+from .errors import DriverError
+from .report import Report
+
+Command = Union[Sequence[str], "Shell"]
+
+
+class Shell:
+    """A command line made of quoted parts joined by shell operators: Shell.join(["a", "x y"], "&&", [...])."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    @classmethod
+    def join(cls, *parts: Union[Sequence[str], str]) -> "Shell":
+        out = []
+        for part in parts:
+            if isinstance(part, str):
+                if part not in ("&&", "||", "|", ";", ">", "<", "2>/dev/null", ">/dev/null", "2>&1"):
+                    raise ValueError(f"not an operator: {part}")
+                out.append(part)
+            else:
+                out.append(quote(part))
+        return cls(" ".join(out))
+
+
+def quote(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+@dataclass
+class Output:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Host:
+    def __init__(self, name: str, report: Report, timeout: float = 600, connect_timeout: float = 20):
+        self.name = name
+        self.report = report
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._client: Optional[paramiko.SSHClient] = None
+
+    def _config(self) -> dict:
+        path = Path(os.environ.get("HOME", "/var/lib/one")) / ".ssh" / "config"
+        if path.is_file():
+            return paramiko.SSHConfig.from_path(str(path)).lookup(self.name)
+        return {"hostname": self.name}
+
+    def connect(self) -> paramiko.SSHClient:
+        if self._client is not None:
+            return self._client
+        cfg = self._config()
+        client = paramiko.SSHClient()
+        home = Path(os.environ.get("HOME", "/var/lib/one"))
+        known = [os.path.expanduser(k) for k in str(cfg.get("userknownhostsfile", "")).split() if k]
+        for k in known or [str(home / ".ssh" / "known_hosts")]:
+            if os.path.isfile(k):
+                client.load_host_keys(k)
+        strict = str(cfg.get("stricthostkeychecking", "yes")).lower()
+        if strict in ("no", "off"):
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        elif strict == "accept-new":
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        keys = [os.path.expanduser(k) for k in cfg.get("identityfile", [])]
+        keys = [k for k in keys if os.path.isfile(k)]
+        timeout = float(cfg.get("connecttimeout", self.connect_timeout))
+        try:
+            client.connect(cfg.get("hostname", self.name), port=int(cfg.get("port", 22)),
+                           username=cfg.get("user") or os.environ.get("USER") or None,
+                           key_filename=keys or None, timeout=timeout, banner_timeout=timeout,
+                           auth_timeout=timeout, allow_agent=True, look_for_keys=not keys)
+        except paramiko.BadHostKeyException:
+            raise DriverError(f"{self.name}: host key does not match known_hosts; refusing to connect")
+        except paramiko.SSHException as err:
+            raise DriverError(f"{self.name}: SSH connection failed: {err}")
+        except (OSError, socket.timeout) as err:
+            raise DriverError(f"{self.name}: cannot connect over SSH: {err}")
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _command_line(self, command: Command) -> str:
+        text = command.text if isinstance(command, Shell) else quote(command)
+        return f"export LANG=C LC_ALL=C; {text}"
+
+    def run(self, command: Command, step: str, stdin: Union[bytes, BinaryIO, None] = None,
+            check: bool = True, timeout: Optional[float] = None) -> Output:
+        """Run a command; with check, a non-zero exit raises DriverError naming host and step."""
+        client = self.connect()
+        line = self._command_line(command)
+        try:
+            chan = client.get_transport().open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError) as err:
+            raise DriverError(f"{step} on {self.name}: SSH session failed: {err}")
+        chan.settimeout(timeout or self.timeout)
+        try:
+            chan.exec_command(line)
+            if stdin is not None:
+                if isinstance(stdin, bytes):
+                    chan.sendall(stdin)
+                else:
+                    while True:
+                        block = stdin.read(1 << 20)
+                        if not block:
+                            break
+                        chan.sendall(block)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                else:
+                    import select
+                    select.select([chan], [], [], 1.0)
+            rc = chan.recv_exit_status()
+        except socket.timeout:
+            chan.close()
+            raise DriverError(f"{step} on {self.name}: timed out after {timeout or self.timeout:.0f}s")
+        except (paramiko.SSHException, OSError) as err:
+            raise DriverError(f"{step} on {self.name}: {err}")
+        finally:
+            chan.close()
+        result = Output(rc, bytes(out), bytes(err))
+        if check and rc != 0:
+            msg = " ".join(result.stderr.decode(errors="replace").split())[-500:] or "(no error output)"
+            raise DriverError(f"{step} on {self.name} failed (exit {rc}): {msg}")
+        return result
+
+
+class Hosts:
+    """One SSH connection per host for the whole action."""
+
+    def __init__(self, report: Report):
+        self.report = report
+        self._hosts: dict[str, Host] = {}
+
+    def __getitem__(self, name: str) -> Host:
+        if name not in self._hosts:
+            self._hosts[name] = Host(name, self.report)
+        return self._hosts[name]
+
+    def close(self) -> None:
+        for h in self._hosts.values():
+            h.close()
+        self._hosts.clear()
