@@ -63,6 +63,14 @@ class Action:
             self._settings[ds_id] = DatastoreSettings.parse(ds_id, template, self.conf(), tm_mad or "linstor_un")
         return self._settings[ds_id]
 
+    def placement_settings(self, system_ds: int, arg_ds: int):
+        """Settings for a new VM volume: the system datastore's (CLONE_TARGET=SYSTEM), unless the
+        system datastore is not a linstor_un one; then the image datastore's."""
+        ds = self.one.datastore(system_ds)
+        if ds.tm_mad == "linstor_un":
+            return self.settings(system_ds)
+        return self.settings(arg_ds)
+
     def linstor(self, settings):
         key = (tuple(settings.connection.controllers), settings.connection.certfile, settings.connection.cafile)
         if key not in self._linstor:

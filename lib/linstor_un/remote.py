@@ -162,6 +162,51 @@ class Host:
         return result
 
 
+def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
+    """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys)."""
+    import select
+    try:
+        a = src.connect().get_transport().open_session(timeout=src.connect_timeout)
+        b = dst.connect().get_transport().open_session(timeout=dst.connect_timeout)
+    except (paramiko.SSHException, OSError) as err:
+        raise DriverError(f"{step}: SSH session failed: {err}")
+    a.settimeout(timeout)
+    b.settimeout(timeout)
+    try:
+        a.exec_command(src._command_line(src_cmd))
+        b.exec_command(dst._command_line(dst_cmd))
+        a_err, b_err = bytearray(), bytearray()
+        while True:
+            if a.recv_ready():
+                b.sendall(a.recv(1 << 20))
+                continue
+            if a.recv_stderr_ready():
+                a_err += a.recv_stderr(1 << 16)
+                continue
+            if a.exit_status_ready() and not a.recv_ready():
+                break
+            select.select([a], [], [], 1.0)
+        b.shutdown_write()
+        while not b.exit_status_ready():
+            if b.recv_stderr_ready():
+                b_err += b.recv_stderr(1 << 16)
+            elif b.recv_ready():
+                b.recv(1 << 16)
+            else:
+                select.select([b], [], [], 1.0)
+        while b.recv_stderr_ready():
+            b_err += b.recv_stderr(1 << 16)
+        rc_a, rc_b = a.recv_exit_status(), b.recv_exit_status()
+    except (socket.timeout, paramiko.SSHException, OSError) as err:
+        raise DriverError(f"{step}: {err}")
+    finally:
+        a.close()
+        b.close()
+    if rc_a != 0 or rc_b != 0:
+        msg = " ".join((a_err + b" " + b_err).decode(errors="replace").split())[-500:]
+        raise DriverError(f"{step} from {src.name} to {dst.name} failed (exit {rc_a}/{rc_b}): {msg}")
+
+
 class Hosts:
     """One SSH connection per host for the whole action."""
 

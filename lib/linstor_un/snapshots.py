@@ -1,0 +1,66 @@
+"""Disk and image snapshots: `snapshot-<id>` on the volume's resource, with the size property the
+system datastore monitor reports (`Aux/one/SNAPSHOT_<id>/DISK_SIZE`, KiB)."""
+from __future__ import annotations
+
+from . import host_ops, names
+from .attach import Attacher
+from .errors import DriverError
+from .linstor_api import Linstor
+from .remote import Host
+from .report import Report
+
+ANY_ROLLBACK_SINCE = (1, 31, 0)     # LINSTOR rolls back to any snapshot from here on (reference §3.10)
+
+
+def create(api: Linstor, res: str, snap_id: int) -> None:
+    snap = names.snapshot(snap_id)
+    if not any(s.name == snap for s in api.snapshots(res)):
+        api.create_snapshot(res, snap)
+    allocated = max([r.allocated_kib for r in api.replicas(res) if not r.diskless] or [0])
+    try:
+        api.set_props(res, {names.snapshot_size_prop(snap_id): str(allocated)})
+    except DriverError:
+        pass                         # only monitoring depends on it
+
+
+def delete(api: Linstor, res: str, snap_id: int) -> None:
+    rd = api.resource_definition(res)
+    if rd is None:
+        return
+    prop = names.snapshot_size_prop(snap_id)
+    if prop in rd.props:
+        api.set_props(res, {}, delete=[prop])
+    api.delete_snapshot(res, names.snapshot(snap_id))
+
+
+def revert(api: Linstor, attacher: Attacher, host: Host, res: str, snap_id: int, report: Report,
+           block_size: str = "64k") -> None:
+    """Make `res` hold the snapshot's exact bytes, zeros included (BUG-12).
+
+    LINSTOR's rollback where it can (the newest snapshot by creation time, BUG-13, or any snapshot
+    on servers that allow it); otherwise the snapshot is restored into `<res>-tmp` and copied back
+    over the volume on `host`; the temporary resource is always removed (BUG-7)."""
+    snap = names.snapshot(snap_id)
+    snaps = api.snapshots(res)
+    target = next((s for s in snaps if s.name == snap), None)
+    if target is None:
+        raise DriverError(f"snapshot {snap} of {res} does not exist")
+    newest = max(snaps, key=lambda s: s.created_ms)
+    if newest.name == snap or api.server_version() >= ANY_ROLLBACK_SINCE:
+        api.rollback(res, snap)
+        return
+    report.info(f"{snap} is not the newest snapshot of {res}: restoring it through {res}-tmp")
+    tmp = f"{res}-tmp"
+    if api.resource_definition(tmp) is not None:
+        api.delete_definition(tmp)          # left by an earlier, interrupted revert
+    rd = api.resource_definition(res)
+    try:
+        api.restore_snapshot(res, snap, tmp, rd.resource_group if rd else None)
+        dst_dev, _ = attacher.attach(host.name, res)
+        src_dev = attacher.borrow(host.name, tmp)
+        try:
+            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
+        finally:
+            attacher.give_back(host.name, tmp)
+    finally:
+        api.delete_definition(tmp)

@@ -1,0 +1,59 @@
+"""Volatile disks (mkimage, mkswap): create, place, link and format a VM-private volume."""
+from __future__ import annotations
+
+from . import disks, host_ops, names
+from .errors import DriverError
+from .one_input import VmPath
+from .placement import scheduler
+from .rollback import Rollback
+
+RAW = {"raw", ""}
+
+
+def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
+    dst = VmPath.parse(target)
+    act.report.object_id = vm_id
+    if dst.disk_id is None:
+        raise DriverError(f"mkimage target '{dst.path}' is not a disk path")
+    if size_mb <= 0:
+        raise DriverError(f"invalid disk size {size_mb} MB")
+    fmt = fmt.strip().lower()
+    fs = ""
+    if fmt not in RAW | {"qcow2", "swap"}:
+        fs, fmt = fmt, "raw"            # before 6.0 the second argument was the filesystem
+    if fmt != "swap":
+        try:
+            fs = act.one.vm(vm_id).disk(dst.disk_id).get("FS") or fs
+        except DriverError:
+            pass
+    if fs and fs.lower() not in host_ops.FILESYSTEMS:
+        raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(host_ops.FILESYSTEMS))})")
+    settings = act.settings(dst.system_ds)
+    api = act.linstor(settings)
+    res = names.vm_disk(vm_id, dst.disk_id)
+    host = act.hosts[dst.host]
+
+    existing = api.resource_definition(res)
+    if existing and disks.owned_by(existing.props, vm_id, dst.disk_id):
+        act.report.info(f"{res} already exists (retry); linking it")
+        device, _ = act.attacher(settings).attach(dst.host, res)
+        host_ops.link(host, device, dst.path)
+        return
+    if existing:
+        act.report.info(f"{res} is an unfinished volatile disk; recreating it")
+        api.delete_definition(res)
+    with Rollback(act.report) as undo:
+        undo.add(f"delete {res}", lambda: api.delete_definition(res))
+        scheduler(api, settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host)
+        device, _ = act.attacher(settings).attach(dst.host, res)
+        if fmt == "swap":
+            host_ops.mkswap(host, device)
+        elif fs:
+            host_ops.mkfs(host, device, fs)
+        elif fmt == "qcow2":
+            host_ops.qcow2(host, device, size_mb)
+        host_ops.link(host, device, dst.path)
+        undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path))
+        # last: marks the disk complete (a retry after this point only relinks)
+        api.set_props(res, disks.owner_props(vm_id, dst.system_ds, dst.disk_id))
+        undo.commit()
