@@ -28,6 +28,7 @@ BASIC_DEVICES = ["null", "zero", "full", "random", "urandom", "tty", "kvm", "fus
 HOST_PATHS = {
     "datastores": "/var/lib/one/datastores",
     "remotes": "/var/tmp/one",
+    "localbin": "/usr/local/bin",      # per-host command shims (fault injection)
     "libvirt/run": "/run/libvirt",
     "libvirt/lib": "/var/lib/libvirt",
     "libvirt/log": "/var/log/libvirt",

@@ -49,6 +49,7 @@ class LabConfig:
     validate_schema: bool = True
     controller_props: dict = field(default_factory=dict)
     install_driver: bool = True
+    linstor_version: str = "1.33.2"
 
 
 class MonitorListener:
@@ -134,7 +135,8 @@ class Lab:
             host_devdirs={n: str(self.hosts[n].devdir) for n in names},
             tls=({"cert": self.tls["server_cert"], "key": self.tls["server_key"], "ca": self.tls["ca"],
                   "require_client_cert": True} if self.tls else None),
-            validate_schema=cfg.validate_schema, controller_props=cfg.controller_props))
+            validate_schema=cfg.validate_schema, controller_props=cfg.controller_props,
+            version=cfg.linstor_version))
         self.linstor.start()
         self.monitor = MonitorListener()
         self.oned = OnedEndpoint(version=cfg.version)
@@ -241,6 +243,18 @@ class Lab:
                                                               self.tls["ca"])
             return client
         return linstor.MultiLinstor([self.linstor.url])
+
+    def fail_command(self, host: str, command: str, message: str = "injected failure") -> Path:
+        """Make `command` fail on a host (a shim in that host's own /usr/local/bin); returns the shim."""
+        shim = self.hosts[host].path("/usr/local/bin") / command
+        shim.write_text(f"#!/bin/sh\necho '{message}: {command}' >&2\nexit 1\n")
+        shim.chmod(0o755)
+        return shim
+
+    def clear_command_faults(self) -> None:
+        for host in self.hosts.values():
+            for shim in host.path("/usr/local/bin").glob("*"):
+                shim.unlink()
 
     def read_device(self, node: str, device: str, offset: int = 0, length: int = 4096) -> bytes:
         """Read bytes of a device as seen on a host (inside its namespace)."""

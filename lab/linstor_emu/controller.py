@@ -1393,6 +1393,13 @@ class Controller:
             if self._in_use(rd, rsc):
                 raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
                                   C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
+        version = tuple(int(x) for x in re.findall(r"\d+", self.config.get("version", "1.33.2"))[:3])
+        newest = max(rd["snaps"].values(), key=lambda x: x["ts"])
+        if version < (1, 31, 0) and newest is not s:
+            # before 1.31 LVM-thin rolled back with lvconvert --merge: only the newest snapshot
+            raise ApiError(Rc(C.FAIL_UNKNOWN_ERROR, f"Rollback of resource '{rd['name']}' to snapshot "
+                              f"'{s['name']}' failed: only the most recent snapshot can be rolled back",
+                              C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
         loops = self._loops(rd)
         for vd in s["vds"]:
             vnr = str(vd["volume_number"])

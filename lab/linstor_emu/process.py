@@ -36,6 +36,7 @@ class EmulatorConfig:
     controller_props: dict = field(default_factory=dict)
     passphrase: bool = True
     rest_api_version: str = "1.27.0"
+    version: str = "1.33.2"
 
 
 class LinstorEmulator:
@@ -62,7 +63,7 @@ class LinstorEmulator:
         return {"state_dir": str(self.dir), "nodes": c.nodes, "resource_groups": c.resource_groups,
                 "host_devdirs": c.host_devdirs, "http_port": c.http_port, "https_port": c.https_port,
                 "tls": c.tls, "validate_schema": c.validate_schema, "controller_props": c.controller_props,
-                "passphrase": c.passphrase, "rest_api_version": c.rest_api_version,
+                "passphrase": c.passphrase, "rest_api_version": c.rest_api_version, "version": c.version,
                 "ready_file": str(self.dir / "ready")}
 
     def start(self, timeout: float = 20) -> None:
@@ -124,9 +125,11 @@ class LinstorEmulator:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
-    def add_fault(self, path: str, kind: str, method: str = ".*", count: int = 1, **kw: Any) -> None:
-        """kind: rc (ret_code, message, status), http (status), drop, drop_after, delay, delay_after, hang."""
-        self.control("POST", "/__lab/faults", {"path": path, "kind": kind, "method": method, "count": count, **kw})
+    def add_fault(self, path: str, kind: str, method: str = ".*", count: int = 1, skip: int = 0, **kw: Any) -> None:
+        """kind: rc (ret_code, message, status), http (status), drop, drop_after, delay, delay_after, hang.
+        The first `skip` matching requests pass; the next `count` (-1: all) get the fault."""
+        self.control("POST", "/__lab/faults", {"path": path, "kind": kind, "method": method, "count": count,
+                                               "skip": skip, **kw})
 
     def clear_faults(self) -> None:
         self.control("DELETE", "/__lab/faults")

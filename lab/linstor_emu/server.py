@@ -34,6 +34,7 @@ class Faults:
     def add(self, rule: dict) -> None:
         rule = dict(rule)
         rule.setdefault("count", 1)
+        rule.setdefault("skip", 0)       # let this many matching requests through first
         rule.setdefault("method", ".*")
         rule["_rx"] = re.compile(rule.get("path", ".*"))
         rule["_mrx"] = re.compile(rule["method"], re.IGNORECASE)
@@ -44,6 +45,9 @@ class Faults:
         with self.lock:
             for rule in self.rules:
                 if rule["count"] != 0 and rule["_mrx"].fullmatch(method) and rule["_rx"].search(path):
+                    if rule["skip"] > 0:
+                        rule["skip"] -= 1
+                        continue
                     if rule["count"] > 0:
                         rule["count"] -= 1
                     return rule

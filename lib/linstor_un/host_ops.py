@@ -17,14 +17,23 @@ FILESYSTEMS = {"ext2": ["-F", "-q"], "ext3": ["-F", "-q"], "ext4": ["-F", "-q"],
 LIBVIRT_URI = "qemu:///system"
 
 
-def link(host: Host, device: str, path: str) -> None:
-    """<path> -> <device>, with the VM directory created: what the VM's deployment file points at."""
-    host.run(Shell.join(["mkdir", "-p", os.path.dirname(path)], "&&", ["ln", "-sfn", device, path]),
-             f"link {path} to {device}")
+def link(host: Host, device: str, path: str) -> bool:
+    """<path> -> <device>, with the VM directory created: what the VM's deployment file points at.
+    Returns True if the VM directory had to be created."""
+    # a directory made here is removed again if the link fails: a failed step leaves nothing
+    script = ('made=; [ -d "$1" ] || made=1; mkdir -p "$1" && ln -sfn "$2" "$3" && { [ -z "$made" ] || '
+              'echo created; exit 0; }; rc=$?; [ -z "$made" ] || rmdir "$1" 2>/dev/null; exit $rc')
+    out = host.run(["sh", "-c", script, "link", os.path.dirname(path), device, path], f"link {path} to {device}")
+    return out.stdout.strip() == b"created"
 
 
-def unlink(host: Host, path: str, check: bool = False) -> None:
-    host.run(["rm", "-f", path], f"remove {path}", check=check)
+def unlink(host: Host, path: str, check: bool = False, remove_empty_dir: bool = False) -> None:
+    """Remove a disk link (and, when this action created it, the VM directory if now empty)."""
+    if remove_empty_dir:
+        host.run(Shell.join(["rm", "-f", path], "&&", ["rmdir", "--ignore-fail-on-non-empty",
+                                                       os.path.dirname(path)]), f"remove {path}", check=check)
+    else:
+        host.run(["rm", "-f", path], f"remove {path}", check=check)
 
 
 def other_links(host: Host, device: str, except_path: str, datastores: str) -> bool:

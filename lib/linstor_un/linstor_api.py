@@ -255,10 +255,17 @@ class Linstor:
     # ---- writes ----------------------------------------------------------------------------------
     def delete_definition(self, name: str) -> None:
         """Delete a resource definition with its snapshots; a missing one is fine."""
-        for snap in self.snapshots(name):
-            self.delete_snapshot(name, snap.name)
-        self.do(f"delete resource {name}", lambda c: c.resource_dfn_delete(name),
-                done=lambda: self.resource_definition(name) is None)
+        for attempt in (1, 2):         # a cleanup must not give up on one transient refusal
+            try:
+                for snap in self.snapshots(name):
+                    self.delete_snapshot(name, snap.name)
+                self.do(f"delete resource {name}", lambda c: c.resource_dfn_delete(name),
+                        done=lambda: self.resource_definition(name) is None)
+                return
+            except DriverError as err:
+                if attempt == 2:
+                    raise
+                self.report.info(f"{err}; trying once more")
 
     def set_props(self, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         delete = list(delete or [])
@@ -284,7 +291,12 @@ class Linstor:
                 done=lambda: any(s.name == snap for s in self.snapshots(name)))
 
     def delete_snapshot(self, name: str, snap: str) -> None:
-        self.do(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))
+        step = f"delete snapshot {snap} of {name}"
+        try:
+            self.do(step, lambda c: c.snapshot_delete(name, snap))
+        except DriverError as err:    # idempotent: one more try before giving up
+            self.report.info(f"{err}; trying once more")
+            self.do(step, lambda c: c.snapshot_delete(name, snap))
 
     def rollback(self, name: str, snap: str) -> None:
         self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))

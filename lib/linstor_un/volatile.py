@@ -52,8 +52,8 @@ def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
             host_ops.mkfs(host, device, fs)
         elif fmt == "qcow2":
             host_ops.qcow2(host, device, size_mb)
-        host_ops.link(host, device, dst.path)
-        undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path))
+        made_dir = host_ops.link(host, device, dst.path)
+        undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
         # last: marks the disk complete (a retry after this point only relinks)
         api.set_props(res, disks.owner_props(vm_id, dst.system_ds, dst.disk_id))
         undo.commit()
