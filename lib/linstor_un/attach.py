@@ -99,7 +99,9 @@ class Attacher:
             # make-available also turns a tie-breaker into a normal diskless replica and
             # cancels a pending delete
             self.api.make_available(host, resource)
-            created = mine is None
+            # a tie-breaker turned into a usable replica counts as ours: deleting it again lets
+            # LINSTOR take it back as its tie-breaker
+            created = mine is None or mine.tiebreaker
             mine = replica_on(self.api.replicas(resource), host)
             if mine is None:
                 raise DriverError(f"attach {resource} on {host}: LINSTOR did not create the replica")
@@ -139,11 +141,17 @@ class Attacher:
         if lock is None:
             return
         try:
+            # unlock first: two users converting shared->exclusive at once would block each other
+            # and both leave; after unlocking, whoever comes last finds nobody else and cleans up
+            fcntl.flock(lock.fd, fcntl.LOCK_UN)
             if not lock.exclusive(blocking=False):
                 return          # someone else still uses it; the last one cleans up
             mine = replica_on(self.api.replicas(resource), host)
             if mine and mine.diskless and TEMPORARY in mine.props and not mine.in_use:
                 self.api.delete_replica(host, resource)
+                kept = replica_on(self.api.replicas(resource), host)
+                if kept is not None and TEMPORARY in kept.props:    # taken over as a tie-breaker
+                    self.api.set_replica_props(host, resource, {}, delete=[TEMPORARY])
         finally:
             lock.release()
 

@@ -20,11 +20,18 @@ class Env:
         self.lab = lab
         self.r = lab.runner()
 
-    def image(self, image_id: int, size_mb: int = 32, data: bytes = b"", persistent: bool = False) -> Image:
-        """one-image-<id> spawned in the lab's resource group, holding `data` at offset 0 and 1 MiB."""
+    def image(self, image_id: int, size_mb: int = 32, data: bytes = b"", persistent: bool = False,
+              nodes: list = None) -> Image:
+        """one-image-<id> spawned in the lab's resource group (or on `nodes`), holding `data` at 0 and 1 MiB."""
+        import linstor
         name = f"one-image-{image_id}"
         with self.lab.client() as c:
-            replies = c.resource_group_spawn("one_rg", name, [size_mb * 1024])
+            if nodes:
+                c.resource_dfn_create(name)
+                c.volume_dfn_create(name, size_mb * 1024)
+                replies = c.resource_create([linstor.ResourceData(n, name, storage_pool="data") for n in nodes])
+            else:
+                replies = c.resource_group_spawn("one_rg", name, [size_mb * 1024])
             assert not any(r.is_error() for r in replies), [str(r) for r in replies]
             node = next(r.node_name for r in c.resource_list_raise(filter_by_resources=[name]).resources
                         if "DISKLESS" not in r.flags)
