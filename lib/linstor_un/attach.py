@@ -128,7 +128,11 @@ class Attacher:
         try:
             mine, created = self._ensure(host, resource)
             if created:
-                self.api.set_replica_props(host, resource, {TEMPORARY: "yes"})
+                try:
+                    self.api.set_replica_props(host, resource, {TEMPORARY: "yes"})
+                except DriverError:
+                    self.api.delete_replica(host, resource)     # unmarked, it would stay forever
+                    raise
         except BaseException:
             lock.release()
             raise
@@ -151,7 +155,7 @@ class Attacher:
                 self.api.delete_replica(host, resource)
                 kept = replica_on(self.api.replicas(resource), host)
                 if kept is not None and TEMPORARY in kept.props:    # taken over as a tie-breaker
-                    self.api.set_replica_props(host, resource, {}, delete=[TEMPORARY])
+                    self.api.unmark_replica(host, resource, TEMPORARY)
         finally:
             lock.release()
 

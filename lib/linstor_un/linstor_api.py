@@ -275,6 +275,10 @@ class Linstor:
         self.do(f"set properties of {name} on {node}",
                 lambda c: c.resource_modify(node, name, props, delete_props=list(delete or [])))
 
+    def unmark_replica(self, node: str, name: str, prop: str) -> None:
+        self._twice(f"clear {prop} of {name} on {node}",
+                    lambda c: c.resource_modify(node, name, {}, delete_props=[prop]))
+
     def make_available(self, node: str, name: str, diskful: bool = False) -> None:
         self.do(f"attach {name} on {node}", lambda c: c.resource_make_available(node, name, diskful=diskful))
 
@@ -283,20 +287,23 @@ class Linstor:
             [linstor.ResourceData(node, name, diskless=True, storage_pool=pool)]),
             ok_codes=(C.FAIL_EXISTS_RSC,))
 
+    def _twice(self, step: str, fn) -> None:
+        """An idempotent delete: one refusal is retried before the action gives up."""
+        try:
+            self.do(step, fn)
+        except DriverError as err:
+            self.report.info(f"{err}; trying once more")
+            self.do(step, fn)
+
     def delete_replica(self, node: str, name: str) -> None:
-        self.do(f"detach {name} from {node}", lambda c: c.resource_delete(node, name))
+        self._twice(f"detach {name} from {node}", lambda c: c.resource_delete(node, name))
 
     def create_snapshot(self, name: str, snap: str) -> None:
         self.do(f"snapshot {name} as {snap}", lambda c: c.snapshot_create(None, name, snap),
                 done=lambda: any(s.name == snap for s in self.snapshots(name)))
 
     def delete_snapshot(self, name: str, snap: str) -> None:
-        step = f"delete snapshot {snap} of {name}"
-        try:
-            self.do(step, lambda c: c.snapshot_delete(name, snap))
-        except DriverError as err:    # idempotent: one more try before giving up
-            self.report.info(f"{err}; trying once more")
-            self.do(step, lambda c: c.snapshot_delete(name, snap))
+        self._twice(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))
 
     def rollback(self, name: str, snap: str) -> None:
         self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
@@ -304,6 +311,37 @@ class Linstor:
     def resize(self, name: str, size_kib: int) -> None:
         self.do(f"resize {name}", lambda c: c.volume_dfn_modify(name, 0, size=size_kib),
                 ok_codes=(C.WARN_VLMDFN_RESIZE_SAME_SIZE,))
+
+    def clone(self, src: str, dst: str, resource_group: Optional[str], delete_props: list[str],
+              timeout: float = 3600) -> None:
+        """LINSTOR's own copy of a resource definition (and its data), waited for."""
+        import time
+        step = f"clone {src} to {dst}"
+        late = bool(delete_props) and self.client.api_version_smaller("1.26.0")   # no delete_props yet
+        started = self._call(step, lambda c: c.resource_dfn_clone(
+            src, dst, resource_group=resource_group, delete_props=None if late else (delete_props or None)))
+        # python-linstor reads this reply without looking at the HTTP status: an error list comes
+        # back wrapped as if it were a CloneStarted
+        data = getattr(started, "data_v1", None)
+        items = data if isinstance(data, list) else [data]
+        if started is None or any(isinstance(x, dict) and "ret_code" in x for x in items):
+            self._check(step, [linstor.ApiCallResponse(x) for x in items if isinstance(x, dict)])
+            raise DriverError(f"{step}: LINSTOR did not start the clone")
+        self._check(step, list(getattr(started, "messages", []) or []))
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._call(step, lambda c: c.resource_dfn_clone_status(src, dst))
+            if isinstance(status, list):
+                self._check(step, status)
+                raise DriverError(f"{step}: no clone status")
+            state = getattr(status.status, "value", status.status)
+            if state == "COMPLETE":
+                if late:
+                    self.set_props(dst, {}, delete=delete_props)
+                return
+            if state == "FAILED" or time.monotonic() > deadline:
+                raise DriverError(f"{step}: LINSTOR reports {state}")
+            time.sleep(0.5)
 
     def restore_snapshot(self, src: str, snap: str, dst: str, resource_group: Optional[str],
                          layer_list: Optional[list[str]] = None) -> None:

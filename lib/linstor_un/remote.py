@@ -127,15 +127,21 @@ class Host:
         try:
             chan.exec_command(line)
             if stdin is not None:
-                if isinstance(stdin, bytes):
-                    chan.sendall(stdin)
-                else:
-                    while True:
-                        block = stdin.read(1 << 20)
-                        if not block:
-                            break
-                        chan.sendall(block)
-            chan.shutdown_write()
+                try:
+                    if isinstance(stdin, bytes):
+                        chan.sendall(stdin)
+                    else:
+                        while True:
+                            block = stdin.read(1 << 20)
+                            if not block:
+                                break
+                            chan.sendall(block)
+                except (OSError, EOFError, paramiko.SSHException):
+                    pass            # the command stopped reading: its exit code and stderr say why
+            try:
+                chan.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
             out, err = bytearray(), bytearray()
             while True:
                 if chan.recv_ready():

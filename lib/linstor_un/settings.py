@@ -34,7 +34,7 @@ def _names(attr: str, value: str) -> list[str]:
     return names
 
 
-def _yes(attr: str, value: str) -> bool:
+def yes_no(attr: str, value: str) -> bool:
     v = value.strip().lower()
     if v in ("", "no", "false", "0"):
         return False
@@ -181,8 +181,8 @@ class DatastoreSettings:
             replicas_on_different=_words(g("REPLICAS_ON_DIFFERENT")),
             do_not_place_with=_names("DO_NOT_PLACE_WITH", g("DO_NOT_PLACE_WITH")),
             do_not_place_with_regex=regex,
-            prefer_node=_yes("PREFER_NODE", g("PREFER_NODE")),
-            encryption=_yes("ENCRYPTION", g("ENCRYPTION")),
+            prefer_node=yes_no("PREFER_NODE", g("PREFER_NODE")),
+            encryption=yes_no("ENCRYPTION", g("ENCRYPTION")),
         )
         checkpoint_count = (_count("CHECKPOINT_REPLICA_COUNT", g("CHECKPOINT_REPLICA_COUNT"))
                             or _count("CHECKPOINT_AUTO_PLACE", g("CHECKPOINT_AUTO_PLACE")))

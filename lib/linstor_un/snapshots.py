@@ -59,18 +59,24 @@ def revert(api: Linstor, attacher: Attacher, host: Host, res: str, snap_id: int,
         api.delete_snapshot(res, safety)
     try:
         api.restore_snapshot(res, snap, tmp, rd.resource_group if rd else None)
-        dst_dev, _ = attacher.attach(host.name, res)
-        src_dev = attacher.borrow(host.name, tmp)
-        # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
-        api.create_snapshot(res, safety)
+        # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
+        dst_dev = attacher.borrow(host.name, res)
         try:
-            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
-        except DriverError:
-            report.info(f"copy failed: rolling {res} back to its state before the revert")
-            api.rollback(res, safety)
-            raise
+            src_dev = attacher.borrow(host.name, tmp)
+            # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
+            api.create_snapshot(res, safety)
+            try:
+                host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
+            except DriverError:
+                report.info(f"copy failed: rolling {res} back to its state before the revert")
+                attacher.give_back(host.name, tmp)
+                attacher.give_back(host.name, res)
+                api.rollback(res, safety)
+                raise
+            finally:
+                attacher.give_back(host.name, tmp)
         finally:
-            attacher.give_back(host.name, tmp)
+            attacher.give_back(host.name, res)
     finally:
         if any(s.name == safety for s in api.snapshots(res)):
             api.delete_snapshot(res, safety)

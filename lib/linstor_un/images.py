@@ -1,0 +1,231 @@
+"""Image datastore helpers: the driver message, bridge hosts, image sources and their formats."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import struct
+import time
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Optional
+
+from .errors import DriverError
+from .linstor_api import Linstor
+from .one_api import Xml
+
+QCOW2_MAGIC = b"QFI\xfb"
+VMDK_MAGIC = b"KDMV"
+VHDX_MAGIC = b"vhdxfile"
+VDI_MAGIC_AT_64 = b"\x7f\x10\xda\xbe"
+CHUNK = 4 << 20
+
+
+@dataclass
+class ImageMessage:
+    """What DS_DRIVER_ACTION_DATA says about the image and its datastore."""
+    image: Xml
+    datastore: Xml
+    data: Xml
+
+    @classmethod
+    def parse(cls, xml: str) -> "ImageMessage":
+        data = Xml.parse(xml)
+        image = data.root.find("IMAGE")
+        ds = data.root.find("DATASTORE")
+        if ds is None:
+            raise DriverError("the driver action data has no DATASTORE")
+        return cls(Xml(image) if image is not None else Xml.parse("<IMAGE/>"), Xml(ds), data)
+
+    @property
+    def ds_id(self) -> int:
+        return int(self.datastore.text("ID"))
+
+    @property
+    def ds_template(self) -> dict:
+        return self.datastore.template("TEMPLATE")
+
+    def image_text(self, path: str, default: str = "") -> str:
+        return self.image.text(path, default)
+
+    @property
+    def size_mb(self) -> int:
+        v = self.image_text("SIZE")
+        return int(v) if v.isdigit() else 0
+
+
+def pick_bridge(api: Linstor, candidates: list[str], seed: int, holding: Optional[str] = None) -> str:
+    """A LINSTOR node from BRIDGE_LIST (all nodes when empty), preferring one with a disk of `holding`."""
+    nodes = {n.lower(): n for n in api.node_names()}
+    pool = [h for h in candidates if h.lower() in nodes] if candidates else sorted(nodes.values())
+    if not pool:
+        raise DriverError("no host of BRIDGE_LIST is a LINSTOR node")
+    if holding:
+        diskful = {r.node.lower() for r in api.replicas(holding) if not r.diskless and r.usable}
+        local = [h for h in pool if h.lower() in diskful]
+        if local:
+            pool = local
+    return pool[seed % len(pool)]
+
+
+def restricted(path: str, template: dict, home: str) -> bool:
+    """OpenNebula's check_restricted: inside RESTRICTED_DIRS (plus oned's own dirs) and not in SAFE_DIRS."""
+    real = os.path.realpath(path)
+    dirs = ["/var/lib/one/", "/etc/one/", home.rstrip("/") + "/"] + template.get("RESTRICTED_DIRS", "").split()
+    safe = template.get("SAFE_DIRS", "").split()
+
+    def under(d: str) -> bool:
+        d = os.path.realpath(d)
+        return real == d or real.startswith(d.rstrip("/") + "/")
+
+    return any(under(d) for d in dirs if d) and not any(under(d) for d in safe if d)
+
+
+def sniff(head: bytes) -> str:
+    if head.startswith(QCOW2_MAGIC):
+        return "qcow2"
+    if head.startswith(VMDK_MAGIC):
+        return "vmdk"
+    if head.startswith(VHDX_MAGIC):
+        return "vhdx"
+    if head[64:68] == VDI_MAGIC_AT_64:
+        return "vdi"
+    return "raw"
+
+
+def qcow2_virtual_size(head: bytes) -> Optional[int]:
+    if head.startswith(QCOW2_MAGIC) and len(head) >= 32:
+        return struct.unpack(">Q", head[24:32])[0]
+    return None
+
+
+class Source:
+    """An image source read as a stream: decompressed (unless NO_DECOMPRESS), hashed (MD5/SHA1 of
+    the bytes as downloaded, as OpenNebula's downloader checks them), optionally rate-limited."""
+
+    def __init__(self, url: str, no_decompress: bool = False, limit_bps: int = 0, timeout: float = 60):
+        self.url = url
+        self.md5, self.sha1 = hashlib.md5(), hashlib.sha1()
+        self.limit = limit_bps
+        self.started = time.monotonic()
+        self.raw_bytes = 0
+        self.length: Optional[int] = None
+        try:
+            if url.startswith(("http://", "https://")):
+                resp = urllib.request.urlopen(url, timeout=timeout)
+                length = resp.headers.get("Content-Length")
+                self.length = int(length) if length and length.isdigit() else None
+                self._raw: BinaryIO = resp
+            else:
+                self._raw = open(url, "rb")
+                self.length = os.fstat(self._raw.fileno()).st_size
+        except OSError as err:
+            raise DriverError(f"cannot read image {url}: {err}")
+        first = self._read_raw(CHUNK)
+        self._decoder = None
+        if not no_decompress:
+            if first.startswith(b"\x1f\x8b"):
+                self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif first.startswith(b"BZh"):
+                self._decoder = bz2.BZ2Decompressor()
+            elif first.startswith(b"\xfd7zXZ\x00"):
+                self._decoder = lzma.LZMADecompressor()
+        self.compressed = self._decoder is not None
+        self._pending = self._decode(first)
+        while len(self._pending) < 65536 and not self._eof:
+            self._pending += self._decode(self._read_raw(CHUNK))
+        self.head = self._pending[:65536]
+        self.format = sniff(self.head)
+
+    _eof = False
+
+    def _read_raw(self, n: int) -> bytes:
+        try:
+            data = self._raw.read(n)
+        except OSError as err:
+            raise DriverError(f"reading image {self.url} failed: {err}")
+        if not data:
+            self._eof = True
+            return b""
+        self.md5.update(data)
+        self.sha1.update(data)
+        self.raw_bytes += len(data)
+        if self.limit:
+            ahead = self.raw_bytes / self.limit - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
+        return data
+
+    def _decode(self, data: bytes) -> bytes:
+        if self._decoder is None or not data:
+            return data
+        try:
+            return self._decoder.decompress(data)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+            raise DriverError(f"cannot decompress {self.url}: {err}")
+
+    def read(self, n: int = CHUNK) -> bytes:
+        while not self._pending and not self._eof:
+            self._pending = self._decode(self._read_raw(n))
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out
+
+    def verify(self, md5: str, sha1: str) -> None:
+        if md5 and self.md5.hexdigest() != md5.lower():
+            raise DriverError(f"MD5 of {self.url} is {self.md5.hexdigest()}, expected {md5}")
+        if sha1 and self.sha1.hexdigest() != sha1.lower():
+            raise DriverError(f"SHA1 of {self.url} is {self.sha1.hexdigest()}, expected {sha1}")
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        except OSError:
+            pass
+
+
+def uncompressed_size(path: str) -> Optional[int]:
+    """Bytes of a local image after decompression (gzip's trailer; a full read for bz2/xz)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+        if head.startswith(b"\x1f\x8b"):
+            f.seek(-4, os.SEEK_END)
+            return struct.unpack("<I", f.read(4))[0]
+    if head.startswith((b"BZh", b"\xfd7zXZ")):
+        opener = bz2.open if head.startswith(b"BZh") else lzma.open
+        total = 0
+        with opener(path, "rb") as g:
+            while True:
+                block = g.read(CHUNK)
+                if not block:
+                    return total
+                total += len(block)
+    return None
+
+
+def image_size_bytes(url: str, no_decompress: bool = False) -> int:
+    """Virtual size of an image source (what the volume must hold)."""
+    src = Source(url, no_decompress)
+    try:
+        virtual = qcow2_virtual_size(src.head)
+        if virtual:
+            return virtual
+        if src.format != "raw":
+            raise DriverError(f"{url}: {src.format} images need STAGING on a host to be measured")
+        if not src.compressed and src.length is not None:
+            return src.length
+        if not url.startswith(("http://", "https://")):
+            size = uncompressed_size(url)
+            if size is not None:
+                return size
+        total = len(src.head)
+        src._pending = src._pending[len(src.head):]
+        while True:
+            block = src.read()
+            if not block:
+                return total
+            total += len(block)
+    finally:
+        src.close()
