@@ -307,7 +307,9 @@ STEPS = [
 
 
 def implemented(lab: Lab, action: str) -> bool:
-    return (lab.one_location / "var" / "remotes" / action).exists()
+    kind, _, name = action.partition("/")
+    rel = action if kind == "vmm" else f"{kind}/linstor_un/{name}"
+    return (lab.one_location / "var" / "remotes" / rel).exists()
 
 
 def run_demo(out=sys.stdout) -> list[Row]:

@@ -1,0 +1,139 @@
+"""VMM save/restore overrides: the VM's memory checkpoint on a LINSTOR volume instead of a file.
+
+save: `one-vm-<id>-checkpoint`, placed with CHECKPOINT_REPLICA_COUNT (BUG-5), sized from the
+domain's maximum memory plus room for device state, never from its RSS (BUG-31); `virsh save`
+writes it on the host; any failure leaves the VM running and nothing created.
+restore: attached on the (possibly new) host, the saved domain XML's datastore paths rewritten
+when the system datastore changed (BUG-32), `virsh restore` with retries, then the volume is
+deleted; failing to delete it after a good restore is only a warning.
+When the system datastore is not linstor_un, both go to the host's stock kvm scripts (BUG-30).
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from . import host_ops, names
+from .errors import DriverError
+from .one_api import Xml
+from .one_input import integer, valid_host, vmm_stdin
+from .placement import scheduler
+from .remote import Shell
+from .rollback import Rollback
+
+DRIVER = "linstor_un"
+OVERHEAD_KIB = 128 * 1024
+
+
+def remote_dir(act) -> str:
+    """SCRIPTS_REMOTE_DIR as oned wrote it to <var>/config (default /var/tmp/one)."""
+    base = os.environ.get("ONE_LOCATION")
+    path = os.path.join(base, "var", "config") if base else "/var/lib/one/config"
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"^SCRIPTS_REMOTE_DIR=(\S+)", line.strip())
+                if m:
+                    return m.group(1)
+    except OSError:
+        pass
+    return "/var/tmp/one"
+
+
+def forward(act, host: str, script: str, argv: list[str], xml: str) -> None:
+    """The stock kvm script on the host, with the action data as raw XML on stdin."""
+    path = f"{remote_dir(act)}/vmm/kvm/{script}"
+    out = act.hosts[host].run([path, *argv], f"{script} on {host}", stdin=xml.encode(), check=False)
+    if out.rc != 0:
+        raise DriverError(f"{script} on {host} failed (exit {out.rc}): "
+                          f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
+
+
+def _data(act):
+    xml = vmm_stdin()
+    data = Xml.parse(xml)
+    ds = data.root.find("DATASTORE")
+    if ds is None:
+        raise DriverError("the VMM driver action data has no DATASTORE")
+    return xml, data, Xml(ds)
+
+
+def max_memory_kib(host, domain: str) -> int:
+    out = host_ops.virsh(host, ["dominfo", domain], f"read {domain}'s memory").stdout.decode()
+    m = re.search(r"Max memory:\s+(\d+)\s*KiB", out)
+    if not m:
+        raise DriverError(f"cannot read the maximum memory of {domain}")
+    return int(m.group(1))
+
+
+def save(act, argv: list[str]) -> None:
+    if len(argv) < 4:
+        raise DriverError("usage: save_linstor_un <deploy_id> <checkpoint> <host> <vm_id> [host]")
+    domain, checkpoint_path, host_name = argv[0], argv[1], valid_host(argv[2])
+    vm_id = integer(argv[3], "VM id")
+    act.report.object_id = vm_id
+    xml, data, ds = _data(act)
+    if ds.text("TM_MAD") != DRIVER:
+        forward(act, host_name, "save", argv, xml)
+        return
+    settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
+    api = act.linstor(settings)
+    host = act.hosts[host_name]
+    res = names.checkpoint(vm_id)
+    size_kib = max_memory_kib(host, domain)
+    size_kib += max(OVERHEAD_KIB, size_kib // 10)
+    if api.resource_definition(res) is not None:       # left by an earlier, failed save
+        api.delete_definition(res)
+    with Rollback(act.report) as undo:
+        undo.add(f"delete {res}", lambda: api.delete_definition(res))
+        undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
+        scheduler(api, settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=host_name)
+        device, _ = act.attacher(settings).attach(host_name, res)
+        host_ops.virsh(host, ["save", domain, device], f"save {domain} to {res}")
+        undo.commit()
+
+
+def resume_if_paused(host, domain: str) -> None:
+    state = host_ops.virsh(host, ["domstate", domain], "read the VM state", check=False)
+    if state.rc == 0 and b"paused" in state.stdout:
+        host_ops.virsh(host, ["resume", domain], f"resume {domain}")
+
+
+def restore(act, argv: list[str]) -> None:
+    if len(argv) < 4:
+        raise DriverError("usage: restore_linstor_un <checkpoint> <host> <deploy_id> <vm_id> [host]")
+    checkpoint_path, host_name, domain = argv[0], valid_host(argv[1]), argv[2]
+    vm_id = integer(argv[3], "VM id")
+    act.report.object_id = vm_id
+    xml, data, ds = _data(act)
+    if ds.text("TM_MAD") != DRIVER:
+        forward(act, host_name, "restore", argv, xml)
+        return
+    settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
+    api = act.linstor(settings)
+    host = act.hosts[host_name]
+    res = names.checkpoint(vm_id)
+    if api.resource_definition(res) is None:
+        raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
+    device, _ = act.attacher(settings).attach(host_name, res)
+    vm_dir = os.path.dirname(checkpoint_path.rstrip("/"))
+    new_ds = os.path.basename(os.path.dirname(vm_dir))
+    saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()
+    fixed = re.sub(rf"(/datastores/+)\d+(/+{vm_id}/)", rf"\g<1>{new_ds}\g<2>", saved)
+    xml_path = os.path.join(vm_dir, "checkpoint.xml")
+    host.run(Shell.join(["mkdir", "-p", vm_dir], "&&", ["cat"], ">", [xml_path]),
+             "write the domain XML for restore", stdin=fixed.encode())
+    for attempt in range(3):     # the first restore of a fresh qemu sometimes fails
+        done = host_ops.virsh(host, ["restore", device, "--xml", xml_path], f"restore {domain}", check=False)
+        if done.rc == 0:
+            break
+        if attempt == 2:
+            raise DriverError(f"restore {domain} on {host_name} failed: "
+                              f"{' '.join(done.stderr.decode(errors='replace').split())[-400:]}")
+        time.sleep(1)
+    resume_if_paused(host, domain)
+    try:
+        api.delete_definition(res)
+    except DriverError as err:
+        act.report.error(f"the VM runs again, but its checkpoint volume stays: {err}")
