@@ -245,3 +245,21 @@ def test_hostile_arguments_never_reach_a_shell(env, args):
         assert host.run_inside("test -e /tmp/lab-pwned", check=False).returncode != 0
     import os
     assert not os.path.exists("/tmp/lab-pwned")
+
+
+def test_first_controller_down_fails_over_to_the_next(env):
+    import socket
+    with socket.socket() as s:                 # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    for ds in (IMAGE_DS, SYSTEM_DS):
+        set_ds(env, ds, LS_CONTROLLERS=f"127.0.0.1:{dead},{env.lab.linstor.url}")
+    img = env.image(97, data=PATTERN)
+    env.vm(98, [Disk(0, IMAGE_DS, image_id=97, source=img.source, size=32)])
+    ok(env.clone(img, 98, 0))
+    assert env.read("node1", disk_path(98, 0)) == PATTERN
+    for ds in (IMAGE_DS, SYSTEM_DS):
+        set_ds(env, ds, LS_CONTROLLERS=f"127.0.0.1:{dead}")
+    env.vm(99, [Disk(0, IMAGE_DS, image_id=97, source=img.source, size=32)])
+    result = env.clone(img, 99, 0)
+    assert result.rc != 0 and "cannot reach any LINSTOR controller" in result.stderr
