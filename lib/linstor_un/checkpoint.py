@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 from . import host_ops, names
 from .errors import DriverError
@@ -50,13 +52,36 @@ def forward(act, host: str, script: str, argv: list[str], xml: str) -> None:
                           f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
 
 
-def _data(act):
+@dataclass
+class Request:
+    domain: str
+    checkpoint_path: str
+    host_name: str
+    vm_id: int
+    settings: object
+    api: object
+    host: object
+
+    @property
+    def resource(self) -> str:
+        return names.checkpoint(self.vm_id)
+
+
+def request(act, script: str, argv: list[str], domain: str, checkpoint_path: str, host_name: str,
+            vm_id: str) -> Optional[Request]:
+    """Inputs of save/restore; None when the system datastore is not ours (forwarded instead)."""
+    host_name, vm = valid_host(host_name), integer(vm_id, "VM id")
+    act.report.object_id = vm
     xml = vmm_stdin()
-    data = Xml.parse(xml)
-    ds = data.root.find("DATASTORE")
+    ds = Xml.parse(xml).root.find("DATASTORE")
     if ds is None:
         raise DriverError("the VMM driver action data has no DATASTORE")
-    return xml, data, Xml(ds)
+    ds = Xml(ds)
+    if ds.text("TM_MAD") != DRIVER:
+        forward(act, host_name, script, argv, xml)
+        return None
+    settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
+    return Request(domain, checkpoint_path, host_name, vm, settings, act.linstor(settings), act.hosts[host_name])
 
 
 def max_memory_kib(host, domain: str) -> int:
@@ -70,17 +95,10 @@ def max_memory_kib(host, domain: str) -> int:
 def save(act, argv: list[str]) -> None:
     if len(argv) < 4:
         raise DriverError("usage: save_linstor_un <deploy_id> <checkpoint> <host> <vm_id> [host]")
-    domain, checkpoint_path, host_name = argv[0], argv[1], valid_host(argv[2])
-    vm_id = integer(argv[3], "VM id")
-    act.report.object_id = vm_id
-    xml, data, ds = _data(act)
-    if ds.text("TM_MAD") != DRIVER:
-        forward(act, host_name, "save", argv, xml)
+    r = request(act, "save", argv, domain=argv[0], checkpoint_path=argv[1], host_name=argv[2], vm_id=argv[3])
+    if r is None:
         return
-    settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
-    api = act.linstor(settings)
-    host = act.hosts[host_name]
-    res = names.checkpoint(vm_id)
+    api, host, res, domain = r.api, r.host, r.resource, r.domain
     size_kib = max_memory_kib(host, domain)
     size_kib += max(OVERHEAD_KIB, size_kib // 10)
     if api.resource_definition(res) is not None:       # left by an earlier, failed save
@@ -88,8 +106,8 @@ def save(act, argv: list[str]) -> None:
     with Rollback(act.report) as undo:
         undo.add(f"delete {res}", lambda: api.delete_definition(res))
         undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
-        scheduler(api, settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=host_name)
-        device, _ = act.attacher(settings).attach(host_name, res)
+        scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name)
+        device, _ = act.attacher(r.settings).attach(r.host_name, res)
         host_ops.virsh(host, ["save", domain, device], f"save {domain} to {res}")
         undo.commit()
 
@@ -103,21 +121,14 @@ def resume_if_paused(host, domain: str) -> None:
 def restore(act, argv: list[str]) -> None:
     if len(argv) < 4:
         raise DriverError("usage: restore_linstor_un <checkpoint> <host> <deploy_id> <vm_id> [host]")
-    checkpoint_path, host_name, domain = argv[0], valid_host(argv[1]), argv[2]
-    vm_id = integer(argv[3], "VM id")
-    act.report.object_id = vm_id
-    xml, data, ds = _data(act)
-    if ds.text("TM_MAD") != DRIVER:
-        forward(act, host_name, "restore", argv, xml)
+    r = request(act, "restore", argv, domain=argv[2], checkpoint_path=argv[0], host_name=argv[1], vm_id=argv[3])
+    if r is None:
         return
-    settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
-    api = act.linstor(settings)
-    host = act.hosts[host_name]
-    res = names.checkpoint(vm_id)
+    api, host, res, domain, vm_id, host_name = r.api, r.host, r.resource, r.domain, r.vm_id, r.host_name
     if api.resource_definition(res) is None:
         raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
-    device, _ = act.attacher(settings).attach(host_name, res)
-    vm_dir = os.path.dirname(checkpoint_path.rstrip("/"))
+    device, _ = act.attacher(r.settings).attach(host_name, res)
+    vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()
     fixed = re.sub(rf"(/datastores/+)\d+(/+{vm_id}/)", rf"\g<1>{new_ds}\g<2>", saved)
