@@ -98,10 +98,14 @@ def has_code(replies, code: int) -> bool:
 
 
 class Linstor:
-    def __init__(self, connection: Connection, report: Report, timeout: float = 60):
+    def __init__(self, connection: Connection, report: Report, timeout: float = 300,
+                 connect_timeout: float = 10):
         self.connection = connection
         self.report = report
+        # LINSTOR answers a change only once the satellites applied it: requests may take long,
+        # but a controller that does not even answer its version within seconds is skipped
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._client: Optional[linstor.Linstor] = None
         self.requests = 0
 
@@ -109,7 +113,7 @@ class Linstor:
     def _connect(self) -> linstor.Linstor:
         problems = []
         for uri in linstor.MultiLinstor.controller_uri_list(",".join(self.connection.controllers)):
-            client = linstor.Linstor(uri, timeout=self.timeout, agent_info="linstor_un")
+            client = linstor.Linstor(uri, timeout=self.connect_timeout, agent_info="linstor_un")
             if self.connection.certfile:
                 client.certfile = self.connection.certfile
                 client.keyfile = self.connection.keyfile
@@ -117,6 +121,12 @@ class Linstor:
                 client.cafile = self.connection.cafile
             try:
                 client.connect()
+                client._timeout = self.timeout            # from now on: the long request timeout
+                conn = getattr(client, "_rest_conn", None)
+                if conn is not None:
+                    conn.timeout = self.timeout
+                    if getattr(conn, "sock", None) is not None:
+                        conn.sock.settimeout(self.timeout)
                 return client
             except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError, OSError) as err:
                 problems.append(f"{uri}: {err}")

@@ -263,3 +263,39 @@ def test_first_controller_down_fails_over_to_the_next(env):
     env.vm(99, [Disk(0, IMAGE_DS, image_id=97, source=img.source, size=32)])
     result = env.clone(img, 99, 0)
     assert result.rc != 0 and "cannot reach any LINSTOR controller" in result.stderr
+
+
+def test_a_hanging_controller_is_skipped_within_bounded_time(env):
+    import socket
+    import threading
+    import time
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():                               # accepts connections and never answers
+        hang.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(hang.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        port = hang.getsockname()[1]
+        for ds in (IMAGE_DS, SYSTEM_DS):
+            set_ds(env, ds, LS_CONTROLLERS=f"127.0.0.1:{port},{env.lab.linstor.url}")
+        img = env.image(93, data=PATTERN)
+        env.vm(94, [Disk(0, IMAGE_DS, image_id=93, source=img.source, size=32)])
+        start = time.monotonic()
+        ok(env.clone(img, 94, 0))
+        assert time.monotonic() - start < 45
+        assert env.read("node1", disk_path(94, 0)) == PATTERN
+    finally:
+        stop.set()
+        hang.close()
+        for s in held:
+            s.close()
