@@ -14,12 +14,26 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Callable, Optional
 
 from .errors import DriverError
 from .one_input import read_version, remotes_dir
 from .report import Report
+
+
+STARTED = time.time()
+
+
+def _process_start() -> float:
+    """When this process started (wall clock), from /proc: so imports are counted too."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return STARTED
 
 
 class Action:
@@ -33,6 +47,7 @@ class Action:
         self._hosts = None
         self._attachers: list = []
         self._settings: dict = {}
+        self.main_started = STARTED
 
     # ---- sessions ------------------------------------------------------------------------------
     @property
@@ -91,12 +106,27 @@ class Action:
             self._hosts.close()
         for api in self._linstor.values():
             api.close()
+        self._write_stats()
+
+    def _write_stats(self) -> None:
+        """With LINSTOR_UN_STATS=<file>: one JSON line of what this action cost (benchmarks)."""
+        path = os.environ.get("LINSTOR_UN_STATS")
+        if not path:
+            return
+        import json
+        ssh, commands = self._hosts.stats() if self._hosts is not None else (0, 0)
+        record = {"action": self.name, "linstor_requests": sum(a.requests for a in self._linstor.values()),
+                  "ssh_connections": ssh, "remote_commands": commands,
+                  "startup_seconds": round(self.main_started - _process_start(), 4)}
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def run(main: Callable[[Action, list[str]], None]) -> None:
     act = Action(sys.argv[0])
     rc = 0
     try:
+        act.main_started = time.time()      # the action file's imports are done
         main(act, sys.argv[1:])
     except DriverError as err:
         act.report.fail(str(err))

@@ -56,6 +56,8 @@ class Output:
 
 class Host:
     def __init__(self, name: str, report: Report, timeout: float = 600, connect_timeout: float = 20):
+        self.commands = 0
+        self.connected = False
         self.name = name
         self.report = report
         self.timeout = timeout
@@ -103,6 +105,7 @@ class Host:
         if transport is not None:
             transport.set_keepalive(15)
         self._client = client
+        self.connected = True
         return client
 
     def close(self) -> None:
@@ -118,6 +121,7 @@ class Host:
             check: bool = True, timeout: Optional[float] = None) -> Output:
         """Run a command; with check, a non-zero exit raises DriverError naming host and step."""
         client = self.connect()
+        self.commands += 1
         line = self._command_line(command)
         try:
             chan = client.get_transport().open_session(timeout=self.connect_timeout)
@@ -171,6 +175,8 @@ class Host:
 def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
     """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys)."""
     import select
+    src.commands += 1
+    dst.commands += 1
     try:
         a = src.connect().get_transport().open_session(timeout=src.connect_timeout)
         b = dst.connect().get_transport().open_session(timeout=dst.connect_timeout)
@@ -225,7 +231,10 @@ class Hosts:
             self._hosts[name] = Host(name, self.report)
         return self._hosts[name]
 
+    def stats(self) -> tuple[int, int]:
+        """(SSH connections made, remote commands run)."""
+        return (sum(h.connected for h in self._hosts.values()), sum(h.commands for h in self._hosts.values()))
+
     def close(self) -> None:
         for h in self._hosts.values():
             h.close()
-        self._hosts.clear()
