@@ -168,9 +168,109 @@ def run(runs: int) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    head = ["action", "runs", "median_s", "p90_s", "linstor_requests", "min_requests", "ssh_connections",
-            "remote_commands", "min_commands", "startup_s"]
+def scale(counts: list[int]) -> list[dict]:
+    """TM monitor (system DS, VM disk sizes on) and DS monitor with many resource definitions."""
+    from lab.runner import ds_action_data
+    out = []
+    for n in counts:
+        with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
+            lab.linstor.control("POST", "/__lab/bulk", {
+                "prefix": "one-vm-bulk-", "count": n, "nodes": ["node1", "node2"], "pool": "data",
+                "size_kib": 1024 * 1024, "snapshots": 2,
+                "props": {"Aux/one/VM_ID": "{i}", "Aux/one/DS_ID": str(SYSTEM_DS), "Aux/one/DISK_ID": "0",
+                          "Aux/one/SNAPSHOT_0/DISK_SIZE": "1024", "Aux/one/SNAPSHOT_1/DISK_SIZE": "2048"}})
+            r = lab.runner()
+            wrapper = f"{sys.executable} {REPO / 'benchmarks' / 'maxrss.py'}"
+            for kind, ds_id in (("tm/monitor", SYSTEM_DS), ("datastore/monitor", IMAGE_DS)):
+                ds = lab.oned.datastores[ds_id]
+                data = ds_action_data("", to_xml(ds.element()), "<MONITOR_VM_DISKS>1</MONITOR_VM_DISKS>")
+                script = lab.one_location / "var" / "remotes" / kind.split("/")[0] / "linstor_un" / "monitor"
+                mark = len(lab.linstor.requests())
+                res = r._run(f"{wrapper} {script} {ds_id}", stdin=r.b64(data).encode())
+                if not res.ok:
+                    raise RuntimeError(str(res))
+                rss = int(res.stderr.strip().splitlines()[-1].split("=")[1])
+                reqs = len(lab.linstor.requests()) - mark
+                sent = lab.monitor.messages[-1]["payload"].count("VM = [") if kind == "tm/monitor" else 0
+                out.append({"what": kind, "resources": n, "seconds": round(res.seconds, 2),
+                            "peak_mb": round(rss / 1024, 1), "linstor_requests": reqs, "vms_reported": sent})
+    return out
+
+
+def throughput(size_mb: int) -> list[dict]:
+    """DS cp of a raw and a qcow2 image against `cat file | ssh host dd of=<device>` (OpenSSH)."""
+    import subprocess
+    from lab.oned import Image
+    from lab.runner import ds_action_data
+    out = []
+    with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
+        images = lab.workdir / "images"
+        images.mkdir()
+        raw = images / "big.raw"
+        subprocess.run(["dd", "if=/dev/urandom", f"of={raw}", "bs=1M", f"count={size_mb}", "status=none"],
+                       check=True)
+        qcow = images / "big.qcow2"
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(qcow)], check=True)
+        lab.oned.datastores[IMAGE_DS].template.update(SAFE_DIRS=str(images), BRIDGE_LIST="node1",
+                                                      RESOURCE_GROUP="", NODE_LIST="node1", STORAGE_POOL="data")
+        r = lab.runner()
+        # the baseline: the same bytes through OpenSSH into a device on the same host
+        with lab.client() as c:
+            c.resource_dfn_create("baseline")
+            c.volume_dfn_create("baseline", size_mb * 1024)
+            import linstor
+            c.resource_create([linstor.ResourceData("node1", "baseline", storage_pool="data")])
+        import time
+        start = time.monotonic()
+        subprocess.run(f"cat {raw} | ssh -F {lab.home}/.ssh/config node1 "
+                       f"dd of=/dev/drbd/by-res/baseline/0 bs=4M iflag=fullblock oflag=direct status=none",
+                       shell=True, check=True)
+        base = time.monotonic() - start
+        for image_id, path in ((1, raw), (2, qcow)):
+            data = ds_action_data(to_xml(Image(image_id, "big", IMAGE_DS, path=str(path), size=size_mb).element()),
+                                  to_xml(lab.oned.datastores[IMAGE_DS].element()))
+            res = r.ds("cp", data, image_id)
+            if not res.ok:
+                raise RuntimeError(str(res))
+            out.append({"image": path.suffix[1:], "mb": size_mb, "cp_seconds": round(res.seconds, 2),
+                        "openssh_pipe_seconds": round(base, 2), "ratio": round(base / res.seconds, 2)})
+    return out
+
+
+def concurrency(clones: int) -> dict:
+    """`clones` clones of one image onto three hosts at once, as oned's -t 15 would run them."""
+    import concurrent.futures
+    import re
+    import time
+    with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
+        for ds in (IMAGE_DS, SYSTEM_DS):
+            lab.oned.datastores[ds].template.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
+        with lab.client() as c:
+            c.resource_group_spawn("one_rg", "one-image-1", [64 * 1024])
+        r = lab.runner()
+        hosts = lab.node_names
+        jobs = []
+        for i in range(clones):
+            vm = VM(2000 + i, history=[History(hosts[i % 3], SYSTEM_DS)],
+                    disks=[Disk(0, IMAGE_DS, image_id=1, source="/dev/drbd/by-res/one-image-1/0", size=64)])
+            lab.oned.add(vm)
+            jobs.append((vm.id, hosts[i % 3]))
+        mark = len(lab.linstor.requests())
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(clones) as pool:
+            results = list(pool.map(lambda j: r.tm("clone", f"{FRONTEND}:/dev/drbd/by-res/one-image-1/0",
+                                                   f"{j[1]}:{SYS}/{j[0]}/disk.0", j[0], IMAGE_DS), jobs))
+        wall = time.monotonic() - start
+        attaches = [q["path"] for q in lab.linstor.requests()[mark:]
+                    if q["method"] == "POST" and re.search(r"one-image-1/resources/[^/]+/make-available$", q["path"])]
+        per_host = {h: sum(1 for p in attaches if f"/resources/{h}/" in p) for h in hosts}
+        return {"clones": clones, "wall_seconds": round(wall, 2), "succeeded": sum(x.ok for x in results),
+                "image_attaches_per_host": per_host}
+
+
+def table(rows: list[dict], head: list = None) -> str:
+    head = head or ["action", "runs", "median_s", "p90_s", "linstor_requests", "min_requests", "ssh_connections",
+                    "remote_commands", "min_commands", "startup_s"]
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     out += ["  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)) for r in rows]
@@ -180,11 +280,24 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--scale", default="1000,10000", help="resource counts for the monitor test ('' to skip)")
+    p.add_argument("--throughput-mb", type=int, default=1024)
+    p.add_argument("--clones", type=int, default=15)
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
     args = p.parse_args()
-    rows = run(args.runs)
+    results = {}
+    results["actions"] = rows = run(args.runs)
     print(table(rows))
-    Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    if args.throughput_mb:
+        results["throughput"] = t = throughput(args.throughput_mb)
+        print("\n" + table(t, list(t[0])))
+    if args.scale:
+        results["monitor_scale"] = m = scale([int(x) for x in args.scale.split(",")])
+        print("\n" + table(m, list(m[0])))
+    if args.clones:
+        results["concurrency"] = cc = concurrency(args.clones)
+        print("\n" + json.dumps(cc))
+    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 

@@ -297,7 +297,11 @@ class Controller:
     def _pool_free_kib(self, node: str, pool: dict) -> int:
         if pool["provider_kind"] == "DISKLESS":
             return 0
-        return max(0, pool["total_kib"] - self._pool_used_kib(node, pool))
+        if self._usage is not None:
+            used = self._usage.get((node.upper(), pool["name"].upper()), 0)
+        else:
+            used = self._pool_used_kib(node, pool)
+        return max(0, pool["total_kib"] - used)
 
     # ---- resource helpers --------------------------------------------------------------------
     @staticmethod
@@ -620,6 +624,38 @@ class Controller:
                 if (names is None or k in names) and _props_match(n["props"], props)]
 
     def list_pools(self, query: dict, body: Any, only_node: Optional[str] = None):
+        self._usage = self._usage_map()          # one pass over the definitions for all pools
+        try:
+            return self._list_pools(query, only_node)
+        finally:
+            self._usage = None
+
+    def _usage_map(self) -> dict:
+        used: dict = {}
+        for rd in self.s["rds"].values():
+            for nkey, rsc in rd["rscs"].items():
+                if self._diskless(rsc):
+                    continue
+                pool = self.s["pools"].get(nkey, {}).get(rsc["pool"].upper())
+                if pool is None:
+                    continue
+                key = (nkey, pool["name"].upper())
+                for vnr, vd in rd["vds"].items():
+                    size = self.data.allocated_kib(rd["name"], int(vnr)) if self._is_thin(pool) else vd["size_kib"]
+                    used[key] = used.get(key, 0) + size
+                if self._is_thin(pool):
+                    for snap in rd["snaps"].values():
+                        for vd in snap["vds"]:
+                            f = self.data.snapshot_file(rd["name"], snap["name"], vd["volume_number"])
+                            try:
+                                used[key] = used.get(key, 0) + f.stat().st_blocks // 2
+                            except FileNotFoundError:
+                                pass
+        return used
+
+    _usage: Optional[dict] = None
+
+    def _list_pools(self, query: dict, only_node: Optional[str]):
         nodes = {only_node.upper()} if only_node else _name_filter(query, "nodes")
         pools = _name_filter(query, "storage_pools")
         props = query.get("props", [])
@@ -1468,6 +1504,30 @@ class Controller:
                         if loop and self.data.loop_backing_file(loop) != expect:
                             del rsc["loops"][vnr]
                     self._attach_devices(rd, rsc)
+            self.save()
+
+    def bulk_definitions(self, prefix: str, count: int, nodes: list, pool: str, size_kib: int,
+                         props: dict, snapshots: int = 0) -> None:
+        """Many resource definitions at once, for scale tests: metadata only (no data, no devices)."""
+        with self.lock:
+            for i in range(count):
+                name = f"{prefix}{i}"
+                node_props = {k: v.replace("{i}", str(i)) for k, v in props.items()}
+                rd = {"name": name, "external_name": None, "props": node_props, "flags": [], "rg": DEFAULT_RG,
+                      "layers": ["DRBD", "STORAGE"], "uuid": _uuid(), "port": 7000 + i % 1000,
+                      "vds": {"0": {"size_kib": size_kib, "props": {}, "flags": [], "minor": 1000 + i,
+                                    "uuid": _uuid()}},
+                      "rscs": {}, "snaps": {}, "clones": {}, "conns": {}}
+                for n, node in enumerate(nodes):
+                    rd["rscs"][node.upper()] = {"node": node, "pool": pool, "flags": [], "props": {},
+                                                "uuid": _uuid(), "ts": _now_ms(), "layers": None, "loops": {},
+                                                "node_id": n}
+                for s in range(snapshots):
+                    rd["snaps"][f"SNAPSHOT-{s}"] = {"name": f"snapshot-{s}", "nodes": list(nodes),
+                                                    "props": {}, "flags": ["SUCCESSFUL"],
+                                                    "vds": [{"volume_number": 0, "size_kib": size_kib}],
+                                                    "uuid": _uuid(), "ts": _now_ms(), "pools": {}}
+                self.s["rds"][name.upper()] = rd
             self.save()
 
     def snapshot_state(self) -> dict:

@@ -118,6 +118,9 @@ class Emulator:
         if path == "/__lab/release-devices" and method == "POST":
             c.release_all_devices()
             return 200, {"ok": True}
+        if path == "/__lab/bulk" and method == "POST":
+            c.bulk_definitions(**body)
+            return 200, {"ok": True}
         if path == "/__lab/volume-file":
             return 200, {"path": str(c.data.volume_file(query["resource"][0], int(query.get("volume", ["0"])[0])))}
         return 404, {"error": f"no control endpoint {method} {path}"}

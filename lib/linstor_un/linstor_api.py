@@ -211,11 +211,14 @@ class Linstor:
         return self._replicas(reply.resources, reply.resource_states, name)
 
     def replicas_of(self, names: list[str]) -> dict[str, list[Replica]]:
+        """Replicas of many resources in one request: by name for a few (short URL), else all of
+        them, filtered here (the request count must not grow with the number of resources)."""
+        wanted = {n.lower() for n in names}
         out: dict[str, list[Replica]] = {n: [] for n in names}
-        for i in range(0, len(names), 200):          # keep URLs short
-            chunk = names[i:i + 200]
-            reply = self._call("list resources", lambda c: c.resource_list_raise(filter_by_resources=chunk))
-            for r in reply.resources:
+        filt = names if len(names) <= 100 else None
+        reply = self._call("list resources", lambda c: c.resource_list_raise(filter_by_resources=filt))
+        for r in reply.resources:
+            if r.name.lower() in wanted:
                 out.setdefault(r.name, []).extend(self._replicas([r], reply.resource_states, r.name))
         return out
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence, Union
 
-import paramiko
-
 from .errors import DriverError
 from .report import Report
 
@@ -62,17 +60,19 @@ class Host:
         self.report = report
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._client: Optional[paramiko.SSHClient] = None
+        self._client = None         # paramiko.SSHClient, imported on first use (it is slow to import)
 
     def _config(self) -> dict:
+        import paramiko
         path = Path(os.environ.get("HOME", "/var/lib/one")) / ".ssh" / "config"
         if path.is_file():
             return paramiko.SSHConfig.from_path(str(path)).lookup(self.name)
         return {"hostname": self.name}
 
-    def connect(self) -> paramiko.SSHClient:
+    def connect(self):
         if self._client is not None:
             return self._client
+        import paramiko
         cfg = self._config()
         client = paramiko.SSHClient()
         home = Path(os.environ.get("HOME", "/var/lib/one"))
@@ -120,6 +120,7 @@ class Host:
     def run(self, command: Command, step: str, stdin: Union[bytes, BinaryIO, None] = None,
             check: bool = True, timeout: Optional[float] = None) -> Output:
         """Run a command; with check, a non-zero exit raises DriverError naming host and step."""
+        import paramiko
         client = self.connect()
         self.commands += 1
         line = self._command_line(command)
@@ -175,6 +176,7 @@ class Host:
 def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
     """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys)."""
     import select
+    import paramiko
     src.commands += 1
     dst.commands += 1
     try:
