@@ -25,6 +25,7 @@ SNAPSHOT_OK = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE_THIN"}
 
 @dataclass
 class Replica:
+    resource: str
     node: str
     flags: list[str]
     props: dict
@@ -217,20 +218,22 @@ class Linstor:
         out: dict[str, list[Replica]] = {n: [] for n in names}
         filt = names if len(names) <= 100 else None
         reply = self._call("list resources", lambda c: c.resource_list_raise(filter_by_resources=filt))
-        for r in reply.resources:
-            if r.name.lower() in wanted:
-                out.setdefault(r.name, []).extend(self._replicas([r], reply.resource_states, r.name))
+        states = reply.resource_states          # a property that rebuilds its list on every read
+        mine = [r for r in reply.resources if r.name.lower() in wanted]
+        for replica_set in self._replicas(mine, states, ""):
+            out.setdefault(replica_set.resource, []).append(replica_set)
         return out
 
     @staticmethod
     def _replicas(resources, states, name: str) -> list[Replica]:
-        in_use = {(s.rsc_name, s.node_name): bool(s.in_use) for s in states}
+        in_use = {(s.rsc_name, s.node_name): bool(s.in_use) for s in states}    # built once
         out = []
         for r in resources:
             data = r.data_v1
             vols = data.get("volumes") or [{}]
             vol0 = next((v for v in vols if v.get("volume_number", 0) == 0), vols[0])
-            out.append(Replica(node=data["node_name"], flags=data.get("flags", []), props=data.get("props", {}),
+            out.append(Replica(resource=data["name"], node=data["node_name"], flags=data.get("flags", []),
+                               props=data.get("props", {}),
                                in_use=in_use.get((data["name"], data["node_name"]), False),
                                device=device_of(data["name"], vol0), provider=vol0.get("provider_kind", ""),
                                pool=vol0.get("storage_pool_name", ""),

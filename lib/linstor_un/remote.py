@@ -9,6 +9,7 @@ unquoted. A failure names the host, the step, the exit code and the remote stder
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import socket
@@ -52,6 +53,17 @@ class Output:
     stderr: bytes
 
 
+def _gcm_first_transport(*args, **kwargs):
+    """AES-GCM first when both ends have it: no separate MAC per packet, much faster bulk copies
+    (image imports); the server still picks from the usual list when it lacks GCM."""
+    import paramiko
+    transport = paramiko.Transport(*args, **kwargs)
+    opts = transport.get_security_options()
+    gcm = [c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if c in opts.ciphers]
+    opts.ciphers = tuple(gcm + [c for c in opts.ciphers if c not in gcm])
+    return transport
+
+
 class Host:
     def __init__(self, name: str, report: Report, timeout: float = 600, connect_timeout: float = 20):
         self.commands = 0
@@ -90,11 +102,14 @@ class Host:
         keys = [os.path.expanduser(k) for k in cfg.get("identityfile", [])]
         keys = [k for k in keys if os.path.isfile(k)]
         timeout = float(cfg.get("connecttimeout", self.connect_timeout))
+        extra = {}
+        if "transport_factory" in inspect.signature(client.connect).parameters:
+            extra["transport_factory"] = _gcm_first_transport
         try:
             client.connect(cfg.get("hostname", self.name), port=int(cfg.get("port", 22)),
                            username=cfg.get("user") or os.environ.get("USER") or None,
                            key_filename=keys or None, timeout=timeout, banner_timeout=timeout,
-                           auth_timeout=timeout, allow_agent=True, look_for_keys=not keys)
+                           auth_timeout=timeout, allow_agent=True, look_for_keys=not keys, **extra)
         except paramiko.BadHostKeyException:
             raise DriverError(f"{self.name}: host key does not match known_hosts; refusing to connect")
         except paramiko.SSHException as err:
@@ -104,6 +119,8 @@ class Host:
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)
+            # bulk copies from a host (tar streams): a wide window, fewer round trips
+            transport.default_window_size = 64 * 1024 * 1024
         self._client = client
         self.connected = True
         return client
