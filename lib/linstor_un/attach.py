@@ -109,15 +109,22 @@ class Attacher:
             raise DriverError(f"attach {resource} on {host}: LINSTOR reports no device")
         return mine, created
 
-    def attach(self, host: str, resource: str) -> tuple[str, bool]:
-        """For a VM: the replica stays. Returns (device path, whether this call created it)."""
+    def attach(self, host: str, resource: str) -> str:
+        """For a VM: the replica stays. Returns the device path on the host.
+
+        make-available is idempotent (an existing replica, diskful or diskless, is kept; a
+        tie-breaker becomes a normal diskless replica; a pending delete is cancelled), so one
+        request does it and one listing gives the device LINSTOR reports."""
         lock = HostLock(host, resource)
         lock.exclusive()
         try:
-            mine, created = self._ensure(host, resource)
-            if TEMPORARY in mine.props:
+            self.api.make_available(host, resource)
+            mine = replica_on(self.api.replicas(resource), host)
+            if mine is None or not mine.device:
+                raise DriverError(f"attach {resource} on {host}: LINSTOR reports no device")
+            if TEMPORARY in mine.props:         # a copy's temporary replica becomes the VM's
                 self.api.set_replica_props(host, resource, {}, delete=[TEMPORARY])
-            return mine.device, created
+            return mine.device
         finally:
             lock.release()
 

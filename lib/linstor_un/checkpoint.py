@@ -107,7 +107,7 @@ def save(act, argv: list[str]) -> None:
         undo.add(f"delete {res}", lambda: api.delete_definition(res))
         undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
         scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name)
-        device, _ = act.attacher(r.settings).attach(r.host_name, res)
+        device = act.attacher(r.settings).attach(r.host_name, res)
         host_ops.virsh(host, ["save", domain, device], f"save {domain} to {res}")
         undo.commit()
 
@@ -127,7 +127,7 @@ def restore(act, argv: list[str]) -> None:
     api, host, res, domain, vm_id, host_name = r.api, r.host, r.resource, r.domain, r.vm_id, r.host_name
     if api.resource_definition(res) is None:
         raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
-    device, _ = act.attacher(r.settings).attach(host_name, res)
+    device = act.attacher(r.settings).attach(host_name, res)
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()

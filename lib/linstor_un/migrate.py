@@ -50,7 +50,7 @@ def run_hook(act, action: str, argv: list[str]) -> None:
             res, _ = disks.resource_of(vm, disk.disk_id)
             path = os.path.join(args.vm_dir, f"disk.{disk.disk_id}")
             if action == "premigrate":
-                device, _ = attacher.attach(args.dst_host, res)
+                device = attacher.attach(args.dst_host, res)
                 api.set_props(res, {TWO_PRIMARIES: "yes"})
                 host_ops.link(act.hosts[args.dst_host], device, path)
             else:

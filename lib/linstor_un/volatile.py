@@ -36,7 +36,7 @@ def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
     existing = api.resource_definition(res)
     if existing and disks.owned_by(existing.props, vm_id, dst.disk_id):
         act.report.info(f"{res} already exists (retry); linking it")
-        device, _ = act.attacher(settings).attach(dst.host, res)
+        device = act.attacher(settings).attach(dst.host, res)
         host_ops.link(host, device, dst.path)
         return
     if existing:
@@ -45,7 +45,7 @@ def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
     with Rollback(act.report) as undo:
         undo.add(f"delete {res}", lambda: api.delete_definition(res))
         scheduler(api, settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host)
-        device, _ = act.attacher(settings).attach(dst.host, res)
+        device = act.attacher(settings).attach(dst.host, res)
         if fmt == "swap":
             host_ops.mkswap(host, device)
         elif fs:
