@@ -16,8 +16,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from .lab import FRONTEND, IMAGE_DS, SYSTEM_DS, Lab, LabConfig
 from .oned import VM, Disk, History, Image

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import bz2
-import gzip
 import hashlib
 import lzma
 import os
@@ -115,6 +114,7 @@ class Source:
         self.limit = limit_bps
         self.started = time.monotonic()
         self.raw_bytes = 0
+        self._eof = False
         self.length: Optional[int] = None
         try:
             if url.startswith(("http://", "https://")):
@@ -142,8 +142,6 @@ class Source:
             self._pending += self._decode(self._read_raw(CHUNK))
         self.head = self._pending[:65536]
         self.format = sniff(self.head)
-
-    _eof = False
 
     def _read_raw(self, n: int) -> bytes:
         try:

@@ -94,9 +94,6 @@ def describe(replies) -> str:
     return "; ".join(parts)
 
 
-def has_code(replies, code: int) -> bool:
-    return any(r.is_error() and (r.ret_code & C.MASK_BITS_CODE) == (code & C.MASK_BITS_CODE) for r in replies)
-
 
 class Linstor:
     def __init__(self, connection: Connection, report: Report, timeout: float = 300,
@@ -297,11 +294,6 @@ class Linstor:
 
     def make_available(self, node: str, name: str, diskful: bool = False) -> None:
         self.do(f"attach {name} on {node}", lambda c: c.resource_make_available(node, name, diskful=diskful))
-
-    def create_diskless(self, node: str, name: str, pool: str) -> None:
-        self.do(f"attach {name} on {node}", lambda c: c.resource_create(
-            [linstor.ResourceData(node, name, diskless=True, storage_pool=pool)]),
-            ok_codes=(C.FAIL_EXISTS_RSC,))
 
     def _twice(self, step: str, fn) -> None:
         """An idempotent delete: one refusal is retried before the action gives up."""

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from . import disks, names
+from . import disks
 from .errors import DriverError
 from .linstor_api import Linstor
 from .settings import DatastoreSettings

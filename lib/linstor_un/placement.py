@@ -49,14 +49,13 @@ class Scheduler:
                     layer_list=self.p.layer_list or None,
                     provider_list=self.p.providers or None)
 
-    def _prefer(self, name: str, host: Optional[str]) -> bool:
+    def _prefer(self, name: str, host: Optional[str], need: int) -> bool:
         """A diskful replica on the VM's host, if one of its pools has room. True if placed."""
         if not (self.p.prefer_node and host):
             return False
         pools = self._pools_of_policy()
         candidates = [p for p in self.api.storage_pools(pools or None, [host])
                       if p.get("provider_kind") != "DISKLESS"]
-        need = self._size_needed(name)
         fitting = [p for p in candidates if int(p.get("free_capacity") or 0) >= need]
         if not fitting:
             self.report.info(f"PREFER_NODE: no pool on {host} has room for {name}; normal placement")
@@ -71,10 +70,6 @@ class Scheduler:
 
     def _pools_of_policy(self) -> list[str]:
         return list(self.p.storage_pools)
-
-    def _size_needed(self, name: str) -> int:
-        rd = self.api.resource_definition(name)
-        return rd.size_kib if rd else 0
 
     def _autoplace(self, name: str, count: Optional[int]) -> None:
         self.api.do(f"place {name}", lambda c: c.resource_auto_place(name, count, **self._filters()),
@@ -101,7 +96,7 @@ class GroupScheduler(Scheduler):
                 rg, name, [size_kib], partial=True, place_count=self.p.replica_count, **self._filters()))
             return
         self._define(name, size_kib, resource_group=rg)
-        self._prefer(name, prefer_host)
+        self._prefer(name, prefer_host, size_kib)
         self._autoplace(name, self._count())
 
 
@@ -123,7 +118,7 @@ class NodeListScheduler(Scheduler):
 class CountScheduler(Scheduler):
     def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None) -> None:
         self._define(name, size_kib)
-        self._prefer(name, prefer_host)
+        self._prefer(name, prefer_host, size_kib)
         self._autoplace(name, self.p.replica_count)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -186,7 +186,7 @@ class DatastoreSettings:
         )
         checkpoint_count = (_count("CHECKPOINT_REPLICA_COUNT", g("CHECKPOINT_REPLICA_COUNT"))
                             or _count("CHECKPOINT_AUTO_PLACE", g("CHECKPOINT_AUTO_PLACE")))
-        checkpoint = placement if checkpoint_count is None else _replace(placement, replica_count=checkpoint_count,
+        checkpoint = placement if checkpoint_count is None else replace(placement, replica_count=checkpoint_count,
                                                                          prefer_node=False)
         staging = g("STAGING_DIR") or conf.get("STAGING_DIR") or "/var/tmp"
         if not staging.startswith("/"):
@@ -198,8 +198,3 @@ class DatastoreSettings:
                    connection=Connection(controllers, files["LS_CERTFILE"], files["LS_KEYFILE"], files["LS_CAFILE"]),
                    placement=placement, checkpoint_placement=checkpoint, clone_mode=clone_mode,
                    bridge_list=[h for h in _words(g("BRIDGE_LIST"))], staging_dir=staging, dd_block_size=bs)
-
-
-def _replace(p: Placement, **changes) -> Placement:
-    from dataclasses import replace
-    return replace(p, **changes)

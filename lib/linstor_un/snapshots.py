@@ -2,6 +2,8 @@
 system datastore monitor reports (`Aux/one/SNAPSHOT_<id>/DISK_SIZE`, KiB)."""
 from __future__ import annotations
 
+import re
+
 from . import host_ops, names
 from .attach import Attacher
 from .errors import DriverError
@@ -31,6 +33,15 @@ def delete(api: Linstor, res: str, snap_id: int) -> None:
     if prop in rd.props:
         api.set_props(res, {}, delete=[prop])
     api.delete_snapshot(res, names.snapshot(snap_id))
+
+
+def remove_volume(api: Linstor, rd) -> None:
+    """Delete a volume: its snapshot size properties in one request, then the definition and its
+    snapshots (rd: the ResourceDef the caller already read)."""
+    stale = [k for k in rd.props if re.fullmatch(r"Aux/one/SNAPSHOT_\d+/DISK_SIZE", k)]
+    if stale:
+        api.set_props(rd.name, {}, delete=stale)
+    api.delete_definition(rd.name)
 
 
 def revert(api: Linstor, attacher: Attacher, host: Host, res: str, snap_id: int, report: Report,
