@@ -263,8 +263,12 @@ def concurrency(clones: int) -> dict:
         attaches = [q["path"] for q in lab.linstor.requests()[mark:]
                     if q["method"] == "POST" and re.search(r"one-image-1/resources/[^/]+/make-available$", q["path"])]
         per_host = {h: sum(1 for p in attaches if f"/resources/{h}/" in p) for h in hosts}
+        with lab.client() as c:
+            image_on = sorted(r.node_name + (" (tie-breaker)" if "TIE_BREAKER" in r.flags else "")
+                              + (" (TEMPORARY left!)" if "Aux/one/TEMPORARY" in r.properties else "")
+                              for r in c.resource_list(filter_by_resources=["one-image-1"])[0].resources)
         return {"clones": clones, "wall_seconds": round(wall, 2), "succeeded": sum(x.ok for x in results),
-                "image_attaches_per_host": per_host}
+                "image_attaches_per_host": per_host, "image_replicas_after": image_on}
 
 
 def table(rows: list[dict], head: list = None) -> str:

@@ -132,6 +132,9 @@ class Emulator:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "LINSTOR-emulator"
+            # headers and body go out in two writes; without TCP_NODELAY the body waits for the
+            # client's delayed ACK (~40 ms a request), a cost the real (Java) controller does not have
+            disable_nagle_algorithm = True
 
             def log_message(self, fmt: str, *args: Any) -> None:   # keep the test output clean
                 pass

@@ -4,9 +4,10 @@ oned runs up to 15 transfers at once, so two actions may attach, use and detach 
 on the same host at the same time. Per (host, resource) there is one lock file on the front-end
 (never deleted, so every process locks the same inode: BUG-19):
 - attach: exclusive lock while checking and creating the replica;
-- temporary use (a copy through a host): the lock is held shared until the copy ends; the replica
-  is marked `Aux/one/TEMPORARY` on the resource if this use created it; at the end, whoever
-  can take the lock exclusively (no other user left) removes a still-marked diskless replica;
+- temporary use (a copy through a host): the lock is held shared until the copy ends, so copies
+  through one host share one replica; the replica is marked `Aux/one/TEMPORARY` if a copy
+  created it; at the end, whoever can take the lock exclusively (no other user left) removes a
+  still-marked diskless replica;
 - permanent attach (a VM's disk): the mark is removed, the replica stays;
 - detach (delete, mvds, mv, postmigrate): exclusive lock (waits for temporary users: BUG-20),
   then the replica goes only if it is diskless, not in use, and no other VM disk on that host
@@ -129,8 +130,24 @@ class Attacher:
             lock.release()
 
     def borrow(self, host: str, resource: str) -> str:
-        """For a copy through host: returns the device; `give_back` must follow."""
+        """For a copy through host: returns the device; `give_back` must follow.
+
+        Concurrent copies of one image through one host share its replica: a usable replica
+        found under the shared lock cannot go away (removers need the lock exclusively), so
+        only the first copy attaches and the last one detaches."""
         lock = HostLock(host, resource)
+        lock.shared()
+        try:
+            mine = replica_on(self.api.replicas(resource), host)
+        except BaseException:
+            lock.release()
+            raise
+        if mine is not None and mine.usable and mine.device:
+            self._held[(host, resource)] = lock
+            return mine.device
+        # none yet: create it under the exclusive lock (flock cannot upgrade atomically, so
+        # unlock first and let _ensure re-read what another action may have done meanwhile)
+        fcntl.flock(lock.fd, fcntl.LOCK_UN)
         lock.exclusive()
         try:
             mine, created = self._ensure(host, resource)

@@ -13,6 +13,7 @@ import inspect
 import os
 import shlex
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence, Union
@@ -53,10 +54,24 @@ class Output:
     stderr: bytes
 
 
+def _paramiko():
+    """paramiko, imported without `invoke`: paramiko loads it only to evaluate `Match exec` in
+    ~/.ssh/config, and it costs ~70 ms of every action's start. A config that uses `Match exec`
+    still works: _config loads invoke then (see there)."""
+    if "paramiko" not in sys.modules and "invoke" not in sys.modules:
+        sys.modules["invoke"] = None            # makes `import invoke` fail fast inside paramiko
+        try:
+            import paramiko
+        finally:
+            del sys.modules["invoke"]
+    import paramiko
+    return paramiko
+
+
 def _gcm_first_transport(*args, **kwargs):
     """AES-GCM first when both ends have it: no separate MAC per packet, much faster bulk copies
     (image imports); the server still picks from the usual list when it lacks GCM."""
-    import paramiko
+    paramiko = _paramiko()
     transport = paramiko.Transport(*args, **kwargs)
     opts = transport.get_security_options()
     gcm = [c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if c in opts.ciphers]
@@ -75,16 +90,23 @@ class Host:
         self._client = None         # paramiko.SSHClient, imported on first use (it is slow to import)
 
     def _config(self) -> dict:
-        import paramiko
+        paramiko = _paramiko()
         path = Path(os.environ.get("HOME", "/var/lib/one")) / ".ssh" / "config"
-        if path.is_file():
-            return paramiko.SSHConfig.from_path(str(path)).lookup(self.name)
-        return {"hostname": self.name}
+        if not path.is_file():
+            return {"hostname": self.name}
+        config = paramiko.SSHConfig.from_path(str(path))
+        try:
+            return config.lookup(self.name)
+        except ImportError:             # `Match exec` needs invoke, which _paramiko() skipped
+            import invoke
+            import paramiko.config
+            paramiko.config.invoke = invoke
+            return config.lookup(self.name)
 
     def connect(self):
         if self._client is not None:
             return self._client
-        import paramiko
+        paramiko = _paramiko()
         cfg = self._config()
         client = paramiko.SSHClient()
         home = Path(os.environ.get("HOME", "/var/lib/one"))
@@ -137,7 +159,7 @@ class Host:
     def run(self, command: Command, step: str, stdin: Union[bytes, BinaryIO, None] = None,
             check: bool = True, timeout: Optional[float] = None) -> Output:
         """Run a command; with check, a non-zero exit raises DriverError naming host and step."""
-        import paramiko
+        paramiko = _paramiko()
         client = self.connect()
         self.commands += 1
         line = self._command_line(command)
@@ -193,7 +215,7 @@ class Host:
 def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
     """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys)."""
     import select
-    import paramiko
+    paramiko = _paramiko()
     src.commands += 1
     dst.commands += 1
     try:
