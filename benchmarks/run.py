@@ -39,6 +39,26 @@ MINIMUM = {
     "clone (snapshot)": (5, 1, "snapshot, RD create, VD restore, resource restore, props; one remote ln"),
     "clone (copy)": (4, 2, "spawn, attach source, attach target, props; dd + ln"),
     "mkimage": (3, 2, "spawn, attach, props; mkfs + ln"),
+    "mkswap": (3, 2, "spawn, attach, props; mkswap + ln"),
+    "context": (3, 3, "spawn, attach, props; pack the ISO on the front-end, dd it in, ln"),
+    "mv (disk to another host)": (3, 2, "make-available on the new host, delete the old diskless replica, "
+                                  "props; ln on the new host, rm on the old"),
+    "cpds": (3, 1, "attach source and target on the host (2) + list devices; one dd"),
+    "snap_revert": (2, 0, "rollback + clear newer snapshots' props (VM powered off: no host command)"),
+    "tm monitor": (2, 0, "one resource listing + one snapshot listing, whatever the count"),
+    "ds stat": (0, 0, "a local file: stat on the front-end"),
+    "ds cp (64 MiB raw)": (3, 1, "spawn, make-available on the bridge, props; one dd fed by the stream"),
+    "ds mkfs": (2, 1, "spawn + attach on a bridge for mkfs; one mkfs"),
+    "ds clone": (3, 1, "spawn, attach source and target on a bridge; one dd (or a LINSTOR clone: 1)"),
+    "ds rm": (2, 0, "read the definition (refuse foreign/in use) + delete it"),
+    "ds monitor": (1, 0, "one storage-pool listing"),
+    "ds export": (1, 0, "nothing but the size: one definition read"),
+    "ds snap_revert": (1, 0, "rollback"),
+    "ds snap_flatten": (3, 0, "rollback, list snapshots, delete them (one request each)"),
+    "ds snap_delete": (1, 0, "delete the snapshot"),
+    "save (vmm)": (4, 3, "spawn the checkpoint volume, attach, props, list; virsh save, ln, rm"),
+    "restore (vmm)": (2, 2, "list the checkpoint's replica, delete the volume; virsh restore, rm"),
+    "snap_create_live": (2, 2, "create the snapshot + record its size; domfsfreeze, domfsthaw"),
 }
 
 
@@ -75,6 +95,26 @@ class Bench:
 
     def path(self, vm, disk=0):
         return f"{SYS}/{vm.id}/disk.{disk}"
+
+    def image_id(self) -> int:
+        self.vm_id += 1
+        return self.vm_id
+
+    def ds(self, action: str, image) -> "object":
+        from lab.runner import ds_action_data
+        data = ds_action_data(to_xml(image.element()), to_xml(self.lab.oned.datastores[IMAGE_DS].element()))
+        return self.r.ds(action, data, image.id)
+
+    def spawn_image(self, snapshots: int = 0):
+        from lab.oned import Image
+        image_id = self.image_id()
+        name = f"one-image-{image_id}"
+        with self.lab.client() as c:
+            c.resource_group_spawn("one_rg", name, [16 * 1024])
+            for n in range(snapshots):
+                c.snapshot_create(None, name, f"snapshot-{n}")
+        return Image(image_id, name, IMAGE_DS, source=f"/dev/drbd/by-res/{name}/0", size=16, target_snapshot=0,
+                     snapshots=[{"id": n, "active": n == snapshots - 1} for n in range(snapshots)])
 
 
 def scenarios(b: Bench):
@@ -117,7 +157,71 @@ def scenarios(b: Bench):
         b.lab.oned.datastores[SYSTEM_DS].template["CLONE_MODE"] = "copy"
         return b.new_vm()
 
+    from lab.oned import Image
+    images = b.lab.workdir / "bench-images"
+    images.mkdir(exist_ok=True)
+    raw = images / "small.raw"
+    with open(raw, "wb") as f:
+        f.truncate(64 << 20)
+        f.write(b"linstor_un" * 400)
+    b.lab.oned.datastores[IMAGE_DS].template["SAFE_DIRS"] = str(images)
+    context_file = b.lab.one_location / "var" / "bench-context.sh"
+    context_file.write_text("HOSTNAME='bench'\n")
+
+    def moved_disk():
+        vm = clone_vm()
+        vm.lcm_state = "PROLOG_MIGRATE_POWEROFF"
+        b.lab.oned.add(vm)
+        return vm
+
+    def powered_off_with_snapshot():
+        vm = with_snapshot()
+        vm.lcm_state = "DISK_SNAPSHOT_REVERT_POWEROFF"
+        vm.disks[0].snapshots = [{"id": 0, "active": True}]
+        b.lab.oned.add(vm)
+        return vm
+
+    def save_as():
+        vm = clone_vm()
+        vm.lcm_state, vm.state = "HOTPLUG_SAVEAS_POWEROFF", "POWEROFF"
+        b.lab.oned.add(vm)
+        return vm, b.spawn_image()
+
+    def datablock():
+        return Image(b.image_id(), "db", IMAGE_DS, format="raw", fs="ext4", size=16, type=2)
+
+    def copy_of():
+        src = b.spawn_image()
+        return Image(b.image_id(), "copy", IMAGE_DS, path=src.source, size=16, cloning_id=src.id)
+
+    from lab.runner import ds_action_data
+
+    def tm_monitor(_):
+        ds = b.lab.oned.datastores[SYSTEM_DS]
+        return r.tm_monitor(ds_action_data("", to_xml(ds.element()), "<MONITOR_VM_DISKS>1</MONITOR_VM_DISKS>"),
+                            SYSTEM_DS)
+
     return {
+        "mkswap": (b.new_vm, lambda vm: r.tm("mkswap", 16, f"node1:{SYS}/{vm.id}/disk.1", vm.id, SYSTEM_DS)),
+        "context": (b.new_vm, lambda vm: r.tm("context", str(context_file), f"node1:{SYS}/{vm.id}/disk.2",
+                                              vm.id, SYSTEM_DS)),
+        "mv (disk to another host)": (moved_disk, lambda vm: r.tm("mv", f"node1:{b.path(vm)}", f"node2:{b.path(vm)}",
+                                                                  vm.id, IMAGE_DS)),
+        "cpds": (save_as, lambda c: r.tm("cpds", f"node1:{b.path(c[0])}", c[1].source, -1, c[0].id, IMAGE_DS)),
+        "snap_revert": (powered_off_with_snapshot, lambda vm: r.tm("snap_revert", f"node1:{b.path(vm)}", 0, vm.id,
+                                                                   IMAGE_DS)),
+        "tm monitor": (lambda: None, tm_monitor),
+        "ds stat": (lambda: Image(-1, "", IMAGE_DS, path=str(raw)), lambda img: b.ds("stat", img)),
+        "ds cp (64 MiB raw)": (lambda: Image(b.image_id(), "cp", IMAGE_DS, path=str(raw), size=64),
+                               lambda img: b.ds("cp", img)),
+        "ds mkfs": (datablock, lambda img: b.ds("mkfs", img)),
+        "ds clone": (copy_of, lambda img: b.ds("clone", img)),
+        "ds rm": (b.spawn_image, lambda img: b.ds("rm", img)),
+        "ds monitor": (lambda: Image(-1, "", IMAGE_DS), lambda img: b.ds("monitor", img)),
+        "ds export": (b.spawn_image, lambda img: b.ds("export", img)),
+        "ds snap_revert": (lambda: b.spawn_image(snapshots=2), lambda img: b.ds("snap_revert", img)),
+        "ds snap_flatten": (lambda: b.spawn_image(snapshots=2), lambda img: b.ds("snap_flatten", img)),
+        "ds snap_delete": (lambda: b.spawn_image(snapshots=2), lambda img: b.ds("snap_delete", img)),
         "ln": (ln_vm, lambda vm: r.tm("ln", f"{FRONTEND}:/dev/drbd/by-res/one-image-2/0", f"node3:{b.path(vm)}",
                                       vm.id, IMAGE_DS)),
         "mvds": (linked_vm, lambda vm: r.tm("mvds", f"node3:{b.path(vm)}", "/dev/drbd/by-res/one-image-2/0", vm.id,

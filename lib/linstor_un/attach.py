@@ -20,7 +20,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from .errors import DriverError
 from .linstor_api import Linstor, Replica
@@ -111,7 +111,11 @@ class Attacher:
         return mine, created
 
     def attach(self, host: str, resource: str) -> str:
-        """For a VM: the replica stays. Returns the device path on the host.
+        """For a VM: the replica stays. Returns the device path on the host."""
+        return self.attach_replicas(host, resource)[0]
+
+    def attach_replicas(self, host: str, resource: str) -> tuple[str, list[Replica]]:
+        """attach, also returning the listing it read (callers need not list again).
 
         make-available is idempotent (an existing replica, diskful or diskless, is kept; a
         tie-breaker becomes a normal diskless replica; a pending delete is cancelled), so one
@@ -120,21 +124,26 @@ class Attacher:
         lock.exclusive()
         try:
             self.api.make_available(host, resource)
-            mine = replica_on(self.api.replicas(resource), host)
+            replicas = self.api.replicas(resource)
+            mine = replica_on(replicas, host)
             if mine is None or not mine.device:
                 raise DriverError(f"attach {resource} on {host}: LINSTOR reports no device")
             if TEMPORARY in mine.props:         # a copy's temporary replica becomes the VM's
                 self.api.set_replica_props(host, resource, {}, delete=[TEMPORARY])
-            return mine.device
+            return mine.device, replicas
         finally:
             lock.release()
 
-    def borrow(self, host: str, resource: str) -> str:
+    def borrow(self, host: str, resource: str, known: Sequence[Replica] = ()) -> str:
         """For a copy through host: returns the device; `give_back` must follow.
 
         Concurrent copies of one image through one host share its replica: a usable replica
         found under the shared lock cannot go away (removers need the lock exclusively), so
-        only the first copy attaches and the last one detaches."""
+        only the first copy attaches and the last one detaches. A diskful replica in `known` (a
+        listing the caller just read) is used as it is: detaches never remove one."""
+        mine = replica_on(list(known), host)
+        if mine is not None and not mine.diskless and mine.usable and mine.device:
+            return mine.device
         lock = HostLock(host, resource)
         lock.shared()
         try:
@@ -143,7 +152,10 @@ class Attacher:
             lock.release()
             raise
         if mine is not None and mine.usable and mine.device:
-            self._held[(host, resource)] = lock
+            if mine.diskless:
+                self._held[(host, resource)] = lock
+            else:
+                lock.release()      # a diskful replica is never removed by a detach: no lock, no cleanup
             return mine.device
         # none yet: create it under the exclusive lock (flock cannot upgrade atomically, so
         # unlock first and let _ensure re-read what another action may have done meanwhile)
@@ -190,19 +202,23 @@ class Attacher:
             except DriverError as err:
                 self.report.error(f"could not detach temporary {resource} from {host}: {err}")
 
-    def detach(self, host: str, resource: str, still_linked: bool = False) -> bool:
-        """Remove host's diskless replica unless something still uses it. True if removed."""
+    def detach(self, host: str, resource: str,
+               still_linked: Callable[[Replica], bool] = lambda replica: False) -> bool:
+        """Remove host's diskless replica unless something still uses it. True if removed.
+
+        still_linked(replica) is asked under the lock, with the replica LINSTOR lists (its
+        device): the caller looks for other VM disks on the host linking to it (BUG-15)."""
         lock = HostLock(host, resource)
         lock.exclusive()
         try:
             mine = replica_on(self.api.replicas(resource), host)
             if mine is None or not mine.diskless or mine.tiebreaker:
                 return False
-            if still_linked:
-                self.report.info(f"{resource} stays on {host}: another VM disk there uses it")
-                return False
             if mine.in_use:
                 self.report.info(f"{resource} stays on {host}: it is in use there")
+                return False
+            if still_linked(mine):
+                self.report.info(f"{resource} stays on {host}: another VM disk there uses it")
                 return False
             self.api.delete_replica(host, resource)
             return True

@@ -10,10 +10,10 @@ import time
 import urllib.request
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Optional, Sequence
 
 from .errors import DriverError
-from .linstor_api import Linstor
+from .linstor_api import Linstor, Replica
 from .one_api import Xml
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -56,17 +56,17 @@ class ImageMessage:
         return int(v) if v.isdigit() else 0
 
 
-def pick_bridge(api: Linstor, candidates: list[str], seed: int, holding: Optional[str] = None) -> str:
-    """A LINSTOR node from BRIDGE_LIST (all nodes when empty), preferring one with a disk of `holding`."""
+def pick_bridge(api: Linstor, candidates: list[str], seed: int, replicas: Sequence[Replica] = ()) -> str:
+    """A LINSTOR node from BRIDGE_LIST (all nodes when empty), preferring one holding a disk among
+    `replicas` (the volume's listing): then no attach is needed, nor the node list."""
+    diskful = {r.node.lower(): r.node for r in replicas if not r.diskless and r.usable}
+    local = [h for h in candidates if h.lower() in diskful] if candidates else sorted(diskful.values())
+    if local:
+        return local[seed % len(local)]
     nodes = {n.lower(): n for n in api.node_names()}
     pool = [h for h in candidates if h.lower() in nodes] if candidates else sorted(nodes.values())
     if not pool:
         raise DriverError("no host of BRIDGE_LIST is a LINSTOR node")
-    if holding:
-        diskful = {r.node.lower() for r in api.replicas(holding) if not r.diskless and r.usable}
-        local = [h for h in pool if h.lower() in diskful]
-        if local:
-            pool = local
     return pool[seed % len(pool)]
 
 

@@ -266,11 +266,12 @@ class Linstor:
         return {n.name for n in reply.nodes}
 
     # ---- writes ----------------------------------------------------------------------------------
-    def delete_definition(self, name: str) -> None:
-        """Delete a resource definition with its snapshots; a missing one is fine."""
+    def delete_definition(self, name: str, snapshots: Optional[list[Snapshot]] = None) -> None:
+        """Delete a resource definition with its snapshots (listed here unless the caller just
+        did); a missing one is fine."""
         for attempt in (1, 2):         # a cleanup must not give up on one transient refusal
             try:
-                for snap in self.snapshots(name):
+                for snap in (snapshots if snapshots is not None and attempt == 1 else self.snapshots(name)):
                     self.delete_snapshot(name, snap.name)
                 self.do(f"delete resource {name}", lambda c: c.resource_dfn_delete(name),
                         done=lambda: self.resource_definition(name) is None)
@@ -306,9 +307,18 @@ class Linstor:
     def delete_replica(self, node: str, name: str) -> None:
         self._twice(f"detach {name} from {node}", lambda c: c.resource_delete(node, name))
 
-    def create_snapshot(self, name: str, snap: str) -> None:
-        self.do(f"snapshot {name} as {snap}", lambda c: c.snapshot_create(None, name, snap),
-                done=lambda: any(s.name == snap for s in self.snapshots(name)))
+    def create_snapshot(self, name: str, snap: str, exist_ok: bool = False) -> bool:
+        """True if this call created it; with exist_ok an existing snapshot (a re-run) is no
+        error: asking LINSTOR directly saves listing the snapshots first."""
+        step = f"snapshot {name} as {snap}"
+        replies = self._call(step, lambda c: c.snapshot_create(None, name, snap),
+                             done=lambda: any(s.name == snap for s in self.snapshots(name)))
+        errors = _errors(replies)
+        if exist_ok and errors and all((e.ret_code & C.MASK_BITS_CODE) == (C.FAIL_EXISTS_SNAPSHOT_DFN & C.MASK_BITS_CODE)
+                                       for e in errors):
+            return False
+        self._check(step, replies)
+        return True
 
     def delete_snapshot(self, name: str, snap: str) -> None:
         self._twice(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))

@@ -3,11 +3,12 @@ system datastore monitor reports (`Aux/one/SNAPSHOT_<id>/DISK_SIZE`, KiB)."""
 from __future__ import annotations
 
 import re
+from typing import Callable, Optional
 
 from . import host_ops, names
 from .attach import Attacher
 from .errors import DriverError
-from .linstor_api import Linstor
+from .linstor_api import Linstor, Snapshot
 from .remote import Host
 from .report import Report
 
@@ -15,9 +16,7 @@ ANY_ROLLBACK_SINCE = (1, 31, 0)     # LINSTOR rolls back to any snapshot from he
 
 
 def create(api: Linstor, res: str, snap_id: int) -> None:
-    snap = names.snapshot(snap_id)
-    if not any(s.name == snap for s in api.snapshots(res)):
-        api.create_snapshot(res, snap)
+    api.create_snapshot(res, names.snapshot(snap_id), exist_ok=True)
     allocated = max([r.allocated_kib for r in api.replicas(res) if not r.diskless] or [0])
     try:
         api.set_props(res, {names.snapshot_size_prop(snap_id): str(allocated)})
@@ -35,24 +34,24 @@ def delete(api: Linstor, res: str, snap_id: int) -> None:
     api.delete_snapshot(res, names.snapshot(snap_id))
 
 
-def remove_volume(api: Linstor, rd) -> None:
+def remove_volume(api: Linstor, rd, snaps: Optional[list[Snapshot]] = None) -> None:
     """Delete a volume: its snapshot size properties in one request, then the definition and its
-    snapshots (rd: the ResourceDef the caller already read)."""
+    snapshots (rd: the ResourceDef the caller already read; snaps: its snapshots, if listed)."""
     stale = [k for k in rd.props if re.fullmatch(r"Aux/one/SNAPSHOT_\d+/DISK_SIZE", k)]
     if stale:
         api.set_props(rd.name, {}, delete=stale)
-    api.delete_definition(rd.name)
+    api.delete_definition(rd.name, snaps)
 
 
-def revert(api: Linstor, attacher: Attacher, host: Host, res: str, snap_id: int, report: Report,
-           block_size: str = "64k") -> None:
+def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: str, snap_id: int,
+           report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None) -> None:
     """Make `res` hold the snapshot's exact bytes, zeros included (BUG-12).
 
     LINSTOR's rollback where it can (the newest snapshot by creation time, BUG-13, or any snapshot
     on servers that allow it); otherwise the snapshot is restored into `<res>-tmp` and copied back
     over the volume on `host`; the temporary resource is always removed (BUG-7)."""
     snap = names.snapshot(snap_id)
-    snaps = api.snapshots(res)
+    snaps = api.snapshots(res) if snaps is None else snaps
     target = next((s for s in snaps if s.name == snap), None)
     if target is None:
         raise DriverError(f"snapshot {snap} of {res} does not exist")
@@ -61,6 +60,7 @@ def revert(api: Linstor, attacher: Attacher, host: Host, res: str, snap_id: int,
         api.rollback(res, snap)
         return
     report.info(f"{snap} is not the newest snapshot of {res}: restoring it through {res}-tmp")
+    host = host_for()              # only this path copies bytes on a host
     tmp = f"{res}-tmp"
     if api.resource_definition(tmp) is not None:
         api.delete_definition(tmp)          # left by an earlier, interrupted revert
