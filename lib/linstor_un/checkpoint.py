@@ -125,9 +125,12 @@ def restore(act, argv: list[str]) -> None:
     if r is None:
         return
     api, host, res, domain, vm_id, host_name = r.api, r.host, r.resource, r.domain, r.vm_id, r.host_name
-    if api.resource_definition(res) is None:
-        raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
-    device = act.attacher(r.settings).attach(host_name, res)
+    try:
+        device = act.attacher(r.settings).attach(host_name, res)
+    except DriverError as err:          # no existence read first: the attach tells
+        if "not found" in str(err).lower():
+            raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
+        raise
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()
@@ -145,6 +148,6 @@ def restore(act, argv: list[str]) -> None:
         time.sleep(1)
     resume_if_paused(host, domain)
     try:
-        api.delete_definition(res)
+        api.delete_definition(res, snapshots=[])    # never snapshotted (a stray one: listed on the retry)
     except DriverError as err:
         act.report.error(f"the VM runs again, but its checkpoint volume stays: {err}")
