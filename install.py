@@ -42,6 +42,9 @@ CONF_TEMPLATE = """\
 DD_BLOCK_SIZE=64k
 # Where non-raw images are staged on the bridge host during an import (STAGING_DIR overrides).
 STAGING_DIR=/var/tmp
+# Seconds a host command that is not a bulk copy (ln, rm, mkswap, virsh domfsfreeze...) may run
+# before it counts as hung and the action fails (copies, imports, save/restore are not limited).
+SSH_COMMAND_TIMEOUT=300
 """
 
 

@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 
 def parse_version(v: str) -> tuple[int, ...]:
@@ -57,15 +57,42 @@ class OnedRunner:
         self.history: list[Result] = []
 
     # ---- plumbing ------------------------------------------------------------------------------
-    def _run(self, command: str, stdin: bytes = b"", extra_env: Optional[dict] = None) -> Result:
+    def _run(self, command: str, stdin: bytes = b"", extra_env: Optional[dict] = None,
+             kill_when: Optional[Callable[[], bool]] = None) -> Result:
+        """kill_when: polled while the action runs; when it says so, the action (its whole process
+        group) gets SIGKILL, as a crash or `kill -9` of the driver would (rc -9)."""
         env = {**self.env, **(extra_env or {})}
         start = time.monotonic()
-        proc = subprocess.run(command, shell=True, input=stdin, capture_output=True, env=env,
-                              cwd=str(self.one_location / "var"), timeout=self.timeout)
-        result = Result(command, proc.returncode, proc.stdout.decode(errors="replace"),
-                        proc.stderr.decode(errors="replace"), time.monotonic() - start)
+        if kill_when is None:
+            proc = subprocess.run(command, shell=True, input=stdin, capture_output=True, env=env,
+                                  cwd=str(self.one_location / "var"), timeout=self.timeout)
+            out, err, rc = proc.stdout, proc.stderr, proc.returncode
+        else:
+            out, err, rc = self._run_until(command, stdin, env, kill_when)
+        result = Result(command, rc, out.decode(errors="replace"), err.decode(errors="replace"),
+                        time.monotonic() - start)
         self.history.append(result)
         return result
+
+    def _run_until(self, command: str, stdin: bytes, env: dict, kill_when: Callable[[], bool]):
+        import os
+        import signal
+        import tempfile
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
+                                    cwd=str(self.one_location / "var"), start_new_session=True)
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+            deadline = time.monotonic() + self.timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                if kill_when():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+            rc = proc.wait()
+            out.seek(0)
+            err.seek(0)
+            return out.read(), err.read(), rc
 
     def _join(self, args: list[str]) -> str:
         if self.v < (5, 8, 0):
@@ -85,10 +112,11 @@ class OnedRunner:
                 return suffixed
         return base / action.lower()
 
-    def tm(self, action: str, *args, system_tm: Optional[str] = None) -> Result:
+    def tm(self, action: str, *args, system_tm: Optional[str] = None,
+           kill_when: Optional[Callable[[], bool]] = None) -> Result:
         """One line of a transfer file: `ACTION[.sys] linstor_un args...`."""
         script = self.tm_script(action, system_tm)
-        return self._run(f"{script} {self._join([str(a) for a in args])}".rstrip())
+        return self._run(f"{script} {self._join([str(a) for a in args])}".rstrip(), kill_when=kill_when)
 
     def transfer(self, lines: list[str]) -> list[Result]:
         """A whole transfer file, run line by line and stopped at the first failure (one_tm)."""
@@ -120,17 +148,18 @@ class OnedRunner:
         return self._run(f"{script} {self._join(args)}", stdin=b64.encode())
 
     # ---- DS ------------------------------------------------------------------------------------
-    def _ds_style(self, script: Path, data_xml: str, obj_id: int) -> Result:
+    def _ds_style(self, script: Path, data_xml: str, obj_id: int,
+                  kill_when: Optional[Callable[[], bool]] = None) -> Result:
         b64 = self.b64(data_xml)
         if self.v >= (6, 8, 0):
-            return self._run(f"{script} {obj_id}", stdin=b64.encode())
+            return self._run(f"{script} {obj_id}", stdin=b64.encode(), kill_when=kill_when)
         if self.ds_stdin_option:
-            return self._run(f"{script} - {obj_id}", stdin=b64.encode())
-        return self._run(f"{script} {b64} {obj_id}")
+            return self._run(f"{script} - {obj_id}", stdin=b64.encode(), kill_when=kill_when)
+        return self._run(f"{script} {b64} {obj_id}", kill_when=kill_when)
 
-    def ds(self, action: str, data_xml: str, obj_id: int) -> Result:
+    def ds(self, action: str, data_xml: str, obj_id: int, kill_when: Optional[Callable[[], bool]] = None) -> Result:
         """A DS action: data_xml is the DS_DRIVER_ACTION_DATA document."""
-        return self._ds_style(self.remotes / "datastore" / self.driver / action, data_xml, obj_id)
+        return self._ds_style(self.remotes / "datastore" / self.driver / action, data_xml, obj_id, kill_when)
 
     def tm_monitor(self, data_xml: str, ds_id: int) -> Result:
         """oned monitoring a SHARED system datastore: one_datastore runs tm/<TM_MAD>/monitor."""

@@ -46,7 +46,8 @@ def remote_dir(act) -> str:
 def forward(act, host: str, script: str, argv: list[str], xml: str) -> None:
     """The stock kvm script on the host, with the action data as raw XML on stdin."""
     path = f"{remote_dir(act)}/vmm/kvm/{script}"
-    out = act.hosts[host].run([path, *argv], f"{script} on {host}", stdin=xml.encode(), check=False)
+    out = act.hosts[host].run([path, *argv], f"{script} on {host}", stdin=xml.encode(), check=False,
+                                bulk=True)
     if out.rc != 0:
         raise DriverError(f"{script} on {host} failed (exit {out.rc}): "
                           f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")

@@ -55,14 +55,14 @@ def copy(host: Host, src: str, dst: str, sparse: bool, block_size: str = "64k") 
     wherever nothing was written (a new thin volume); otherwise zeros are written too (BUG-12)."""
     conv = "sparse,fsync" if sparse else "fsync"
     host.run(["dd", f"if={src}", f"of={dst}", f"bs={block_size}", "iflag=direct", "oflag=direct",
-              f"conv={conv}", "status=none"], f"copy {src} to {dst}")
+              f"conv={conv}", "status=none"], f"copy {src} to {dst}", bulk=True)
 
 
 def mkfs(host: Host, device: str, fs: str) -> None:
     fs = fs.lower()
     if fs not in FILESYSTEMS:
         raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(FILESYSTEMS))})")
-    host.run([f"mkfs.{fs}", *FILESYSTEMS[fs], device], f"create {fs} filesystem on {device}")
+    host.run([f"mkfs.{fs}", *FILESYSTEMS[fs], device], f"create {fs} filesystem on {device}", bulk=True)
 
 
 def mkswap(host: Host, device: str) -> None:
@@ -75,7 +75,9 @@ def qcow2(host: Host, device: str, size_mb: int) -> None:
 
 
 def virsh(host: Host, args: list[str], step: str, check: bool = True, uri: Optional[str] = None):
-    return host.run(["virsh", "-c", uri or LIBVIRT_URI, *args], step, check=check)
+    # saving, restoring and copying a domain move its memory or disk: as long as that takes
+    return host.run(["virsh", "-c", uri or LIBVIRT_URI, *args], step, check=check,
+                    bulk=args[0] in ("save", "restore", "blockcopy"))
 
 
 def remove_dir(host: Host, path: str, check: bool = True) -> None:

@@ -56,6 +56,14 @@ class ImageMessage:
         return int(v) if v.isdigit() else 0
 
 
+def clear_leftover(api: Linstor, res: str, report) -> None:
+    """A new image's volume that exists already was left by an interrupted run for this image
+    (oned never reuses an image id, and runs cp/mkfs/clone again only after a failure): it is
+    replaced, so a re-run converges instead of failing forever."""
+    report.info(f"{res} was left by an interrupted run for this image: replacing it")
+    api.delete_definition(res)
+
+
 def pick_bridge(api: Linstor, candidates: list[str], seed: int, replicas: Sequence[Replica] = ()) -> str:
     """A LINSTOR node from BRIDGE_LIST (all nodes when empty), preferring one holding a disk among
     `replicas` (the volume's listing): then no attach is needed, nor the node list."""

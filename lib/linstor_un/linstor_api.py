@@ -132,6 +132,21 @@ class Linstor:
                 problems.append(f"{uri}: {err}")
         raise DriverError("cannot reach any LINSTOR controller (" + "; ".join(problems) + ")")
 
+    def _reconnect(self, step: str, wait: float = 30) -> None:
+        """After a lost connection mid-action: a controller that restarts (or fails over) is
+        waited for, up to `wait` seconds, so the action can finish or undo what it did."""
+        import time
+        self.close()
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._client = self._connect()
+                return
+            except DriverError as err:
+                if time.monotonic() > deadline:
+                    raise DriverError(f"{step}: lost the controller and none came back within {wait:.0f}s ({err})")
+                time.sleep(1)
+
     @property
     def client(self) -> linstor.Linstor:
         if self._client is None:
@@ -154,7 +169,7 @@ class Linstor:
             return fn(self.client)
         except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError) as err:
             self.report.info(f"{step}: lost the controller's reply ({err}); checking again")
-            self.close()
+            self._reconnect(step)
             if done is not None and done():
                 return []
             if not retry:

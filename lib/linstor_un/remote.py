@@ -79,8 +79,13 @@ def _gcm_first_transport(*args, **kwargs):
     return transport
 
 
+# a command that is not a bulk copy and runs longer than this (seconds) is hung: linstor_un.conf
+# SSH_COMMAND_TIMEOUT changes it
+COMMAND_TIMEOUT = 300
+
+
 class Host:
-    def __init__(self, name: str, report: Report, timeout: float = 600, connect_timeout: float = 20):
+    def __init__(self, name: str, report: Report, timeout: float = COMMAND_TIMEOUT, connect_timeout: float = 20):
         self.commands = 0
         self.connected = False
         self.name = name
@@ -157,8 +162,15 @@ class Host:
         return f"export LANG=C LC_ALL=C; {text}"
 
     def run(self, command: Command, step: str, stdin: Union[bytes, BinaryIO, None] = None,
-            check: bool = True, timeout: Optional[float] = None) -> Output:
-        """Run a command; with check, a non-zero exit raises DriverError naming host and step."""
+            check: bool = True, timeout: Optional[float] = None, bulk: bool = False) -> Output:
+        """Run a command; with check, a non-zero exit raises DriverError naming host and step.
+
+        It may run `timeout` seconds (the host's command timeout by default), then it counts as
+        hung: the channel is closed and the step fails. A bulk copy (bulk=True: dd, qemu-img,
+        virsh save...) takes as long as the data needs."""
+        import time
+        limit = None if bulk else (timeout or self.timeout)
+        deadline = time.monotonic() + limit if limit else None
         paramiko = _paramiko()
         client = self.connect()
         self.commands += 1
@@ -195,12 +207,15 @@ class Host:
                 elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise socket.timeout()
                     import select
-                    select.select([chan], [], [], 1.0)
+                    select.select([chan], [], [], 1.0 if deadline is None else
+                                  max(0.01, min(1.0, deadline - time.monotonic())))
             rc = chan.recv_exit_status()
         except socket.timeout:
             chan.close()
-            raise DriverError(f"{step} on {self.name}: timed out after {timeout or self.timeout:.0f}s")
+            raise DriverError(f"{step} on {self.name}: no answer after {limit or self.timeout:.0f}s (hung?)")
         except (paramiko.SSHException, OSError) as err:
             raise DriverError(f"{step} on {self.name}: {err}")
         finally:
@@ -263,13 +278,14 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
 class Hosts:
     """One SSH connection per host for the whole action."""
 
-    def __init__(self, report: Report):
+    def __init__(self, report: Report, command_timeout: float = COMMAND_TIMEOUT):
         self.report = report
+        self.command_timeout = command_timeout
         self._hosts: dict[str, Host] = {}
 
     def __getitem__(self, name: str) -> Host:
         if name not in self._hosts:
-            self._hosts[name] = Host(name, self.report)
+            self._hosts[name] = Host(name, self.report, timeout=self.command_timeout)
         return self._hosts[name]
 
     def stats(self) -> tuple[int, int]:

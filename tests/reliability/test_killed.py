@@ -1,0 +1,175 @@
+"""SIGKILL at ten points of clone, mkimage, DS cp and snap_revert, then the same action again (as
+`onevm recover --retry` re-runs a transfer, or oned an import after the image is deleted and
+re-created): the second run converges to the state a clean run gives, reusing or removing what the
+killed run left."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from lab.lab import IMAGE_DS, SYSTEM_DS, Lab, LabConfig
+from lab.oned import Disk, Image, to_xml
+from lab.runner import ds_action_data
+
+from tests.tm.conftest import PATTERN, Env, disk_path
+
+from .conftest import NO_LEFTOVERS, deterministic, leftovers
+
+
+@pytest.fixture(scope="module")
+def kenv():
+    with Lab(LabConfig(hosts=3, linstor_version="1.20.0")) as lab:   # an old server: revert copies bytes
+        deterministic(lab)
+        yield Env(lab)
+
+
+def when_request(env, method: str, path_re: str, after: float = 0.0):
+    """A kill_when predicate: true once the controller received a matching request (plus `after` s)."""
+    seen: dict = {}
+
+    def check() -> bool:
+        if "at" not in seen and any(r["method"] == method and re.search(path_re, r["path"])
+                                    for r in env.lab.linstor.requests()):
+            seen["at"] = time.monotonic()
+        return "at" in seen and time.monotonic() - seen["at"] >= after
+    return check
+
+
+def when_running(env, host: str, marker: str):
+    """True once the shim of a hung remote command on host has started (it touches marker)."""
+    path = env.lab.host(host).path("/var/tmp/one") / marker
+    return lambda: path.exists()
+
+
+def hang_command(env, host: str, command: str, marker: str) -> None:
+    """The remote `command` on host hangs (a shim that marks its start and sleeps)."""
+    shim = env.lab.host(host).path("/usr/local/bin") / command
+    shim.write_text(f"#!/bin/sh\nmkdir -p /var/tmp/one; touch /var/tmp/one/{marker}\nexec sleep 3600\n")
+    shim.chmod(0o755)
+
+
+def unhang(env) -> None:
+    env.lab.linstor.clear_faults()
+    env.lab.clear_command_faults()
+    for host in env.lab.node_names:
+        for shim in env.lab.host(host).path("/usr/local/bin").iterdir():
+            if shim.read_text(errors="replace").find("exec sleep 3600") >= 0:
+                shim.unlink()
+        env.lab.host(host).run_inside("pkill -f 'sleep 3600'", check=False)
+
+
+def killed_then_rerun(env, sc, run, kill_when, check) -> None:
+    sc.run()
+    env.lab.linstor.clear_requests()
+    killed = run(kill_when)
+    unhang(env)
+    assert killed.rc == -9, f"the action ended before the kill point:\n{killed}"
+    again = run(None)
+    assert again.ok, f"the re-run after the kill did not converge:\n{again}"
+    check()
+    assert leftovers(env) == NO_LEFTOVERS
+
+
+def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
+    env = kenv
+    sc = scenario("SIGKILL at 10 points (clone x4, mkimage x2, DS cp x2, snap_revert x2), then re-run",
+                  "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
+                  "resource, mark or safety snapshot left")
+    img = env.image(200, data=PATTERN, nodes=["node2", "node3"])
+    hang = "before the call reaches LINSTOR"
+
+    # ---- clone (copy mode): 4 points -------------------------------------------------------------
+    points = [("hang", "POST", r"/resource-definitions$"),                     # creating the volume
+              ("delay_after", "POST", r"-disk-0/resources/node1/make-available$"),  # applied, no reply
+              ("dd", None, None),                                              # in the middle of the copy
+              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking it complete
+    for i, (kind, method, path) in enumerate(points):
+        vm = 2010 + i
+        env.vm(vm, [Disk(0, IMAGE_DS, image_id=200, source=img.source, size=32)])
+        if kind == "dd":
+            hang_command(env, "node1", "dd", f"dd-{vm}")
+            kill = when_running(env, "node1", f"dd-{vm}")
+        else:
+            env.lab.linstor.add_fault(path, kind, method=method, seconds=3600 if kind == "hang" else 30)
+            kill = when_request(env, method, path, after=0.3 if kind == "delay_after" else 0.0)
+
+        def check(vm=vm):
+            assert env.read("node1", disk_path(vm, 0)) == PATTERN
+            assert env.rds()[f"one-vm-{vm}-disk-0"].get("Aux/one/VM_ID") == str(vm)
+        killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
+            "clone", f"one-frontend:{img.source}", f"node1:{disk_path(vm, 0)}", vm, IMAGE_DS, kill_when=k),
+            kill, check)
+
+    # ---- mkimage: 2 points ----------------------------------------------------------------------------
+    for i, kind in enumerate(("delay_after", "ln")):
+        vm = 2020 + i
+        env.vm(vm, [Disk(0, SYSTEM_DS, size=16)])
+        if kind == "ln":
+            hang_command(env, "node1", "ln", f"ln-{vm}")
+            kill = when_running(env, "node1", f"ln-{vm}")
+        else:
+            env.lab.linstor.add_fault(r"/resources$", "delay_after", method="POST", seconds=30)
+            kill = when_request(env, "POST", r"/resources$", after=0.3)
+
+        def check(vm=vm):
+            out = env.lab.host("node1").run_inside(f"blockdev --getsize64 {disk_path(vm, 0)}")
+            assert int(out.stdout) >= 16 << 20
+            assert env.rds()[f"one-vm-{vm}-disk-0"].get("Aux/one/VM_ID") == str(vm)
+        killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
+            "mkimage", 16, "raw", f"node1:{disk_path(vm, 0)}", vm, SYSTEM_DS, kill_when=k), kill, check)
+
+    # ---- DS cp: 2 points ---------------------------------------------------------------------------------
+    images = env.lab.workdir / "kill-images"
+    images.mkdir(exist_ok=True)
+    src = images / "a.raw"
+    with open(src, "wb") as f:
+        f.truncate(16 << 20)
+        f.write(PATTERN)
+    env.lab.oned.datastores[IMAGE_DS].template.update(SAFE_DIRS=str(images), BRIDGE_LIST="node2")
+    for i, kind in enumerate(("delay_after", "dd")):
+        image_id = 2030 + i
+        if kind == "dd":
+            hang_command(env, "node2", "dd", f"cp-{image_id}")
+            kill = when_running(env, "node2", f"cp-{image_id}")
+        else:
+            env.lab.linstor.add_fault(r"/resources$", "delay_after", method="POST", seconds=30)
+            kill = when_request(env, "POST", r"/resources$", after=0.3)
+        data = ds_action_data(to_xml(Image(image_id, "a", IMAGE_DS, path=str(src), size=16).element()),
+                              to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
+
+        def check(image_id=image_id):
+            res = f"one-image-{image_id}"
+            assert res in env.rds()
+            assert env.read("node2", f"/dev/drbd/by-res/{res}/0") == PATTERN
+        killed_then_rerun(env, sc, lambda k, d=data, i=image_id: env.r.ds("cp", d, i, kill_when=k), kill, check)
+
+    # ---- snap_revert (old server: through <res>-tmp and a copy): 2 points ----------------------------
+    vm = 2040
+    env.vm(vm, [Disk(0, IMAGE_DS, image_id=200, source=img.source, size=32)], lcm="RUNNING")
+    assert env.clone(img, vm, 0).ok
+    path = disk_path(vm, 0)
+    assert env.r.tm("snap_create", f"node1:{path}", 0, vm, IMAGE_DS).ok
+    env.lab.write_device("node1", path, b"A" * 4096)
+    assert env.r.tm("snap_create", f"node1:{path}", 1, vm, IMAGE_DS).ok     # snapshot 0 is no longer the newest
+    vmo = env.lab.oned.vms[vm]
+    vmo.lcm_state, vmo.state = "DISK_SNAPSHOT_REVERT_POWEROFF", "POWEROFF"
+    vmo.disks[0].snapshots = [{"id": 0}, {"id": 1, "active": True}]
+    env.lab.oned.add(vmo)
+    for kind in ("restore", "dd"):
+        env.lab.write_device("node1", path, b"B" * 4096)          # the guest wrote after both snapshots
+        if kind == "dd":
+            hang_command(env, "node1", "dd", f"revert-{vm}")
+            kill = when_running(env, "node1", f"revert-{vm}")
+        else:
+            env.lab.linstor.add_fault(r"/snapshot-restore-resource/", "hang", method="POST", seconds=3600)
+            kill = when_request(env, "POST", r"/snapshot-restore-resource/")
+
+        def check():
+            assert env.read("node1", path) == PATTERN              # snapshot 0's bytes
+            snaps = env.lab.linstor.state()
+            assert snaps is not None
+        killed_then_rerun(env, sc, lambda k: env.r.tm("snap_revert", f"node1:{path}", 0, vm, IMAGE_DS,
+                                                      kill_when=k), kill, check)
+    assert sc.runs == 10, hang
