@@ -7,3 +7,7 @@ class DriverError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))   # oned wants one line
+
+
+class HungCommand(DriverError):
+    """A host command gave no answer in time: what it did on the host is unknown."""

@@ -9,7 +9,7 @@ import os
 import re
 from typing import Optional
 
-from .errors import DriverError
+from .errors import DriverError, HungCommand
 from .remote import Host, Shell
 
 FILESYSTEMS = {"ext2": ["-F", "-q"], "ext3": ["-F", "-q"], "ext4": ["-F", "-q"], "xfs": ["-f", "-q"],
@@ -23,7 +23,13 @@ def link(host: Host, device: str, path: str) -> bool:
     # a directory made here is removed again if the link fails: a failed step leaves nothing
     script = ('made=; [ -d "$1" ] || made=1; mkdir -p "$1" && ln -sfn "$2" "$3" && { [ -z "$made" ] || '
               'echo created; exit 0; }; rc=$?; [ -z "$made" ] || rmdir "$1" 2>/dev/null; exit $rc')
-    out = host.run(["sh", "-c", script, "link", os.path.dirname(path), device, path], f"link {path} to {device}")
+    try:
+        out = host.run(["sh", "-c", script, "link", os.path.dirname(path), device, path], f"link {path} to {device}")
+    except HungCommand:
+        # it may or may not have made the link and the directory: take both back (an empty VM
+        # directory is all that can go that was not ours; the next action makes it again)
+        unlink(host, path, remove_empty_dir=True)
+        raise
     return out.stdout.strip() == b"created"
 
 

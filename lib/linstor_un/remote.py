@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence, Union
 
-from .errors import DriverError
+from .errors import DriverError, HungCommand
 from .report import Report
 
 Command = Union[Sequence[str], "Shell"]
@@ -172,7 +172,10 @@ class Host:
         limit = None if bulk else (timeout or self.timeout)
         deadline = time.monotonic() + limit if limit else None
         paramiko = _paramiko()
-        client = self.connect()
+        try:
+            client = self.connect()
+        except DriverError as err:          # which step could not even start
+            raise DriverError(f"{step}: {err}")
         self.commands += 1
         line = self._command_line(command)
         try:
@@ -215,7 +218,7 @@ class Host:
             rc = chan.recv_exit_status()
         except socket.timeout:
             chan.close()
-            raise DriverError(f"{step} on {self.name}: no answer after {limit or self.timeout:.0f}s (hung?)")
+            raise HungCommand(f"{step} on {self.name}: no answer after {limit or self.timeout:.0f}s (hung?)")
         except (paramiko.SSHException, OSError) as err:
             raise DriverError(f"{step} on {self.name}: {err}")
         finally:
