@@ -145,22 +145,28 @@ class Attacher:
         if mine is not None and not mine.diskless and mine.usable and mine.device:
             return mine.device
         lock = HostLock(host, resource)
-        lock.shared()
-        try:
-            mine = replica_on(self.api.replicas(resource), host)
-        except BaseException:
-            lock.release()
-            raise
-        if mine is not None and mine.usable and mine.device:
-            if mine.diskless:
-                self._held[(host, resource)] = lock
-            else:
-                lock.release()      # a diskful replica is never removed by a detach: no lock, no cleanup
-            return mine.device
-        # none yet: create it under the exclusive lock (flock cannot upgrade atomically, so
-        # unlock first and let _ensure re-read what another action may have done meanwhile)
-        fcntl.flock(lock.fd, fcntl.LOCK_UN)
-        lock.exclusive()
+        deadline = time.monotonic() + lock.timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise DriverError(f"attach {resource} on {host}: timed out waiting for other copies")
+            lock.shared()
+            try:
+                mine = replica_on(self.api.replicas(resource), host)
+            except BaseException:
+                lock.release()
+                raise
+            if mine is not None and mine.usable and mine.device:
+                if mine.diskless:
+                    self._held[(host, resource)] = lock
+                else:
+                    lock.release()      # a diskful replica is never removed by a detach: no cleanup
+                return mine.device
+            # none yet: create it under the exclusive lock. flock cannot upgrade atomically; if
+            # another copy holds the lock it is creating or using the replica: look again
+            fcntl.flock(lock.fd, fcntl.LOCK_UN)
+            if lock.exclusive(blocking=False):
+                break
+            time.sleep(0.1)
         try:
             mine, created = self._ensure(host, resource)
             if created:
