@@ -48,8 +48,9 @@ MINIMUM = {
                       "one remote write"),
     "mv (disk to another host)": (4, 2, "new host: make-available + list (device); old host: list + "
                                   "delete its diskless replica; rm link on the old host, ln on the new"),
-    "cpds": (3, 1, "list the disk's replicas (device), list the image's (device), resize the image "
-                   "(smaller than the disk here); one dd"),
+    "cpds": (8, 1, "read both definitions (sizes), list the disk's replicas (device), resize the image "
+                   "(smaller than the disk here); the image is not on the VM's host: list, make-available, list "
+                   "(device), mark it temporary, delete it after; one dd"),
     "snap_revert": (2, 0, "list snapshots (is it the newest?) + rollback (VM powered off: no host command)"),
     "tm monitor": (4, 0, "resource group, its pools, definitions of this datastore, their replicas: "
                          "constant, whatever the count"),
@@ -73,6 +74,9 @@ MINIMUM = {
 
 # counts above minimum + 1, and why they stay
 ABOVE_MINIMUM = {
+    "cpds": "+ the temporary replica is read again under the lock before it is deleted (a VM may have "
+            "attached it meanwhile) and after (LINSTOR may keep it as its tie-breaker: the mark is then "
+            "cleared), + the VM disk's own replica is read under the lock",
     "mv (disk to another host)": "+ node list (is each end a LINSTOR node or the front-end in a stop/"
                                  "undeploy?) + definition read (does the system datastore change?)",
 }
@@ -129,12 +133,18 @@ class Bench:
         data = ds_action_data(to_xml(image.element()), to_xml(self.lab.oned.datastores[IMAGE_DS].element()))
         return self.r.ds(action, data, image.id)
 
-    def spawn_image(self, snapshots: int = 0):
+    def spawn_image(self, snapshots: int = 0, nodes: tuple = ()):
+        import linstor
         from lab.oned import Image
         image_id = self.image_id()
         name = f"one-image-{image_id}"
         with self.lab.client() as c:
-            c.resource_group_spawn("one_rg", name, [16 * 1024])
+            if nodes:
+                c.resource_dfn_create(name, resource_group="one_rg")
+                c.volume_dfn_create(name, 16 * 1024)
+                c.resource_create([linstor.ResourceData(n, name, storage_pool="data") for n in nodes])
+            else:
+                c.resource_group_spawn("one_rg", name, [16 * 1024])
             for n in range(snapshots):
                 c.snapshot_create(None, name, f"snapshot-{n}")
         return Image(image_id, name, IMAGE_DS, source=f"/dev/drbd/by-res/{name}/0", size=16, target_snapshot=0,
@@ -209,7 +219,7 @@ def scenarios(b: Bench):
         vm = clone_vm()
         vm.lcm_state, vm.state = "HOTPLUG_SAVEAS_POWEROFF", "POWEROFF"
         b.lab.oned.add(vm)
-        return vm, b.spawn_image()
+        return vm, b.spawn_image(nodes=("node2", "node3"))     # as DS mkfs would: not on the VM's host
 
     def datablock():
         return Image(b.image_id(), "db", IMAGE_DS, format="raw", fs="ext4", size=16, type=2)
@@ -349,6 +359,8 @@ def scale(counts: list[int]) -> list[dict]:
                 "props": {"Aux/one/VM_ID": "{i}", "Aux/one/DS_ID": str(SYSTEM_DS), "Aux/one/DISK_ID": "0",
                           "Aux/one/SNAPSHOT_0/DISK_SIZE": "1024", "Aux/one/SNAPSHOT_1/DISK_SIZE": "2048"}})
             r = lab.runner()
+            stats = Path(tempfile.mkstemp(prefix="linstor_un-stats-")[1])
+            r.env["LINSTOR_UN_STATS"] = str(stats)
             wrapper = f"{sys.executable} {REPO / 'benchmarks' / 'maxrss.py'}"
             for kind, ds_id in (("tm/monitor", SYSTEM_DS), ("datastore/monitor", IMAGE_DS)):
                 ds = lab.oned.datastores[ds_id]
@@ -361,8 +373,11 @@ def scale(counts: list[int]) -> list[dict]:
                 rss = int(res.stderr.strip().splitlines()[-1].split("=")[1])
                 reqs = len(lab.linstor.requests()) - mark
                 sent = lab.monitor.messages[-1]["payload"].count("VM = [") if kind == "tm/monitor" else 0
+                cpu = json.loads(stats.read_text().splitlines()[-1])["cpu_seconds"]
                 out.append({"what": kind, "resources": n, "seconds": round(res.seconds, 2),
+                            "driver_cpu_s": cpu, "waiting_s": round(res.seconds - cpu, 2),
                             "peak_mb": round(rss / 1024, 1), "linstor_requests": reqs, "vms_reported": sent})
+            stats.unlink()
     return out
 
 
@@ -451,6 +466,35 @@ def table(rows: list[dict], head: list = None) -> str:
     return "\n".join(out)
 
 
+def markdown(results: dict) -> str:
+    """The README's tables, from results.json (so every figure there comes from a run)."""
+    out = ["| action | median s | p90 s | LINSTOR requests (min) | HTTP requests | SSH conn. | remote cmds (min) "
+           "| start-up s |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["actions"]:
+        note = " ¹" if r["action"] in ABOVE_MINIMUM else ""
+        out.append(f"| {r['action']} | {r['median_s']:.2f} | {r['p90_s']:.2f} | {r['linstor_requests']} "
+                   f"({r['min_requests']}){note} | {r['http_requests']} | {r['ssh_connections']} | "
+                   f"{r['remote_commands']} ({r['min_commands']}) | {r['startup_s']:.2f} |")
+    out += ["", "Why the minimum (fewest requests / commands the action could need in the measured case):", ""]
+    out += [f"- {r['action']}: {MINIMUM[r['action']][2]}" for r in results["actions"]]
+    out += ["", "¹ above minimum + 1: " + "; ".join(f"{k}: {v}" for k, v in ABOVE_MINIMUM.items())]
+    if "throughput" in results:
+        out += ["", "| import of | MiB | DS cp s | `cat | ssh dd` s | ratio |", "|---|---|---|---|---|"]
+        out += [f"| {t['image']} | {t['mb']} | {t['cp_seconds']} | {t['openssh_pipe_seconds']} | {t['ratio']} |"
+                for t in results["throughput"]]
+    if "monitor_scale" in results:
+        out += ["", "| monitor | resources | wall s | driver CPU s | waiting s | peak MB | LINSTOR requests |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {m['what']} | {m['resources']} | {m['seconds']} | {m.get('driver_cpu_s', '')} | "
+                f"{m.get('waiting_s', '')} | {m['peak_mb']} | {m['linstor_requests']} |" for m in results["monitor_scale"]]
+    if "concurrency" in results:
+        c = results["concurrency"]
+        out += ["", f"Concurrency: {c['clones']} clones of one image to three hosts at once: {c['succeeded']} "
+                f"succeeded in {c['wall_seconds']} s; image attaches per host {c['image_attaches_per_host']}; "
+                f"the image's replicas afterwards: {', '.join(c['image_replicas_after'])}."]
+    return "\n".join(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=20)
@@ -459,7 +503,11 @@ def main() -> int:
     p.add_argument("--clones", type=int, default=15)
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
+    p.add_argument("--markdown", action="store_true", help="only print the README tables from --json")
     args = p.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return 0
     results = {}
     results["actions"] = rows = run(args.runs)
     if args.vmm:

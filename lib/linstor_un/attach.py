@@ -146,7 +146,8 @@ class Attacher:
             return mine.device
         lock = HostLock(host, resource)
         deadline = time.monotonic() + lock.timeout
-        while True:
+        # nobody else at it (the usual case): one listing under the exclusive lock does
+        while not lock.exclusive(blocking=False):
             if time.monotonic() > deadline:
                 raise DriverError(f"attach {resource} on {host}: timed out waiting for other copies")
             lock.shared()
@@ -157,15 +158,13 @@ class Attacher:
                 raise
             if mine is not None and mine.usable and mine.device:
                 if mine.diskless:
-                    self._held[(host, resource)] = lock
+                    self._held[(host, resource)] = (lock, TEMPORARY in mine.props)
                 else:
                     lock.release()      # a diskful replica is never removed by a detach: no cleanup
                 return mine.device
             # none yet: create it under the exclusive lock. flock cannot upgrade atomically; if
             # another copy holds the lock it is creating or using the replica: look again
             fcntl.flock(lock.fd, fcntl.LOCK_UN)
-            if lock.exclusive(blocking=False):
-                break
             time.sleep(0.1)
         try:
             mine, created = self._ensure(host, resource)
@@ -179,12 +178,17 @@ class Attacher:
             lock.release()
             raise
         lock.shared()           # other borrowers may join; detachers wait
-        self._held[(host, resource)] = lock
+        # only a replica that is (or may become, being ours) temporary needs a look when given back
+        self._held[(host, resource)] = (lock, created or TEMPORARY in mine.props)
         return mine.device
 
     def give_back(self, host: str, resource: str) -> None:
-        lock = self._held.pop((host, resource), None)
-        if lock is None:
+        held = self._held.pop((host, resource), None)
+        if held is None:
+            return
+        lock, may_be_temporary = held
+        if not may_be_temporary:        # a VM's replica (or a diskful one): it stays, nothing to check
+            lock.release()
             return
         try:
             # unlock first: two users converting shared->exclusive at once would block each other

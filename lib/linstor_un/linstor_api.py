@@ -201,10 +201,11 @@ class Linstor:
         except (AttributeError, ValueError):
             return (0, 0, 0)
 
-    def resource_definitions(self, names: Optional[list[str]] = None, props: Optional[list[str]] = None
-                             ) -> list[ResourceDef]:
+    def resource_definitions(self, names: Optional[list[str]] = None, props: Optional[list[str]] = None,
+                             sizes: bool = True) -> list[ResourceDef]:
+        """sizes=False: without volume definitions (size_kib 0), a lighter answer for many definitions."""
         reply = self._call("list resource definitions", lambda c: c.resource_dfn_list_raise(
-            query_volume_definitions=True, filter_by_resource_definitions=names, filter_by_props=props))
+            query_volume_definitions=sizes, filter_by_resource_definitions=names, filter_by_props=props))
         out = []
         for rd in reply.resource_definitions:
             data = rd.data_v1

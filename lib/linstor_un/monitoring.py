@@ -52,7 +52,7 @@ def capacity_lines(used: int, total: int, free: int) -> str:
 
 def vm_disk_sizes(api: Linstor, ds_id: int) -> dict[int, list[str]]:
     """VM id -> DISK_SIZE / SNAPSHOT_SIZE entries for the disks placed in system datastore ds_id."""
-    rds = api.resource_definitions(props=[f"{disks.DS_ID}={ds_id}"])
+    rds = api.resource_definitions(props=[f"{disks.DS_ID}={ds_id}"], sizes=False)   # sizes come from replicas
     owned = [rd for rd in rds if rd.props.get(disks.VM_ID, "").isdigit() and rd.props.get(disks.DISK_ID, "").isdigit()]
     replicas = api.replicas_of([rd.name for rd in owned]) if owned else {}
     out: dict[int, list[str]] = defaultdict(list)
