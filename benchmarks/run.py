@@ -466,6 +466,58 @@ def table(rows: list[dict], head: list = None) -> str:
     return "\n".join(out)
 
 
+# where an action's wall time goes: cumulative time of these functions in a cProfile of the action
+PROFILE_PARTS = {
+    "SSH connect (paramiko handshake, auth)": ("linstor_un/remote.py", "connect"),
+    "remote commands (session, exec, wait)": ("linstor_un/remote.py", "run"),
+    "LINSTOR requests": ("linstor_un/linstor_api.py", "_call"),
+    "LINSTOR connect (python-linstor probe + version)": ("linstor/linstorapi.py", "connect"),
+    "oned XML-RPC": ("linstor_un/one_api.py", "_call"),
+    "imports": ("<frozen importlib._bootstrap>", "_find_and_load"),
+}
+
+
+def profile(names: list[str]) -> list[dict]:
+    """cProfile of one run of each action: the wall time split into PROFILE_PARTS (overlapping:
+    remote commands include the connect; imports happen inside the others too)."""
+    import pstats
+    out = []
+    with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
+        stats = Path(tempfile.mkstemp(prefix="linstor_un-stats-")[1])
+        b = Bench(lab, stats)
+        chosen = {n: sc for n, sc in scenarios(b).items() if n in names}
+        for name, (prepare, action) in chosen.items():
+            ctx = prepare()
+            prof = Path(tempfile.mkstemp(prefix="linstor_un-prof-")[1])
+            plain = b.r._run
+            b.r._run = lambda cmd, stdin=b"", extra_env=None, kill_when=None: plain(
+                f"{sys.executable} -m cProfile -o {prof} {cmd}", stdin, extra_env)
+            try:
+                result = action(ctx)
+            finally:
+                b.r._run = plain
+            if not result.ok:
+                raise RuntimeError(str(result))
+            st = pstats.Stats(str(prof))
+            total = max(ct for (_, _, _, ct, _) in st.stats.values())
+            row = {"action": name, "wall_s": round(result.seconds, 3), "profiled_s": round(total, 3)}
+            for part, (file, func) in PROFILE_PARTS.items():
+                total_ct = 0.0
+                for (f, _, fn), (_, _, _, ct, callers) in st.stats.items():
+                    if not (f.endswith(file) and fn == func):
+                        continue
+                    if part == "imports":   # only imports made by code, not nested inside other imports
+                        total_ct += sum(c[3] for (cf, _, _), c in callers.items()
+                                        if "importlib" not in cf and not cf.startswith("<frozen"))
+                    else:
+                        total_ct += ct
+                row[part] = round(total_ct, 3)
+            out.append(row)
+            prof.unlink()
+        stats.unlink()
+    return out
+
+
 def markdown(results: dict) -> str:
     """The README's tables, from results.json (so every figure there comes from a run)."""
     out = ["| action | median s | p90 s | LINSTOR requests (min) | HTTP requests | SSH conn. | remote cmds (min) "
@@ -504,9 +556,18 @@ def main() -> int:
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
     p.add_argument("--markdown", action="store_true", help="only print the README tables from --json")
+    p.add_argument("--profile", default="", help="comma-separated actions: print where their time goes, and exit")
     args = p.parse_args()
     if args.markdown:
         print(markdown(json.loads(Path(args.json).read_text())))
+        return 0
+    if args.profile:
+        rows = profile(args.profile.split(","))
+        print(table(rows, list(rows[0])))
+        out = Path(args.json)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results["profiles"] = rows
+        out.write_text(json.dumps(results, indent=1) + "\n")
         return 0
     results = {}
     results["actions"] = rows = run(args.runs)

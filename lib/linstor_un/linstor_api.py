@@ -222,7 +222,7 @@ class Linstor:
     def replicas(self, name: str) -> list[Replica]:
         reply = self._call(f"list resources of {name}",
                            lambda c: c.resource_list_raise(filter_by_resources=[name]))
-        return self._replicas(reply.resources, reply.resource_states, name)
+        return self._replicas(reply.resources)
 
     def replicas_of(self, names: list[str]) -> dict[str, list[Replica]]:
         """Replicas of many resources in one request: by name for a few (short URL), else all of
@@ -231,15 +231,15 @@ class Linstor:
         out: dict[str, list[Replica]] = {n: [] for n in names}
         filt = names if len(names) <= 100 else None
         reply = self._call("list resources", lambda c: c.resource_list_raise(filter_by_resources=filt))
-        states = reply.resource_states          # a property that rebuilds its list on every read
         mine = [r for r in reply.resources if r.name.lower() in wanted]
-        for replica_set in self._replicas(mine, states, ""):
+        for replica_set in self._replicas(mine):
             out.setdefault(replica_set.resource, []).append(replica_set)
         return out
 
     @staticmethod
-    def _replicas(resources, states, name: str) -> list[Replica]:
-        in_use = {(s.rsc_name, s.node_name): bool(s.in_use) for s in states}    # built once
+    def _replicas(resources) -> list[Replica]:
+        # in use: the resource's own state (python-linstor's resource_states would rebuild every
+        # volume's state for all of them: 0.4 s at 20,000 resources)
         out = []
         for r in resources:
             data = r.data_v1
@@ -247,7 +247,7 @@ class Linstor:
             vol0 = next((v for v in vols if v.get("volume_number", 0) == 0), vols[0])
             out.append(Replica(resource=data["name"], node=data["node_name"], flags=data.get("flags", []),
                                props=data.get("props", {}),
-                               in_use=in_use.get((data["name"], data["node_name"]), False),
+                               in_use=bool((data.get("state") or {}).get("in_use")),
                                device=device_of(data["name"], vol0), provider=vol0.get("provider_kind", ""),
                                pool=vol0.get("storage_pool_name", ""),
                                allocated_kib=int(vol0.get("allocated_size_kib") or 0)))

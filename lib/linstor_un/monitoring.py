@@ -8,6 +8,7 @@ the datastore's definitions (by property), and resource listings in chunks of 20
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import re
 import socket
@@ -20,6 +21,9 @@ from . import disks
 from .errors import DriverError
 from .linstor_api import Linstor
 from .settings import DatastoreSettings
+
+
+SNAPSHOT_SIZE = re.compile(r"Aux/one/SNAPSHOT_(\d+)/DISK_SIZE")
 
 
 def capacity(api: Linstor, settings: DatastoreSettings) -> tuple[int, int, int]:
@@ -52,6 +56,18 @@ def capacity_lines(used: int, total: int, free: int) -> str:
 
 def vm_disk_sizes(api: Linstor, ds_id: int) -> dict[int, list[str]]:
     """VM id -> DISK_SIZE / SNAPSHOT_SIZE entries for the disks placed in system datastore ds_id."""
+    # the listings of a big cluster are millions of small objects and no reference cycles: the
+    # cyclic garbage collector would only scan them again and again (0.4 s at 10,000 disks)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _vm_disk_sizes(api, ds_id)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _vm_disk_sizes(api: Linstor, ds_id: int) -> dict[int, list[str]]:
     rds = api.resource_definitions(props=[f"{disks.DS_ID}={ds_id}"], sizes=False)   # sizes come from replicas
     owned = [rd for rd in rds if rd.props.get(disks.VM_ID, "").isdigit() and rd.props.get(disks.DISK_ID, "").isdigit()]
     replicas = api.replicas_of([rd.name for rd in owned]) if owned else {}
@@ -63,7 +79,7 @@ def vm_disk_sizes(api: Linstor, ds_id: int) -> dict[int, list[str]]:
             continue
         out[vm_id].append(f"DISK_SIZE=[ID={disk_id},SIZE={max(sizes) // 1024}]")
         for key, value in sorted(rd.props.items()):
-            m = re.fullmatch(r"Aux/one/SNAPSHOT_(\d+)/DISK_SIZE", key)
+            m = SNAPSHOT_SIZE.fullmatch(key) if key.startswith("Aux/one/SNAPSHOT_") else None
             if m and value.isdigit():
                 out[vm_id].append(f"SNAPSHOT_SIZE=[ID={m.group(1)},DISK_ID={disk_id},SIZE={int(value) // 1024}]")
     return dict(out)
