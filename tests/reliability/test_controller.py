@@ -175,31 +175,10 @@ def test_controller_restart_in_the_middle_of_clone_and_cpds(renv, scenario):
                   "nothing left over")
     img = env.image(120, data=PATTERN, nodes=["node2", "node3"])
 
-    def restart_during(path_re: str, method: str, run):
-        # the request stalls 2 s in the controller; the controller restarts meanwhile
-        env.lab.linstor.add_fault(path_re, "delay", method=method, seconds=2)
-        timer = threading.Timer(0.5, env.lab.linstor.restart)
-        done = {}
-
-        def go():
-            done["result"] = run()
-        t = threading.Thread(target=go)
-        t.start()
-        # the fault must be hit before restarting: wait until the request arrived
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-                re.search(path_re, r["path"]) for r in env.lab.linstor.requests()):
-            time.sleep(0.05)
-        timer.start()
-        t.join(120)
-        timer.join()
-        env.lab.linstor.clear_faults()
-        return done["result"]
-
     sc.run()
     env.vm(121, [Disk(0, IMAGE_DS, image_id=120, source=img.source, size=32)])
     env.lab.linstor.clear_requests()
-    result = restart_during(r"one-vm-121-disk-0/resources/node1/make-available$", "POST",
+    result = restart_during(env, r"one-vm-121-disk-0/resources/node1/make-available$", "POST",
                             lambda: env.clone(img, 121, 0))
     assert result.ok, str(result)
     assert env.read("node1", disk_path(121, 0)) == PATTERN
@@ -211,7 +190,7 @@ def test_controller_restart_in_the_middle_of_clone_and_cpds(renv, scenario):
     vm.lcm_state, vm.state = "HOTPLUG_SAVEAS_POWEROFF", "POWEROFF"
     env.lab.oned.add(vm)
     env.lab.linstor.clear_requests()
-    result = restart_during(r"/resource-definitions$|/spawn$", "POST",
+    result = restart_during(env, r"/resource-definitions$|/spawn$", "POST",
                             lambda: env.r.tm("cpds", f"node1:{disk_path(121, 0)}", "/dev/drbd/by-res/one-image-122/0",
                                              -1, 121, IMAGE_DS))
     assert result.ok, str(result)
@@ -219,6 +198,50 @@ def test_controller_restart_in_the_middle_of_clone_and_cpds(renv, scenario):
         c.resource_make_available("node1", "one-image-122")
     assert env.read("node1", "/dev/drbd/by-res/one-image-122/0") == PATTERN
     assert leftovers(env) == NO_LEFTOVERS
+
+
+def restart_during(env, path_re: str, method: str, run):
+    """Run `run()`; when the controller receives a matching request (held 2 s there), restart it."""
+    env.lab.linstor.add_fault(path_re, "delay", method=method, seconds=2)
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault("result", run()))
+    t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            re.search(path_re, r["path"]) for r in env.lab.linstor.requests() if r["method"] == method):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    env.lab.linstor.restart()
+    t.join(180)
+    env.lab.linstor.clear_faults()
+    result = done["result"]
+    assert "lost the controller's reply" in result.stderr, f"the restart did not hit the action:\n{result}"
+    return result
+
+
+def test_controller_restart_in_the_middle_of_save(scenario):
+    from tests.vmm.test_save_restore import data, state as domain_state, vm_with_disk
+    from tests.tm.conftest import Env
+    from lab.lab import Lab, LabConfig
+    sc = scenario("controller restart in the middle of VMM save (checkpoint volume being attached)",
+                  "save completes: domain stopped, checkpoint volume holds it; restore brings the domain back "
+                  "running; the checkpoint volume is gone afterwards; nothing left over")
+    with Lab(LabConfig(hosts=2, libvirt=True)) as lab:
+        env = Env(lab)
+        vm = vm_with_disk(env, 140)
+        ckpt = f"/var/lib/one//datastores/{SYSTEM_DS}/140/checkpoint"
+        sc.run()
+        lab.linstor.clear_requests()
+        result = restart_during(env, r"one-vm-140-checkpoint/resources/node1/make-available$", "POST",
+                                lambda: env.r.save("one-140", ckpt, "node1", 140, data(env, vm, "node1")))
+        assert result.ok, str(result)
+        assert domain_state(env, "node1", 140) == "absent"
+        assert "one-vm-140-checkpoint" in env.rds()
+        assert env.r.restore(ckpt, "node1", "one-140", 140, data(env, vm, "node1")).ok
+        assert domain_state(env, "node1", 140) == "running"
+        assert "one-vm-140-checkpoint" not in env.rds()
+        assert leftovers(env) == NO_LEFTOVERS
+        lab.host("node1").run_inside("virsh -c qemu:///system destroy one-140")
 
 
 def test_ds_cp_survives_a_lost_reply_on_spawn(renv, scenario):
