@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import random
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -33,7 +34,8 @@ Handler = Callable[..., tuple[int, Any]]
 
 
 def _uuid() -> str:
-    return str(uuid.uuid4())
+    # random like LINSTOR's, without a urandom call each (listings make tens of thousands)
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _now_ms() -> int:
@@ -632,6 +634,7 @@ class Controller:
 
     def _usage_map(self) -> dict:
         used: dict = {}
+        thin_kib: dict = {}
         for rd in self.s["rds"].values():
             for nkey, rsc in rd["rscs"].items():
                 if self._diskless(rsc):
@@ -640,17 +643,14 @@ class Controller:
                 if pool is None:
                     continue
                 key = (nkey, pool["name"].upper())
-                for vnr, vd in rd["vds"].items():
-                    size = self.data.allocated_kib(rd["name"], int(vnr)) if self._is_thin(pool) else vd["size_kib"]
-                    used[key] = used.get(key, 0) + size
-                if self._is_thin(pool):
-                    for snap in rd["snaps"].values():
-                        for vd in snap["vds"]:
-                            f = self.data.snapshot_file(rd["name"], snap["name"], vd["volume_number"])
-                            try:
-                                used[key] = used.get(key, 0) + f.stat().st_blocks // 2
-                            except FileNotFoundError:
-                                pass
+                thin = self._is_thin(pool)
+                if thin and rd["name"] not in thin_kib:     # one backing file per volume, whatever the node
+                    thin_kib[rd["name"]] = (
+                        sum(self.data.allocated_kib(rd["name"], int(vnr)) for vnr in rd["vds"])
+                        + sum(self.data.snapshot_allocated_kib(rd["name"], snap["name"], vd["volume_number"])
+                              for snap in rd["snaps"].values() for vd in snap["vds"]))
+                size = thin_kib[rd["name"]] if thin else sum(vd["size_kib"] for vd in rd["vds"].values())
+                used[key] = used.get(key, 0) + size
         return used
 
     _usage: Optional[dict] = None

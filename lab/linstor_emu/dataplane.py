@@ -54,6 +54,7 @@ def sparse_copy(src: Path, dst_fd: int, size: int) -> None:
 class DataPlane:
     def __init__(self, root: Path, host_devdirs: dict[str, str]):
         self.root = Path(root)
+        self._root = str(self.root)
         # node name (upper case) -> directory that is /dev on that simulated host
         self.devdirs = {k.upper(): Path(v) for k, v in host_devdirs.items()}
         (self.root / "volumes").mkdir(parents=True, exist_ok=True)
@@ -84,8 +85,16 @@ class DataPlane:
             pass
 
     def allocated_kib(self, rsc: str, vnr: int) -> int:
+        # plain strings, not Path: listings of thousands of volumes call this for each
         try:
-            return self.volume_file(rsc, vnr).stat().st_blocks // 2
+            return os.stat(os.path.join(self._root, "volumes", rsc.upper(), f"{vnr}.img")).st_blocks // 2
+        except FileNotFoundError:
+            return 0
+
+    def snapshot_allocated_kib(self, rsc: str, snap: str, vnr: int) -> int:
+        try:
+            return os.stat(os.path.join(self._root, "snapshots", rsc.upper(), snap.upper(),
+                                        f"{vnr}.img")).st_blocks // 2
         except FileNotFoundError:
             return 0
 
