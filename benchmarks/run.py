@@ -466,14 +466,16 @@ def table(rows: list[dict], head: list = None) -> str:
     return "\n".join(out)
 
 
-# where an action's wall time goes: cumulative time of these functions in a cProfile of the action
-PROFILE_PARTS = {
-    "SSH connect (paramiko handshake, auth)": ("linstor_un/remote.py", "connect"),
-    "remote commands (session, exec, wait)": ("linstor_un/remote.py", "run"),
-    "LINSTOR requests": ("linstor_un/linstor_api.py", "_call"),
-    "LINSTOR connect (python-linstor probe + version)": ("linstor/linstorapi.py", "connect"),
-    "oned XML-RPC": ("linstor_un/one_api.py", "_call"),
-    "imports": ("<frozen importlib._bootstrap>", "_find_and_load"),
+# where an action's wall time goes, from a cProfile of one run: cumulative time of these
+# functions (the remote commands' share has the connect and the paramiko import taken out)
+PROFILE_FUNCS = {
+    "connect": ("linstor_un/remote.py", "connect"),
+    "run": ("linstor_un/remote.py", "run"),
+    "paramiko": ("linstor_un/remote.py", "_paramiko"),
+    "linstor": ("linstor_un/linstor_api.py", "_call"),
+    "linstor_connect": ("linstor_un/linstor_api.py", "_connect"),
+    "oned": ("linstor_un/one_api.py", "_call"),
+    "main": ("linstor_un/action.py", "run"),
 }
 
 
@@ -499,19 +501,22 @@ def profile(names: list[str]) -> list[dict]:
             if not result.ok:
                 raise RuntimeError(str(result))
             st = pstats.Stats(str(prof))
-            total = max(ct for (_, _, _, ct, _) in st.stats.values())
-            row = {"action": name, "wall_s": round(result.seconds, 3), "profiled_s": round(total, 3)}
-            for part, (file, func) in PROFILE_PARTS.items():
-                total_ct = 0.0
-                for (f, _, fn), (_, _, _, ct, callers) in st.stats.items():
-                    if not (f.endswith(file) and fn == func):
-                        continue
-                    if part == "imports":   # only imports made by code, not nested inside other imports
-                        total_ct += sum(c[3] for (cf, _, _), c in callers.items()
-                                        if "importlib" not in cf and not cf.startswith("<frozen"))
-                    else:
-                        total_ct += ct
-                row[part] = round(total_ct, 3)
+            ct = {k: 0.0 for k in PROFILE_FUNCS}
+            module = 0.0
+            for (f, _, fn), (_, _, _, cum, _) in st.stats.items():
+                for key, (file, func) in PROFILE_FUNCS.items():
+                    if f.endswith(file) and fn == func:
+                        ct[key] += cum
+                if fn == "<module>" and f.endswith(name.split()[0]):
+                    module = max(module, cum)
+            total = max(c for (_, _, _, c, _) in st.stats.values())
+            row = {"action": name, "wall_s": round(result.seconds, 3), "profiled_s": round(total, 3),
+                   "imports_before_main_s": round(module - ct["main"], 3),
+                   "paramiko_import_s": round(ct["paramiko"], 3),
+                   "ssh_connect_s": round(ct["connect"], 3),
+                   "remote_commands_s": round(ct["run"] - ct["connect"] - ct["paramiko"], 3),
+                   "linstor_s": round(ct["linstor"] + ct["linstor_connect"], 3),
+                   "oned_s": round(ct["oned"], 3)}
             out.append(row)
             prof.unlink()
         stats.unlink()

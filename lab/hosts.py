@@ -138,6 +138,12 @@ class SimHost:
             if rel.startswith("libvirt") and not self.libvirt:
                 continue
             lines.append(f"mount --bind {self.root / rel} {target}")
+        # a hypervisor's login user has a plain shell profile: the lab machine's own ~/.bashrc
+        # (Debian's bash reads it for ssh commands too) may run slow tool set-ups in every command
+        home_rc = Path(os.path.expanduser("~")) / ".bashrc"
+        if home_rc.is_file():
+            (self.root / "bashrc").write_text("# the simulated host's shell profile: empty\n")
+            lines.append(f"mount --bind {self.root / 'bashrc'} {home_rc}")
         if self.libvirt:
             lines += [f"/usr/sbin/virtlogd -d -p {self.root / 'virtlogd.pid'}",
                       f"/usr/sbin/libvirtd -d -p {self.root / 'libvirtd.pid'}"]
