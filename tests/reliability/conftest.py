@@ -110,3 +110,16 @@ def leftovers(env) -> dict:
 
 
 NO_LEFTOVERS = {"tmp": [], "temporary_marks": [], "safety_snapshots": []}
+
+
+def image_file(env, folder: str, size_mb: int, head: bytes = b"") -> Path:
+    """A sparse raw image on the front-end holding `head` at offset 0, in a folder the image
+    datastore may import from (SAFE_DIRS)."""
+    images = env.lab.workdir / folder
+    images.mkdir(exist_ok=True)
+    path = images / "a.raw"
+    with open(path, "wb") as f:
+        f.truncate(size_mb << 20)
+        f.write(head)
+    env.lab.oned.datastores[IMAGE_DS].template["SAFE_DIRS"] = str(images)
+    return path

@@ -14,7 +14,7 @@ from lab.runner import ds_action_data
 from tests.tm.conftest import PATTERN, disk_path
 from tests.tm.test_faults import MUTATING
 
-from .conftest import NO_LEFTOVERS, leftovers, linstor_state, state
+from .conftest import NO_LEFTOVERS, image_file, leftovers, linstor_state, state
 
 
 def set_controllers(env, value: str) -> None:
@@ -54,25 +54,29 @@ def hanging_controller():
             s.close()
 
 
+def clone_through(env, img, vm: int, controllers: str):
+    """Clone img for a new VM with LS_CONTROLLERS set to `controllers`: (result, seconds)."""
+    env.vm(vm, [Disk(0, IMAGE_DS, image_id=img.id, source=img.source, size=32)])
+    set_controllers(env, controllers)
+    start = time.monotonic()
+    try:
+        return env.clone(img, vm, 0), time.monotonic() - start
+    finally:
+        set_controllers(env, env.lab.linstor.url)
+
+
 def test_first_controller_down_or_hanging_fails_over(renv, scenario):
     env = renv
     sc = scenario("controller failover: first of LS_CONTROLLERS down or hanging",
                   "clone succeeds through the next controller, bytes right; down < 5 s, hanging < 20 s")
     img = env.image(100, data=PATTERN, nodes=["node2", "node3"])
-    try:
-        with hanging_controller() as hung:
-            for vm, first, bound in ((101, f"127.0.0.1:{dead_port()}", 5), (102, hung, 20)):
-                sc.run()
-                set_controllers(env, f"{first},{env.lab.linstor.url}")
-                env.vm(vm, [Disk(0, IMAGE_DS, image_id=100, source=img.source, size=32)])
-                start = time.monotonic()
-                result = env.clone(img, vm, 0)
-                took = time.monotonic() - start
-                assert result.ok, str(result)
-                assert took < bound, f"{first}: {took:.1f}s"
-                assert env.read("node1", disk_path(vm, 0)) == PATTERN
-    finally:
-        set_controllers(env, env.lab.linstor.url)
+    with hanging_controller() as hung:
+        for vm, first, bound in ((101, f"127.0.0.1:{dead_port()}", 5), (102, hung, 20)):
+            sc.run()
+            result, took = clone_through(env, img, vm, f"{first},{env.lab.linstor.url}")
+            assert result.ok, str(result)
+            assert took < bound, f"{first}: {took:.1f}s"
+            assert env.read("node1", disk_path(vm, 0)) == PATTERN
 
 
 def test_all_controllers_down_or_hanging_is_a_clear_error_in_bounded_time(renv, scenario):
@@ -80,24 +84,16 @@ def test_all_controllers_down_or_hanging_is_a_clear_error_in_bounded_time(renv, 
     sc = scenario("controller outage: every controller down, or every one hanging",
                   "one-line error naming the controllers within 30 s; nothing created in LINSTOR or on hosts")
     img = env.image(103, data=PATTERN, nodes=["node2", "node3"])
-    try:
-        with hanging_controller() as hung1, hanging_controller() as hung2:
-            for vm, controllers in ((104, f"127.0.0.1:{dead_port()},127.0.0.1:{dead_port()}"),
-                                    (105, f"{hung1},{hung2}")):
-                sc.run()
-                env.vm(vm, [Disk(0, IMAGE_DS, image_id=103, source=img.source, size=32)])
-                before = state(env)
-                set_controllers(env, controllers)
-                start = time.monotonic()
-                result = env.clone(img, vm, 0)
-                took = time.monotonic() - start
-                set_controllers(env, env.lab.linstor.url)
-                assert result.rc != 0 and "cannot reach any LINSTOR controller" in result.stderr
-                assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-                assert took < 30, f"{controllers}: {took:.1f}s"
-                assert state(env) == before
-    finally:
-        set_controllers(env, env.lab.linstor.url)
+    with hanging_controller() as hung1, hanging_controller() as hung2:
+        for vm, controllers in ((104, f"127.0.0.1:{dead_port()},127.0.0.1:{dead_port()}"),
+                                (105, f"{hung1},{hung2}")):
+            sc.run()
+            before = state(env)
+            result, took = clone_through(env, img, vm, controllers)
+            assert result.rc != 0 and "cannot reach any LINSTOR controller" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert took < 30, f"{controllers}: {took:.1f}s"
+            assert state(env) == before
 
 
 def shape(env, vm_id: int) -> dict:
@@ -248,13 +244,7 @@ def test_ds_cp_survives_a_lost_reply_on_spawn(renv, scenario):
     env = renv
     sc = scenario("lost reply on DS cp's volume creation",
                   "the import completes once, bytes right, one resource definition")
-    images = env.lab.workdir / "rel-images"
-    images.mkdir(exist_ok=True)
-    src = images / "a.raw"
-    with open(src, "wb") as f:
-        f.truncate(8 << 20)
-        f.write(PATTERN)
-    env.lab.oned.datastores[IMAGE_DS].template["SAFE_DIRS"] = str(images)
+    src = image_file(env, "rel-images", 8, PATTERN)
     sc.run()
     env.lab.linstor.add_fault(r"/spawn$|/autoplace$|/resource-definitions$", "drop_after", method="POST")
     data = ds_action_data(to_xml(Image(130, "a", IMAGE_DS, path=str(src), size=8).element()),

@@ -12,7 +12,7 @@ from lab.runner import ds_action_data
 
 from tests.tm.conftest import disk_path
 
-from .conftest import state
+from .conftest import image_file, state
 
 MARKER = "/tmp/linstor_un-pwned"
 
@@ -58,10 +58,7 @@ def test_hostile_datastore_attributes(renv, scenario):
     sc = scenario("hostile datastore attributes (22 attributes x 7 values) on mkimage and DS cp",
                   "no marker file on the front-end or any host; a one-line error and the state before, "
                   "or correct handling")
-    images = env.lab.workdir / "hostile-images"
-    images.mkdir(exist_ok=True)
-    src = images / "a.raw"
-    src.write_bytes(b"\0" * (1 << 20))
+    src = image_file(env, "hostile-images", 1)
     outcomes = {"handled": 0, "refused": 0}
     vm = 400
     for attr in ATTRIBUTES:
@@ -70,7 +67,7 @@ def test_hostile_datastore_attributes(renv, scenario):
             vm += 1
             for ds in (SYSTEM_DS, IMAGE_DS):
                 env.lab.oned.datastores[ds].template[attr] = value
-            env.lab.oned.datastores[IMAGE_DS].template["SAFE_DIRS"] = str(images)
+            env.lab.oned.datastores[IMAGE_DS].template["SAFE_DIRS"] = str(src.parent)
             try:
                 env.vm(vm, [Disk(0, SYSTEM_DS, size=8)])
                 before = state(env)

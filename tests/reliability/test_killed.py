@@ -15,7 +15,7 @@ from lab.runner import ds_action_data
 
 from tests.tm.conftest import PATTERN, Env, disk_path
 
-from .conftest import NO_LEFTOVERS, deterministic, leftovers
+from .conftest import NO_LEFTOVERS, deterministic, image_file, leftovers
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +121,8 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
             "mkimage", 16, "raw", f"node1:{disk_path(vm, 0)}", vm, SYSTEM_DS, kill_when=k), kill, check)
 
     # ---- DS cp: 2 points ---------------------------------------------------------------------------------
-    images = env.lab.workdir / "kill-images"
-    images.mkdir(exist_ok=True)
-    src = images / "a.raw"
-    with open(src, "wb") as f:
-        f.truncate(16 << 20)
-        f.write(PATTERN)
-    env.lab.oned.datastores[IMAGE_DS].template.update(SAFE_DIRS=str(images), BRIDGE_LIST="node2")
+    src = image_file(env, "kill-images", 16, PATTERN)
+    env.lab.oned.datastores[IMAGE_DS].template["BRIDGE_LIST"] = "node2"
     for i, kind in enumerate(("delay_after", "dd")):
         image_id = 2030 + i
         if kind == "dd":

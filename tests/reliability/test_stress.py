@@ -12,7 +12,7 @@ from lab.runner import ds_action_data
 
 from tests.tm.conftest import PATTERN, Env, disk_path
 
-from .conftest import NO_LEFTOVERS, deterministic, leftovers, linstor_state, state
+from .conftest import NO_LEFTOVERS, deterministic, image_file, leftovers, linstor_state, state
 
 HOSTS = ["node1", "node2", "node3"]
 
@@ -20,13 +20,7 @@ HOSTS = ["node1", "node2", "node3"]
 def workload(env) -> list[list]:
     """Chains of steps (callables returning a Result); steps of a chain run in order."""
     img = env.image(600, data=PATTERN, nodes=["node2", "node3"])
-    images = env.lab.workdir / "stress-images"
-    images.mkdir(exist_ok=True)
-    src = images / "a.raw"
-    with open(src, "wb") as f:
-        f.truncate(4 << 20)
-        f.write(PATTERN)
-    env.lab.oned.datastores[IMAGE_DS].template["SAFE_DIRS"] = str(images)
+    src = image_file(env, "stress-images", 4, PATTERN)
     chains = []
     for i in range(12):
         vm, host, other = 610 + i, HOSTS[i % 3], HOSTS[(i + 1) % 3]
@@ -69,6 +63,7 @@ def run_lab(concurrent: bool) -> tuple[dict, list]:
         env = Env(lab)
         chains = workload(env)
         failures = []
+        probe_lock_check(lab)
 
         def run_chain(chain):
             for step in chain:
@@ -83,9 +78,32 @@ def run_lab(concurrent: bool) -> tuple[dict, list]:
             for chain in chains:
                 run_chain(chain)
         assert leftovers(env) == NO_LEFTOVERS
-        locks = lab.one_location / "var" / "lock" / "one"
-        held = os.popen(f"lsof +D {locks} 2>/dev/null | wc -l").read().strip() if locks.exists() else "0"
-        return end_state(env), failures + ([f"lock files still held: {held}"] if held not in ("0", "") else [])
+        return end_state(env), failures + [f"lock still held: {p}" for p in held_locks(lab)]
+
+
+def probe_lock_check(lab) -> None:
+    """The held-lock check must see a lock that is held (or it would prove nothing)."""
+    import fcntl
+    locks = lab.one_location / "var" / "lock" / "one"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / "linstor_un-probe.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        assert held_locks(lab) == [str(locks / "linstor_un-probe.lock")]
+    assert held_locks(lab) == []
+
+
+def held_locks(lab) -> list[str]:
+    """The driver's lock files (never deleted, by design) that some process still holds (/proc/locks)."""
+    locks = lab.one_location / "var" / "lock" / "one"
+    files = {os.stat(p).st_ino: str(p) for p in locks.glob("linstor_un-*.lock")} if locks.exists() else {}
+    held = []
+    for line in open("/proc/locks"):
+        parts = line.split()
+        dev_inode = parts[5] if parts[1] != "->" else parts[6]
+        inode = int(dev_inode.split(":")[-1])
+        if inode in files:
+            held.append(files[inode])
+    return held
 
 
 def concurrent_pool():
@@ -99,6 +117,7 @@ def test_sixty_mixed_actions_fifteen_at_a_time(scenario):
                   "run's; no temporary resource, mark or held lock")
     sc.run()
     one_by_one, failed = run_lab(concurrent=False)
+    assert one_by_one["linstor"]["rds"], "the workload left nothing to compare"
     assert not failed, failed
     sc.run()
     at_once, failed = run_lab(concurrent=True)
