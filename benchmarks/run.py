@@ -398,6 +398,8 @@ def throughput(size_mb: int) -> list[dict]:
         lab.oned.datastores[IMAGE_DS].template.update(SAFE_DIRS=str(images), BRIDGE_LIST="node1",
                                                       RESOURCE_GROUP="", NODE_LIST="node1", STORAGE_POOL="data")
         r = lab.runner()
+        stats = Path(tempfile.mkstemp(prefix="linstor_un-stats-")[1])
+        r.env["LINSTOR_UN_STATS"] = str(stats)
         # the baseline: the same bytes through OpenSSH into a device on the same host
         with lab.client() as c:
             c.resource_dfn_create("baseline")
@@ -416,8 +418,13 @@ def throughput(size_mb: int) -> list[dict]:
             res = r.ds("cp", data, image_id)
             if not res.ok:
                 raise RuntimeError(str(res))
+            steps = json.loads(stats.read_text().splitlines()[-1])["remote_steps"]
+            stats.write_text("")
             out.append({"image": path.suffix[1:], "mb": size_mb, "cp_seconds": round(res.seconds, 2),
-                        "openssh_pipe_seconds": round(base, 2), "ratio": round(base / res.seconds, 2)})
+                        "openssh_pipe_seconds": round(base, 2), "ratio": round(base / res.seconds, 2),
+                        # where the time went on the bridge: the stream (dd, or staging) and qemu-img
+                        "steps": {step.split(" ")[0] + " " + step.split(" ")[1]: secs for _, step, secs in steps
+                                  if secs >= 0.05}})
     return out
 
 
@@ -537,10 +544,16 @@ def markdown(results: dict) -> str:
     out += ["", "Why the minimum (fewest requests / commands the action could need in the measured case):", ""]
     out += [f"- {r['action']}: {MINIMUM[r['action']][2]}" for r in results["actions"]]
     out += ["", "¹ above minimum + 1: " + "; ".join(f"{k}: {v}" for k, v in ABOVE_MINIMUM.items())]
+    if "profiles" in results:
+        keys = [k for k in results["profiles"][0] if k != "action"]
+        out += ["", "| profile of one run (cProfile) | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
+                "|---|" + "---|" * len(keys)]
+        out += [f"| {p['action']} | " + " | ".join(str(p[k]) for k in keys) + " |" for p in results["profiles"]]
     if "throughput" in results:
-        out += ["", "| import of | MiB | DS cp s | `cat | ssh dd` s | ratio |", "|---|---|---|---|---|"]
-        out += [f"| {t['image']} | {t['mb']} | {t['cp_seconds']} | {t['openssh_pipe_seconds']} | {t['ratio']} |"
-                for t in results["throughput"]]
+        out += ["", "| import of | MiB | DS cp s | `cat \\| ssh dd` s | ratio | bridge steps s |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {t['image']} | {t['mb']} | {t['cp_seconds']} | {t['openssh_pipe_seconds']} | {t['ratio']} | "
+                + ", ".join(f"{k}: {v}" for k, v in t.get("steps", {}).items()) + " |" for t in results["throughput"]]
     if "monitor_scale" in results:
         out += ["", "| monitor | resources | wall s | driver CPU s | waiting s | peak MB | LINSTOR requests |",
                 "|---|---|---|---|---|---|---|"]
@@ -562,11 +575,19 @@ def main() -> int:
     p.add_argument("--clones", type=int, default=15)
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
-    p.add_argument("--markdown", action="store_true", help="only print the README tables from --json")
+    p.add_argument("--markdown", action="store_true",
+                   help="only render the tables from --json (into README.md between its figure markers)")
     p.add_argument("--profile", default="", help="comma-separated actions: print where their time goes, and exit")
     args = p.parse_args()
     if args.markdown:
-        print(markdown(json.loads(Path(args.json).read_text())))
+        text = markdown(json.loads(Path(args.json).read_text()))
+        readme = REPO / "README.md"
+        begin, end = "<!-- benchmark figures: begin -->", "<!-- benchmark figures: end -->"
+        old = readme.read_text()
+        if begin in old and end in old:
+            head, rest = old.split(begin, 1)
+            readme.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+        print(text)
         return 0
     if args.profile:
         rows = profile(args.profile.split(","))

@@ -121,7 +121,8 @@ class Action:
                   "ssh_connections": ssh, "remote_commands": commands,
                   "startup_seconds": round(self.main_started - _process_start(), 4),
                   # the driver's own CPU time: what is left of the wall time is waiting (controller, hosts)
-                  "cpu_seconds": round(time.process_time(), 3)}
+                  "cpu_seconds": round(time.process_time(), 3),
+                  "remote_steps": self._hosts.steps() if self._hosts is not None else []}
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -87,6 +87,7 @@ COMMAND_TIMEOUT = 300
 class Host:
     def __init__(self, name: str, report: Report, timeout: float = COMMAND_TIMEOUT, connect_timeout: float = 20):
         self.commands = 0
+        self.steps: list[tuple[str, float]] = []       # (step, seconds) of each command: benchmarks
         self.connected = False
         self.name = name
         self.report = report
@@ -177,6 +178,7 @@ class Host:
         except DriverError as err:          # which step could not even start
             raise DriverError(f"{step}: {err}")
         self.commands += 1
+        started = time.monotonic()
         line = self._command_line(command)
         try:
             chan = client.get_transport().open_session(timeout=self.connect_timeout)
@@ -223,6 +225,7 @@ class Host:
             raise DriverError(f"{step} on {self.name}: {err}")
         finally:
             chan.close()
+            self.steps.append((step, round(time.monotonic() - started, 3)))
         result = Output(rc, bytes(out), bytes(err))
         if check and rc != 0:
             msg = " ".join(result.stderr.decode(errors="replace").split())[-500:] or "(no error output)"
@@ -294,6 +297,10 @@ class Hosts:
     def stats(self) -> tuple[int, int]:
         """(SSH connections made, remote commands run)."""
         return (sum(h.connected for h in self._hosts.values()), sum(h.commands for h in self._hosts.values()))
+
+    def steps(self) -> list[tuple[str, str, float]]:
+        """(host, step, seconds) of every command run."""
+        return [(h.name, step, secs) for h in self._hosts.values() for step, secs in h.steps]
 
     def close(self) -> None:
         for h in self._hosts.values():
