@@ -42,6 +42,14 @@ def integer(value: str, what: str) -> int:
     return int(value)
 
 
+def snapshot_id(value: str, what: str = "snapshot id") -> int:
+    """A snapshot id: 0 or more (oned numbers snapshots from 0; -1 means none, not one to act on)."""
+    n = integer(value, what)
+    if n < 0:
+        raise DriverError(f"invalid {what} '{value}': no snapshot given")
+    return n
+
+
 def valid_host(host: str) -> str:
     if not HOST_RE.match(host) or host.startswith("-"):
         raise DriverError(f"invalid host name '{host}'")

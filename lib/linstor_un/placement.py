@@ -34,11 +34,24 @@ class Scheduler:
         raise NotImplementedError
 
     # shared steps ---------------------------------------------------------------------------------
+    # each create says how to tell, after a lost reply, that the controller did apply it
+    def _defined(self, name: str) -> bool:
+        return self.api.resource_definition(name) is not None
+
+    def _sized(self, name: str) -> bool:
+        rd = self.api.resource_definition(name)
+        return rd is not None and rd.size_kib > 0
+
+    def _placed(self, name: str, nodes: Optional[list[str]] = None) -> bool:
+        have = {r.node.lower() for r in self.api.replicas(name) if not r.diskless}
+        return bool(have) and all(n.lower() in have for n in nodes or [])
+
     def _define(self, name: str, size_kib: int, resource_group: Optional[str] = None) -> None:
         self.api.do(f"create resource {name}", lambda c: c.resource_dfn_create(
-            name, resource_group=resource_group, layer_list=self.p.layer_list or None))
+            name, resource_group=resource_group, layer_list=self.p.layer_list or None),
+            done=lambda: self._defined(name))
         self.api.do(f"create volume of {name}", lambda c: c.volume_dfn_create(
-            name, size_kib, encrypt=self.p.encryption))
+            name, size_kib, encrypt=self.p.encryption), done=lambda: self._sized(name))
 
     def _filters(self) -> dict:
         return dict(storage_pool=self.p.storage_pools or None,
@@ -93,7 +106,8 @@ class GroupScheduler(Scheduler):
         rg = self.p.resource_group
         if not self.p.encryption and not (self.p.prefer_node and prefer_host):
             self.api.do(f"create resource {name} in group {rg}", lambda c: c.resource_group_spawn(
-                rg, name, [size_kib], partial=True, place_count=self.p.replica_count, **self._filters()))
+                rg, name, [size_kib], partial=True, place_count=self.p.replica_count, **self._filters()),
+                done=lambda: self._sized(name) and self._placed(name))
             return
         self._define(name, size_kib, resource_group=rg)
         self._prefer(name, prefer_host, size_kib)
@@ -112,7 +126,8 @@ class NodeListScheduler(Scheduler):
             best = max(here, key=lambda p: int(p.get("free_capacity") or 0))
             replicas.append(linstor.ResourceData(node, name, storage_pool=best["storage_pool_name"],
                                                  layer_list=self.p.layer_list or None))
-        self.api.do(f"place {name} on {' '.join(self.p.node_list)}", lambda c: c.resource_create(replicas))
+        self.api.do(f"place {name} on {' '.join(self.p.node_list)}", lambda c: c.resource_create(replicas),
+                    done=lambda: self._placed(name, self.p.node_list))
 
 
 class CountScheduler(Scheduler):

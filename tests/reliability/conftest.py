@@ -31,10 +31,15 @@ class Scenario:
     passed: int = 0
     seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    outcomes: dict = field(default_factory=dict)
 
     def run(self) -> None:
         """Count one run (call it before the run's checks: a failing check fails this run)."""
         self.runs += 1
+
+    def outcome(self, kind: str) -> None:
+        """How an accepted run ended (e.g. completed / failed cleanly), for the report."""
+        self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
 
 
 class Ledger:
@@ -54,7 +59,9 @@ class Ledger:
         for sc in rows:
             entry = old.setdefault(sc.name, {"checked": sc.checked, "runs": 0, "passed": 0, "seconds": 0.0})
             if entry.get("session") != SESSION:       # a new session replaces, parametrized tests add up
-                entry.update(runs=0, passed=0, seconds=0.0, session=SESSION)
+                entry.update(runs=0, passed=0, seconds=0.0, session=SESSION, outcomes={})
+            for kind, n in sc.outcomes.items():
+                entry["outcomes"][kind] = entry["outcomes"].get(kind, 0) + n
             entry["checked"] = sc.checked
             entry["runs"] += sc.runs
             entry["passed"] += sc.passed

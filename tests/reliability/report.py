@@ -13,9 +13,11 @@ BEGIN, END = "<!-- figures: begin -->", "<!-- figures: end -->"
 
 def table() -> str:
     results = json.loads((HERE / "results.json").read_text())
-    rows = ["| scenario | runs | passed | seconds | what was checked | run on |", "|---|---|---|---|---|---|"]
+    rows = ["| scenario | runs | passed | outcomes | seconds | what was checked | run on |",
+            "|---|---|---|---|---|---|---|"]
     for name, r in sorted(results.items()):
-        rows.append(f"| {name} | {r['runs']} | {r['passed']} | {r['seconds']} | {r['checked']} | "
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted((r.get("outcomes") or {}).items()))
+        rows.append(f"| {name} | {r['runs']} | {r['passed']} | {outcomes} | {r['seconds']} | {r['checked']} | "
                     f"{r.get('session', '')} |")
     return "\n".join(rows)
 

@@ -128,6 +128,7 @@ def lost_reply_matrix(env, sc, prepare, action, rename, base: int) -> dict:
                                   skip=earlier)
         result = action(run)
         env.lab.linstor.clear_faults()
+        sc.outcome("completed" if result.ok else "failed cleanly")
         if result.ok:
             outcomes["completed"] += 1
             assert shape(env, run) == expected, \
@@ -251,6 +252,7 @@ def test_ds_cp_survives_a_lost_reply_on_spawn(renv, scenario):
                           to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
     result = env.r.ds("cp", data, 130)
     env.lab.linstor.clear_faults()
+    sc.outcome("completed" if result.ok else "failed cleanly")
     if result.ok:
         assert result.stdout.split()[0] == "/dev/drbd/by-res/one-image-130/0"
         with env.lab.client() as c:

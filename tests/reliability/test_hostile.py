@@ -37,8 +37,10 @@ def markers(env) -> list[str]:
     return found
 
 
-def judge(env, result, before, what: str) -> str:
+def judge(env, result, before, what: str, sc=None) -> str:
     assert not markers(env), f"{what}: a command ran that should not have"
+    if sc is not None:
+        sc.outcome("handled" if result.ok else "refused")
     if result.ok:
         return "handled"
     errors = [ln for ln in result.stderr.strip().splitlines() if not ln.startswith("INFO")]
@@ -55,7 +57,7 @@ ATTRIBUTES = ["LS_CONTROLLERS", "LS_CERTFILE", "LS_KEYFILE", "LS_CAFILE", "RESOU
 
 def test_hostile_datastore_attributes(renv, scenario):
     env = renv
-    sc = scenario("hostile datastore attributes (22 attributes x 7 values) on mkimage and DS cp",
+    sc = scenario("hostile datastore attributes (22 attributes x 7 values) on mkimage, 4 of them on DS cp too",
                   "no marker file on the front-end or any host; a one-line error and the state before, "
                   "or correct handling")
     src = image_file(env, "hostile-images", 1)
@@ -72,14 +74,15 @@ def test_hostile_datastore_attributes(renv, scenario):
                 env.vm(vm, [Disk(0, SYSTEM_DS, size=8)])
                 before = state(env)
                 result = env.r.tm("mkimage", 8, "raw", f"node1:{disk_path(vm, 0)}", vm, SYSTEM_DS)
-                outcomes[judge(env, result, before, f"{attr}={value[:40]!r} mkimage")] += 1
+                outcomes[judge(env, result, before, f"{attr}={value[:40]!r} mkimage", sc)] += 1
                 if attr in ("BRIDGE_LIST", "STAGING_DIR", "LS_CONTROLLERS", "NODE_LIST"):
+                    sc.run()
                     before = state(env)
                     data = ds_action_data(to_xml(Image(vm, "a", IMAGE_DS, path=str(src), size=1,
                                                        format="qcow2" if attr == "STAGING_DIR" else "raw").element()),
                                           to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
                     result = env.r.ds("cp", data, vm)
-                    outcomes[judge(env, result, before, f"{attr}={value[:40]!r} cp")] += 1
+                    outcomes[judge(env, result, before, f"{attr}={value[:40]!r} cp", sc)] += 1
             finally:
                 for ds in (SYSTEM_DS, IMAGE_DS):
                     env.lab.oned.datastores[ds].template.pop(attr, None)
@@ -120,7 +123,7 @@ def test_hostile_arguments_and_image_fields(renv, scenario):
     for action, args in tm_cases:
         sc.run()
         before = state(env)
-        judge(env, env.r.tm(action, *args), before, f"{action} {args!r:.80}")
+        judge(env, env.r.tm(action, *args), before, f"{action} {args!r:.80}", sc)
 
     images = env.lab.workdir / "hostile-images2"
     images.mkdir(exist_ok=True)
@@ -132,10 +135,11 @@ def test_hostile_arguments_and_image_fields(renv, scenario):
                               ("mkfs", Image(480 + i, "x", IMAGE_DS, format=v, size=8, type=2)),
                               ("rm", Image(490 + i, "x", IMAGE_DS, source=f"/dev/drbd/by-res/{v}/0", size=8)),
                               ("snap_delete", Image(490 + i, "x", IMAGE_DS, source="/dev/drbd/by-res/one-image-1/0",
-                                                    size=8, target_snapshot=-1,
-                                                    template={"TARGET_SNAPSHOT": v}))):
+                                                    size=8, target_snapshot=v)),        # type: ignore[arg-type]
+                              ("snap_delete", Image(490 + i, "x", IMAGE_DS, source="/dev/drbd/by-res/one-image-1/0",
+                                                    size=8, target_snapshot=-1))):       # no target: refused
             sc.run()
             before = state(env)
             data = ds_action_data(to_xml(image.element()), to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
             result = env.r.ds(action, data, image.id)
-            judge(env, result, before, f"{action} {v[:40]!r}")
+            judge(env, result, before, f"{action} {v[:40]!r}", sc)
