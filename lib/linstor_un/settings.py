@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import DriverError
+from .one_input import HOST_RE
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 PROP_RE = re.compile(r"^[A-Za-z0-9_/.:-]+(=[^\s]*)?$")
@@ -32,6 +33,14 @@ def _names(attr: str, value: str) -> list[str]:
         if not NAME_RE.match(n):
             raise DriverError(f"datastore attribute {attr}: '{n}' is not a valid LINSTOR name")
     return names
+
+
+def _hosts(attr: str, value: str) -> list[str]:
+    hosts = _words(value)
+    for h in hosts:
+        if not HOST_RE.match(h) or h.startswith("-"):
+            raise DriverError(f"datastore attribute {attr}: '{h}' is not a host name")
+    return hosts
 
 
 def yes_no(attr: str, value: str) -> bool:
@@ -197,4 +206,4 @@ class DatastoreSettings:
         return cls(ds_id=ds_id, tm_mad=tm_mad,
                    connection=Connection(controllers, files["LS_CERTFILE"], files["LS_KEYFILE"], files["LS_CAFILE"]),
                    placement=placement, checkpoint_placement=checkpoint, clone_mode=clone_mode,
-                   bridge_list=[h for h in _words(g("BRIDGE_LIST"))], staging_dir=staging, dd_block_size=bs)
+                   bridge_list=_hosts("BRIDGE_LIST", g("BRIDGE_LIST")), staging_dir=staging, dd_block_size=bs)
