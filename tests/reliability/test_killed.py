@@ -50,6 +50,17 @@ def hang_command(env, host: str, command: str, marker: str) -> None:
     shim.chmod(0o755)
 
 
+def arm(env, kind: str, host: str, marker: str, method: str = "POST", path: str = r"/resources$"):
+    """Set up one kill point; returns its kill_when predicate. kind: a LINSTOR fault ("hang": the
+    request never reaches the controller's logic; "delay_after": applied, the reply withheld), or
+    the name of a host command that hangs on `host`."""
+    if kind in ("hang", "delay_after"):
+        env.lab.linstor.add_fault(path, kind, method=method, seconds=3600 if kind == "hang" else 30)
+        return when_request(env, method, path, after=0.3 if kind == "delay_after" else 0.0)
+    hang_command(env, host, kind, marker)
+    return when_running(env, host, marker)
+
+
 def unhang(env) -> None:
     env.lab.linstor.clear_faults()
     env.lab.clear_command_faults()
@@ -78,7 +89,6 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
                   "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
                   "resource, mark or safety snapshot left")
     img = env.image(200, data=PATTERN, nodes=["node2", "node3"])
-    hang = "before the call reaches LINSTOR"
 
     # ---- clone (copy mode): 4 points -------------------------------------------------------------
     points = [("hang", "POST", r"/resource-definitions$"),                     # creating the volume
@@ -88,12 +98,7 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     for i, (kind, method, path) in enumerate(points):
         vm = 2010 + i
         env.vm(vm, [Disk(0, IMAGE_DS, image_id=200, source=img.source, size=32)])
-        if kind == "dd":
-            hang_command(env, "node1", "dd", f"dd-{vm}")
-            kill = when_running(env, "node1", f"dd-{vm}")
-        else:
-            env.lab.linstor.add_fault(path, kind, method=method, seconds=3600 if kind == "hang" else 30)
-            kill = when_request(env, method, path, after=0.3 if kind == "delay_after" else 0.0)
+        kill = arm(env, kind, "node1", f"dd-{vm}", method, path)
 
         def check(vm=vm):
             assert env.read("node1", disk_path(vm, 0)) == PATTERN
@@ -106,12 +111,7 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     for i, kind in enumerate(("delay_after", "ln")):
         vm = 2020 + i
         env.vm(vm, [Disk(0, SYSTEM_DS, size=16)])
-        if kind == "ln":
-            hang_command(env, "node1", "ln", f"ln-{vm}")
-            kill = when_running(env, "node1", f"ln-{vm}")
-        else:
-            env.lab.linstor.add_fault(r"/resources$", "delay_after", method="POST", seconds=30)
-            kill = when_request(env, "POST", r"/resources$", after=0.3)
+        kill = arm(env, kind, "node1", f"ln-{vm}")
 
         def check(vm=vm):
             out = env.lab.host("node1").run_inside(f"blockdev --getsize64 {disk_path(vm, 0)}")
@@ -125,12 +125,7 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     env.lab.oned.datastores[IMAGE_DS].template["BRIDGE_LIST"] = "node2"
     for i, kind in enumerate(("delay_after", "dd")):
         image_id = 2030 + i
-        if kind == "dd":
-            hang_command(env, "node2", "dd", f"cp-{image_id}")
-            kill = when_running(env, "node2", f"cp-{image_id}")
-        else:
-            env.lab.linstor.add_fault(r"/resources$", "delay_after", method="POST", seconds=30)
-            kill = when_request(env, "POST", r"/resources$", after=0.3)
+        kill = arm(env, kind, "node2", f"cp-{image_id}")
         data = ds_action_data(to_xml(Image(image_id, "a", IMAGE_DS, path=str(src), size=16).element()),
                               to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
 
@@ -152,19 +147,13 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     vmo.lcm_state, vmo.state = "DISK_SNAPSHOT_REVERT_POWEROFF", "POWEROFF"
     vmo.disks[0].snapshots = [{"id": 0}, {"id": 1, "active": True}]
     env.lab.oned.add(vmo)
-    for kind in ("restore", "dd"):
+    for kind in ("hang", "dd"):
         env.lab.write_device("node1", path, b"B" * 4096)          # the guest wrote after both snapshots
-        if kind == "dd":
-            hang_command(env, "node1", "dd", f"revert-{vm}")
-            kill = when_running(env, "node1", f"revert-{vm}")
-        else:
-            env.lab.linstor.add_fault(r"/snapshot-restore-resource/", "hang", method="POST", seconds=3600)
-            kill = when_request(env, "POST", r"/snapshot-restore-resource/")
+        kill = arm(env, kind, "node1", f"revert-{vm}", path=r"/snapshot-restore-resource/")
 
         def check():
             assert env.read("node1", path) == PATTERN              # snapshot 0's bytes
-            snaps = env.lab.linstor.state()
-            assert snaps is not None
+            assert env.read("node1", path, 8 << 20) == b"\0" * 4096
         killed_then_rerun(env, sc, lambda k: env.r.tm("snap_revert", f"node1:{path}", 0, vm, IMAGE_DS,
                                                       kill_when=k), kill, check)
-    assert sc.runs == 10, hang
+    assert sc.runs == 10
