@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .errors import DriverError, HungCommand
 from .remote import Host, Shell
+
+if TYPE_CHECKING:                   # python-linstor is not for every action that runs host commands
+    from .linstor_api import Replica
 
 FILESYSTEMS = {"ext2": ["-F", "-q"], "ext3": ["-F", "-q"], "ext4": ["-F", "-q"], "xfs": ["-f", "-q"],
                "vfat": [], "btrfs": ["-f", "-q"]}
@@ -42,18 +45,19 @@ def unlink(host: Host, path: str, check: bool = False, remove_empty_dir: bool = 
         host.run(["rm", "-f", path], f"remove {path}", check=check)
 
 
-def other_links(host: Host, device: str, except_path: str, datastores: str) -> bool:
-    """True if another VM disk link on the host points at `device` (shared image in use elsewhere)."""
+def linked_elsewhere(host: Host, path: str) -> Callable[[Replica], bool]:
+    """For Attacher.detach: does a VM disk on `host` other than `path`
+    (<DATASTORE_LOCATION>/<ds>/<vm>/disk.<n>) link to the replica's device? One remote command,
+    run only when a diskless replica would go (a shared image in use elsewhere stays: BUG-15)."""
+    datastores = os.path.dirname(os.path.dirname(os.path.dirname(path)))
     script = ("for l in \"$1\"/*/*/disk.*; do [ -L \"$l\" ] || continue; [ \"$l\" = \"$2\" ] && continue; "
               "[ \"$(readlink \"$l\")\" = \"$3\" ] && echo \"$l\"; done; true")
-    out = host.run(["sh", "-c", script, "sh", datastores, except_path, device],
-                   f"look for other users of {device}", check=False)
-    return bool(out.stdout.strip())
 
-
-def datastores_root(vm_dir: str) -> str:
-    """<DATASTORE_LOCATION> from <DATASTORE_LOCATION>/<ds>/<vm>."""
-    return os.path.dirname(os.path.dirname(vm_dir))
+    def linked(replica: Replica) -> bool:
+        out = host.run(["sh", "-c", script, "sh", datastores, path, replica.device],
+                       f"look for other users of {replica.device}", check=False)
+        return bool(out.stdout.strip())
+    return linked
 
 
 def copy(host: Host, src: str, dst: str, sparse: bool, block_size: str = "64k") -> None:

@@ -215,9 +215,13 @@ class Linstor:
                                    size, data.get("flags", [])))
         return out
 
+    def definitions(self, *names: str) -> dict[str, Optional[ResourceDef]]:
+        """The named definitions in one request: name -> ResourceDef, or None if it does not exist."""
+        found = {rd.name.lower(): rd for rd in self.resource_definitions(list(names))}
+        return {n: found.get(n.lower()) for n in names}
+
     def resource_definition(self, name: str) -> Optional[ResourceDef]:
-        found = [rd for rd in self.resource_definitions([name]) if rd.name.lower() == name.lower()]
-        return found[0] if found else None
+        return self.definitions(name)[name]
 
     def replicas(self, name: str) -> list[Replica]:
         reply = self._call(f"list resources of {name}",

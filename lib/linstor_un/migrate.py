@@ -58,7 +58,7 @@ def run_hook(act, action: str, argv: list[str]) -> None:
                 rd = api.resource_definition(res)
                 if rd is not None and TWO_PRIMARIES in rd.props:
                     api.set_props(res, {}, delete=[TWO_PRIMARIES])
-                release(act, attacher, leaving, res, path, args.vm_dir)
+                release(act, attacher, leaving, res, path)
     if args.caller:
         return
     if action == "premigrate":
@@ -71,12 +71,11 @@ def run_hook(act, action: str, argv: list[str]) -> None:
         migrate_other(act, action, argv, vm, args)
 
 
-def release(act, attacher, host_name, res, path, vm_dir) -> None:
+def release(act, attacher, host_name, res, path) -> None:
     try:
         host = act.hosts[host_name]
         host_ops.unlink(host, path)
-        attacher.detach(host_name, res, still_linked=lambda replica: host_ops.other_links(
-            host, replica.device, path, host_ops.datastores_root(vm_dir)))
+        attacher.detach(host_name, res, host_ops.linked_elsewhere(host, path))
     except DriverError as err:
         act.report.info(f"{res} not released on {host_name}: {err}")
 
