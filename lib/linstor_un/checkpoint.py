@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import host_ops, names
-from .errors import DriverError
+from .errors import DriverError, NotFound
 from .one_api import Xml
 from .one_input import integer, valid_host, vmm_stdin
 from .placement import scheduler
@@ -128,10 +128,8 @@ def restore(act, argv: list[str]) -> None:
     api, host, res, domain, vm_id, host_name = r.api, r.host, r.resource, r.domain, r.vm_id, r.host_name
     try:
         device = act.attacher(r.settings).attach(host_name, res)
-    except DriverError as err:          # no existence read first: the attach tells
-        if "not found" in str(err).lower():
-            raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
-        raise
+    except NotFound:                    # no existence read first: the attach tells
+        raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()

@@ -9,5 +9,9 @@ class DriverError(Exception):
         super().__init__(" ".join(str(message).split()))   # oned wants one line
 
 
+class NotFound(DriverError):
+    """LINSTOR says the object a request named does not exist (FAIL_NOT_FOUND_*)."""
+
+
 class HungCommand(DriverError):
     """A host command gave no answer in time: what it did on the host is unknown."""

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import linstor
 from linstor import sharedconsts as C
 
-from .errors import DriverError
+from .errors import DriverError, NotFound
 from .report import Report
 from .settings import Connection
 
@@ -186,7 +186,9 @@ class Linstor:
         errors = [r for r in _errors(replies)
                   if (r.ret_code & C.MASK_BITS_CODE) not in {c & C.MASK_BITS_CODE for c in ok_codes}]
         if errors:
-            raise DriverError(f"{step}: {describe(errors)}")
+            # FAIL_NOT_FOUND_* (300-399): the object asked for does not exist; callers may say what it is
+            missing = all(300 <= (e.ret_code & C.MASK_BITS_CODE) < 400 for e in errors)
+            raise (NotFound if missing else DriverError)(f"{step}: {describe(errors)}")
         return replies
 
     def do(self, step: str, fn: Callable[[linstor.Linstor], object], ok_codes: tuple[int, ...] = (),
@@ -330,15 +332,10 @@ class Linstor:
     def create_snapshot(self, name: str, snap: str, exist_ok: bool = False) -> bool:
         """True if this call created it; with exist_ok an existing snapshot (a re-run) is no
         error: asking LINSTOR directly saves listing the snapshots first."""
-        step = f"snapshot {name} as {snap}"
-        replies = self._call(step, lambda c: c.snapshot_create(None, name, snap),
-                             done=lambda: any(s.name == snap for s in self.snapshots(name)))
-        errors = _errors(replies)
-        if exist_ok and errors and all((e.ret_code & C.MASK_BITS_CODE) == (C.FAIL_EXISTS_SNAPSHOT_DFN & C.MASK_BITS_CODE)
-                                       for e in errors):
-            return False
-        self._check(step, replies)
-        return True
+        replies = self.do(f"snapshot {name} as {snap}", lambda c: c.snapshot_create(None, name, snap),
+                          ok_codes=(C.FAIL_EXISTS_SNAPSHOT_DFN,) if exist_ok else (),
+                          done=lambda: any(s.name == snap for s in self.snapshots(name)))
+        return not _errors(replies)
 
     def delete_snapshot(self, name: str, snap: str) -> None:
         self._twice(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))

@@ -17,13 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from . import disks
+from . import disks, names
 from .errors import DriverError
 from .linstor_api import Linstor
 from .settings import DatastoreSettings
-
-
-SNAPSHOT_SIZE = re.compile(r"Aux/one/SNAPSHOT_(\d+)/DISK_SIZE")
 
 
 def capacity(api: Linstor, settings: DatastoreSettings) -> tuple[int, int, int]:
@@ -79,9 +76,9 @@ def _vm_disk_sizes(api: Linstor, ds_id: int) -> dict[int, list[str]]:
             continue
         out[vm_id].append(f"DISK_SIZE=[ID={disk_id},SIZE={max(sizes) // 1024}]")
         for key, value in sorted(rd.props.items()):
-            m = SNAPSHOT_SIZE.fullmatch(key) if key.startswith("Aux/one/SNAPSHOT_") else None
-            if m and value.isdigit():
-                out[vm_id].append(f"SNAPSHOT_SIZE=[ID={m.group(1)},DISK_ID={disk_id},SIZE={int(value) // 1024}]")
+            snap_id = names.snapshot_of_size_prop(key)
+            if snap_id is not None and value.isdigit():
+                out[vm_id].append(f"SNAPSHOT_SIZE=[ID={snap_id},DISK_ID={disk_id},SIZE={int(value) // 1024}]")
     return dict(out)
 
 

@@ -8,6 +8,7 @@ from .errors import DriverError
 SOURCE_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+:)?/dev/drbd/by-res/([A-Za-z_][A-Za-z0-9_-]{1,47})/\d+$")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 SNAP_RE = re.compile(r"^snapshot-(\d+)$")
+SNAP_SIZE_RE = re.compile(r"^Aux/one/SNAPSHOT_(\d+)/DISK_SIZE$")
 
 
 def image(image_id: int) -> str:
@@ -33,6 +34,12 @@ def snapshot_id(name: str):
 
 def snapshot_size_prop(snap_id: int) -> str:
     return f"Aux/one/SNAPSHOT_{snap_id}/DISK_SIZE"
+
+
+def snapshot_of_size_prop(key: str):
+    """The snapshot id a `snapshot_size_prop` key is for, or None for any other property."""
+    m = SNAP_SIZE_RE.match(key) if key.startswith("Aux/one/SNAPSHOT_") else None
+    return int(m.group(1)) if m else None
 
 
 def source(resource: str) -> str:

@@ -2,7 +2,6 @@
 system datastore monitor reports (`Aux/one/SNAPSHOT_<id>/DISK_SIZE`, KiB)."""
 from __future__ import annotations
 
-import re
 from typing import Callable, Optional
 
 from . import host_ops, names
@@ -37,7 +36,7 @@ def delete(api: Linstor, res: str, snap_id: int) -> None:
 def remove_volume(api: Linstor, rd, snaps: Optional[list[Snapshot]] = None) -> None:
     """Delete a volume: its snapshot size properties in one request, then the definition and its
     snapshots (rd: the ResourceDef the caller already read; snaps: its snapshots, if listed)."""
-    stale = [k for k in rd.props if re.fullmatch(r"Aux/one/SNAPSHOT_\d+/DISK_SIZE", k)]
+    stale = [k for k in rd.props if names.snapshot_of_size_prop(k) is not None]
     if stale:
         api.set_props(rd.name, {}, delete=stale)
     api.delete_definition(rd.name, snaps)
@@ -62,33 +61,30 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     report.info(f"{snap} is not the newest snapshot of {res}: restoring it through {res}-tmp")
     host = host_for()              # only this path copies bytes on a host
     tmp = f"{res}-tmp"
-    if api.resource_definition(tmp) is not None:
+    found = api.definitions(tmp, res)
+    if found[tmp] is not None:
         api.delete_definition(tmp)          # left by an earlier, interrupted revert
-    rd = api.resource_definition(res)
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)
+    safety_made = copied = False
     try:
-        api.restore_snapshot(res, snap, tmp, rd.resource_group if rd else None)
+        api.restore_snapshot(res, snap, tmp, found[res].resource_group if found[res] else None)
         # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
         dst_dev = attacher.borrow(host.name, res)
-        try:
-            src_dev = attacher.borrow(host.name, tmp)
-            # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
-            api.create_snapshot(res, safety)
-            try:
-                host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
-            except DriverError:
-                report.info(f"copy failed: rolling {res} back to its state before the revert")
-                attacher.give_back(host.name, tmp)
-                attacher.give_back(host.name, res)
-                api.rollback(res, safety)
-                raise
-            finally:
-                attacher.give_back(host.name, tmp)
-        finally:
-            attacher.give_back(host.name, res)
+        src_dev = attacher.borrow(host.name, tmp)
+        # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
+        safety_made = api.create_snapshot(res, safety)
+        host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
+        copied = True
     finally:
-        if any(s.name == safety for s in api.snapshots(res)):
-            api.delete_snapshot(res, safety)
-        api.delete_definition(tmp)
+        attacher.give_back(host.name, tmp)
+        attacher.give_back(host.name, res)      # detached first: LINSTOR rolls back only unused volumes
+        try:
+            if safety_made and not copied:
+                report.info(f"copy failed: rolling {res} back to its state before the revert")
+                api.rollback(res, safety)
+            if safety_made:                     # kept if the rollback failed: the state before
+                api.delete_snapshot(res, safety)
+        finally:
+            api.delete_definition(tmp)

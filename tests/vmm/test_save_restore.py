@@ -161,3 +161,14 @@ def test_a_fault_at_each_linstor_call_of_save_leaves_the_vm_running(venv):
         assert state(env, "node1", 5) == "running", f"VM not running after a fault at {method} {path}"
         assert set(env.rds()) == before, f"left over after a fault at {method} {path}"
     env.lab.host("node1").run_inside("virsh -c qemu:///system destroy one-5")
+
+
+def test_restore_without_a_checkpoint_volume_says_so(venv):
+    env = venv
+    vm = vm_with_disk(env, 7)
+    ckpt = f"/var/lib/one//datastores/{SYSTEM_DS}/7/checkpoint"
+    result = env.r.restore(ckpt, "node1", "one-7", 7, data(env, vm, "node1"))
+    assert result.rc != 0
+    assert "no checkpoint volume one-vm-7-checkpoint for VM 7" in result.stderr, result.stderr
+    assert state(env, "node1", 7) == "running"
+    env.lab.host("node1").run_inside("virsh -c qemu:///system destroy one-7")
