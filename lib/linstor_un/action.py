@@ -61,9 +61,8 @@ class Action:
     def hosts(self):
         if self._hosts is None:
             from .remote import COMMAND_TIMEOUT, Hosts
-            value = self.conf().get("SSH_COMMAND_TIMEOUT", "")
-            self._hosts = Hosts(self.report, float(value) if value.replace(".", "", 1).isdigit() and float(value) > 0
-                                else COMMAND_TIMEOUT)
+            from .settings import command_timeout
+            self._hosts = Hosts(self.report, command_timeout(self.conf(), COMMAND_TIMEOUT))
         return self._hosts
 
     def conf(self) -> dict:

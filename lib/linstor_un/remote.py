@@ -86,7 +86,6 @@ COMMAND_TIMEOUT = 300
 
 class Host:
     def __init__(self, name: str, report: Report, timeout: float = COMMAND_TIMEOUT, connect_timeout: float = 20):
-        self.commands = 0
         self.steps: list[tuple[str, float]] = []       # (step, seconds) of each command: benchmarks
         self.connected = False
         self.name = name
@@ -94,6 +93,10 @@ class Host:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._client = None         # paramiko.SSHClient, imported on first use (it is slow to import)
+
+    @property
+    def commands(self) -> int:
+        return len(self.steps)
 
     def _config(self) -> dict:
         paramiko = _paramiko()
@@ -177,7 +180,6 @@ class Host:
             client = self.connect()
         except DriverError as err:          # which step could not even start
             raise DriverError(f"{step}: {err}")
-        self.commands += 1
         started = time.monotonic()
         line = self._command_line(command)
         try:
@@ -236,9 +238,9 @@ class Host:
 def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
     """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys)."""
     import select
+    import time
     paramiko = _paramiko()
-    src.commands += 1
-    dst.commands += 1
+    started = time.monotonic()
     try:
         a = src.connect().get_transport().open_session(timeout=src.connect_timeout)
         b = dst.connect().get_transport().open_session(timeout=dst.connect_timeout)
@@ -276,6 +278,8 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
     finally:
         a.close()
         b.close()
+        for host in (src, dst):             # a command on each end
+            host.steps.append((step, round(time.monotonic() - started, 3)))
     if rc_a != 0 or rc_b != 0:
         msg = " ".join((a_err + b" " + b_err).decode(errors="replace").split())[-500:]
         raise DriverError(f"{step} from {src.name} to {dst.name} failed (exit {rc_a}/{rc_b}): {msg}")

@@ -85,6 +85,20 @@ def read_conf(path: Path) -> dict[str, str]:
     return out
 
 
+def command_timeout(conf: dict[str, str], default: float) -> float:
+    """linstor_un.conf SSH_COMMAND_TIMEOUT: seconds a host command that is not a bulk copy may run."""
+    value = conf.get("SSH_COMMAND_TIMEOUT", "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise DriverError(f"linstor_un.conf SSH_COMMAND_TIMEOUT: '{value}' is not a number of seconds")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Connection:
     controllers: list[str]
