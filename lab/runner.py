@@ -61,38 +61,36 @@ class OnedRunner:
              kill_when: Optional[Callable[[], bool]] = None) -> Result:
         """kill_when: polled while the action runs; when it says so, the action (its whole process
         group) gets SIGKILL, as a crash or `kill -9` of the driver would (rc -9)."""
-        env = {**self.env, **(extra_env or {})}
-        start = time.monotonic()
-        if kill_when is None:
-            proc = subprocess.run(command, shell=True, input=stdin, capture_output=True, env=env,
-                                  cwd=str(self.one_location / "var"), timeout=self.timeout)
-            out, err, rc = proc.stdout, proc.stderr, proc.returncode
-        else:
-            out, err, rc = self._run_until(command, stdin, env, kill_when)
-        result = Result(command, rc, out.decode(errors="replace"), err.decode(errors="replace"),
-                        time.monotonic() - start)
-        self.history.append(result)
-        return result
-
-    def _run_until(self, command: str, stdin: bytes, env: dict, kill_when: Callable[[], bool]):
         import os
         import signal
         import tempfile
+        env = {**self.env, **(extra_env or {})}
+        start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
                                     cwd=str(self.one_location / "var"), start_new_session=True)
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-            deadline = time.monotonic() + self.timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                if kill_when():
-                    os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except BrokenPipeError:                    # the action did not read it all: its business
+                pass
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.02)       # returns as soon as the action ends
                     break
-                time.sleep(0.02)
-            rc = proc.wait()
+                except subprocess.TimeoutExpired:
+                    if kill_when is not None and kill_when():
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    elif time.monotonic() - start > self.timeout:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        raise subprocess.TimeoutExpired(command, self.timeout)
             out.seek(0)
             err.seek(0)
-            return out.read(), err.read(), rc
+            result = Result(command, rc, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                            time.monotonic() - start)
+        self.history.append(result)
+        return result
 
     def _join(self, args: list[str]) -> str:
         if self.v < (5, 8, 0):

@@ -10,7 +10,7 @@ import time
 import urllib.request
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Optional, Sequence
+from typing import BinaryIO, Optional
 
 from .errors import DriverError
 from .linstor_api import Linstor, Replica
@@ -64,18 +64,20 @@ def clear_leftover(api: Linstor, res: str, report) -> None:
     api.delete_definition(res)
 
 
-def pick_bridge(api: Linstor, candidates: list[str], seed: int, replicas: Sequence[Replica] = ()) -> str:
-    """A LINSTOR node from BRIDGE_LIST (all nodes when empty), preferring one holding a disk among
-    `replicas` (the volume's listing): then no attach is needed, nor the node list."""
+def pick_bridge(api: Linstor, candidates: list[str], seed: int, resource: str) -> tuple[str, list[Replica]]:
+    """A LINSTOR node from BRIDGE_LIST (all nodes when empty) to work on `resource` through,
+    preferring one holding a disk of it (then no attach is needed, nor the node list); with the
+    resource's replica listing it read (for Attacher.borrow)."""
+    replicas = api.replicas(resource)
     diskful = {r.node.lower(): r.node for r in replicas if not r.diskless and r.usable}
     local = [h for h in candidates if h.lower() in diskful] if candidates else sorted(diskful.values())
     if local:
-        return local[seed % len(local)]
+        return local[seed % len(local)], replicas
     nodes = {n.lower(): n for n in api.node_names()}
     pool = [h for h in candidates if h.lower() in nodes] if candidates else sorted(nodes.values())
     if not pool:
         raise DriverError("no host of BRIDGE_LIST is a LINSTOR node")
-    return pool[seed % len(pool)]
+    return pool[seed % len(pool)], replicas
 
 
 def restricted(path: str, template: dict, home: str) -> bool:
