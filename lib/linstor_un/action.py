@@ -103,11 +103,11 @@ class Action:
     def close(self) -> None:
         for attacher in self._attachers:
             attacher.give_back_all()
+        self._write_stats()             # the sessions' counts, before they close
         if self._hosts is not None:
             self._hosts.close()
         for api in self._linstor.values():
             api.close()
-        self._write_stats()
 
     def _write_stats(self) -> None:
         """With LINSTOR_UN_STATS=<file>: one JSON line of what this action cost (benchmarks)."""

@@ -87,7 +87,6 @@ COMMAND_TIMEOUT = 300
 class Host:
     def __init__(self, name: str, report: Report, timeout: float = COMMAND_TIMEOUT, connect_timeout: float = 20):
         self.steps: list[tuple[str, float]] = []       # (step, seconds) of each command: benchmarks
-        self.connected = False
         self.name = name
         self.report = report
         self.timeout = timeout
@@ -97,6 +96,10 @@ class Host:
     @property
     def commands(self) -> int:
         return len(self.steps)
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
 
     def _config(self) -> dict:
         paramiko = _paramiko()
@@ -153,7 +156,6 @@ class Host:
             # bulk copies from a host (tar streams): a wide window, fewer round trips
             transport.default_window_size = 64 * 1024 * 1024
         self._client = client
-        self.connected = True
         return client
 
     def close(self) -> None:
