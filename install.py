@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
 """Install linstor_un into an OpenNebula front-end, or take it out again.
 
+    sudo python3 install.py --dry-run       # what would change: a summary, then the config hunks
     sudo python3 install.py                 # system layout: /etc/one, /var/lib/one/remotes
-    sudo python3 install.py --dry-run       # show the diff of every file it would change
-    sudo python3 install.py --uninstall     # remove exactly what it added
+    sudo python3 install.py --uninstall     # remove exactly what install.py added
     python3 install.py --one-location /opt/one   # self-contained install (ONE_LOCATION)
 
-What it does: copies the driver files into the remotes tree; installs the library and its
-dependencies into a virtual environment outside the remotes (which `onehost sync` copies to every
-host); writes linstor_un.conf only if there is none; adds linstor_un to oned.conf (TM_MAD,
-DATASTORE_MAD, the kvm VM_MAD's save/restore overrides, TM_MAD_CONF, DS_MAD_CONF) and to
-vmm_execrc's LIVE_DISK_SNAPSHOTS. Every other byte of those files stays as it was; every changed
-file is backed up and replaced atomically. A second run changes nothing.
+What it does, in this order, so that a failure leaves the front-end as it was:
+1. reads and checks everything first: oned.conf and vmm_execrc (live configuration only: comments
+   are never edited), the OpenNebula version, write permission on every file and directory it will
+   touch, save/restore overrides that would conflict;
+2. installs the library and its dependencies into a virtual environment outside the remotes
+   (which `onehost sync` copies to every host), skipped when it is already up to date, and checks
+   that the owner of OpenNebula (oneadmin) can run it;
+3. writes: the action files, linstor_un.conf (only if there is none), then oned.conf (TM_MAD,
+   DATASTORE_MAD, the save/restore overrides of every VM_MAD that runs KVM, TM_MAD_CONF,
+   DS_MAD_CONF) and vmm_execrc (LIVE_DISK_SNAPSHOTS). Every other byte stays as it was, whatever
+   the encoding or line endings. Replaced files are backed up outside the remotes; a failure while
+   writing puts back what was written;
+4. records what it added (list items, blocks, attributes, files, directories, the venv) so that
+   --uninstall removes exactly that and nothing the admin or the bash driver had.
 Only the standard library is used here, so it runs with the system's python3.
 """
 from __future__ import annotations
@@ -30,12 +38,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parent
 DRIVER = "linstor_un"
 MARK = "# linstor_un: added by install.py"
-OVERRIDES = "save=save_linstor_un,restore=restore_linstor_un"
+OVERRIDES = ["save=save_linstor_un", "restore=restore_linstor_un"]
 VMM_FILES = ["save_linstor_un", "restore_linstor_un"]
+STATE_NAME = "install-state.json"
+LIBRARY_CHECK = "import linstor_un.action, linstor_un.linstor_api, linstor, lxml.etree, paramiko"
 CONF_TEMPLATE = """\
 # linstor_un driver settings (KEY=VALUE). Datastore attributes override what they share.
 # Block size of the driver's dd copies.
@@ -52,6 +63,11 @@ class InstallError(Exception):
     pass
 
 
+def driver_version() -> str:
+    m = re.search(r'__version__\s*=\s*"([^"]+)"', (REPO / "lib" / DRIVER / "__init__.py").read_text())
+    return m.group(1) if m else "unknown"
+
+
 def version_tuple(text: str) -> tuple[int, int, int]:
     parts = [int(x) for x in re.findall(r"\d+", text)[:3]]
     if len(parts) < 2:
@@ -59,11 +75,480 @@ def version_tuple(text: str) -> tuple[int, int, int]:
     return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
 
 
+def dotted(version) -> str:
+    return ".".join(map(str, version))
+
+
+# ---- files kept byte for byte ---------------------------------------------------------------------
+@dataclass
+class TextFile:
+    """A configuration file as text that encodes back to the very same bytes (non-UTF-8 bytes are
+    carried as surrogates), with the line ending it mostly uses. `real` is where it really is."""
+    path: Path
+    real: Path
+    text: str
+    newline: str
+
+    @classmethod
+    def read(cls, path: Path) -> "TextFile":
+        real = Path(os.path.realpath(path))
+        try:
+            raw = real.read_bytes()
+        except FileNotFoundError:
+            raise InstallError(f"{path} not found (use --etc or --one-location)") from None
+        except OSError as err:
+            raise InstallError(f"cannot read {path}: {err.strerror}") from None
+        text = raw.decode("utf-8", "surrogateescape")
+        return cls(path, real, text, "\r\n" if text.count("\r\n") * 2 > text.count("\n") else "\n")
+
+    def encode(self, text: str) -> bytes:
+        return text.encode("utf-8", "surrogateescape")
+
+    def lines(self, *lines: str) -> str:
+        return "".join(line + self.newline for line in lines)
+
+
+def line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+# ---- oned.conf: a small parser of the live (uncommented) configuration ---------------------------
+@dataclass
+class Value:
+    text: str
+    start: int          # span of the text (inside the quotes when quoted)
+    end: int
+    quoted: bool
+
+
+@dataclass
+class Section:
+    """`NAME = [ KEY = value, ... ]` at the top level of oned.conf."""
+    name: str
+    start: int
+    close: int          # index of the closing ']'
+    attrs: dict[str, Value]
+
+    def get(self, key: str) -> Optional[str]:
+        v = self.attrs.get(key.upper())
+        return v.text if v else None
+
+    def named(self, name: str) -> bool:
+        return (self.get("NAME") or "").lower() == name.lower()
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class OnedConf:
+    def __init__(self, file: TextFile):
+        self.file = file
+        self.sections = list(self._parse(file.text))
+
+    def of(self, name: str) -> list[Section]:
+        return [s for s in self.sections if s.name.upper() == name]
+
+    def _parse(self, text: str):
+        i, n = 0, len(text)
+        while i < n:
+            i = self._skip(text, i, commas=False)
+            if i >= n:
+                break
+            m = _IDENT.match(text, i)
+            if not m:
+                i += 1                  # a stray character: oned would complain, we just read on
+                continue
+            j = self._skip_blank(text, m.end())
+            if j < n and text[j] == "=":
+                j = self._skip_blank(text, j + 1)
+                if j < n and text[j] == "[":
+                    section, i = self._section(text, m.group(), m.start(), j + 1)
+                    yield section
+                    continue
+                _, i = self._value(text, j)
+                continue
+            i = m.end()
+
+    def _section(self, text: str, name: str, start: int, i: int):
+        attrs: dict[str, Value] = {}
+        n = len(text)
+        while True:
+            i = self._skip(text, i, commas=True)
+            if i >= n:
+                raise InstallError(f"{self.file.path}: the {name} section at line {line_of(text, start)} "
+                                   f"is not closed")
+            if text[i] == "]":
+                return Section(name, start, i, attrs), i + 1
+            m = _IDENT.match(text, i)
+            if not m:
+                raise InstallError(f"{self.file.path}: cannot read the {name} section at line "
+                                   f"{line_of(text, i)}")
+            j = self._skip_blank(text, m.end())
+            if j >= n or text[j] != "=":
+                raise InstallError(f"{self.file.path}: '=' expected after {m.group()} at line {line_of(text, j)}")
+            value, i = self._value(text, self._skip_blank(text, j + 1))
+            attrs[m.group().upper()] = value
+
+    def _value(self, text: str, i: int):
+        if i < len(text) and text[i] == '"':
+            j = i + 1
+            while j < len(text) and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if j >= len(text):
+                raise InstallError(f"{self.file.path}: a string at line {line_of(text, i)} is not closed")
+            return Value(text[i + 1:j], i + 1, j, True), j + 1
+        m = re.compile(r"[^\s,\]#]*").match(text, i)
+        return Value(m.group(), i, m.end(), False), m.end()
+
+    @staticmethod
+    def _skip(text: str, i: int, commas: bool) -> int:
+        while i < len(text):
+            c = text[i]
+            if c == "#":
+                nl = text.find("\n", i)
+                i = len(text) if nl < 0 else nl + 1
+            elif c.isspace() or (commas and c == ","):
+                i += 1
+            else:
+                break
+        return i
+
+    @staticmethod
+    def _skip_blank(text: str, i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+
+# ---- MAD arguments ----------------------------------------------------------------------------------
+VALUE_FLAGS = {"-t", "-r", "-l", "-s", "-w", "-d", "-m", "-i", "-p", "-c", "-o", "-e"}
+
+
+@dataclass
+class Token:
+    text: str
+    start: int
+    end: int
+
+
+def tokens(args: str) -> list[Token]:
+    return [Token(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", args)]
+
+
+def flag_value(args: str, flag: str) -> Optional[Token]:
+    toks = tokens(args)
+    for a, b in zip(toks, toks[1:]):
+        if a.text == flag:
+            return b
+    return None
+
+
+def vmm_driver_dir(args: str) -> Optional[str]:
+    """The positional argument of one_vmm_exec: the remotes/vmm directory the VM_MAD runs."""
+    toks, skip = tokens(args), False
+    for t in toks:
+        if skip:
+            skip = False
+        elif t.text.startswith("-"):
+            skip = t.text in {"-t", "-r", "-l", "-s", "-w", "--threads", "--retries", "--local", "--shell",
+                              "--timeout"}
+        else:
+            return t.text
+    return None
+
+
+def add_items(args: str, flag: str, items: list[str]) -> tuple[str, list[str], bool]:
+    """Args with the items appended to the flag's comma list: (new args, items added, flag added).
+    Without the flag a `-d`/`-s` list means every driver is on: nothing to add."""
+    tok = flag_value(args, flag)
+    if tok is None:
+        if flag != "-l":
+            return args, [], False
+        return f"{args} {flag} {','.join(items)}", list(items), True
+    have = tok.text.split(",")
+    add = [i for i in items if i not in have]
+    if not add:
+        return args, [], False
+    new = ",".join([*filter(None, have), *add])
+    return args[:tok.start] + new + args[tok.end:], add, False
+
+
+def remove_items(args: str, flag: str, items: list[str], flag_added: bool) -> str:
+    tok = flag_value(args, flag)
+    if tok is None:
+        return args
+    have = tok.text.split(",")
+    for item in items:
+        if item in have:
+            del have[len(have) - 1 - have[::-1].index(item)]      # the last one: the one appended
+    if not have and flag_added:
+        toks = tokens(args)
+        flag_tok = next(t for t, nxt in zip(toks, toks[1:]) if t.text == flag and nxt.start == tok.start)
+        cut_from = flag_tok.start
+        while cut_from > 0 and args[cut_from - 1] in " \t":
+            cut_from -= 1
+        return args[:cut_from] + args[tok.end:]
+    return args[:tok.start] + ",".join(have) + args[tok.end:]
+
+
+# ---- the edits ------------------------------------------------------------------------------------
+def tm_conf_attrs(version) -> list[tuple[str, str]]:
+    attrs = [("NAME", DRIVER), ("LN_TARGET", "NONE"), ("CLONE_TARGET", "SYSTEM"), ("SHARED", "YES"),
+             ("DS_MIGRATE", "YES"), ("ALLOW_ORPHANS", "YES")]
+    if version < (6, 0, 0):
+        attrs.append(("DRIVER", "raw"))
+    if version >= (6, 8, 0):
+        attrs.append(("DISK_TYPE", "BLOCK"))       # oned reads the image DS disk type from here (6.8+)
+    if version >= (7, 2, 0):
+        # the default is NO: live migration to another system datastore and migration with disk
+        # snapshots are refused unless the driver says it supports them (it does: the volumes and
+        # their snapshots stay in LINSTOR, only the links and DS_ID move)
+        attrs += [("DS_LIVE_MIGRATE", "YES"), ("DS_MIGRATE_SNAP", "YES")]
+    return attrs
+
+
+def ds_conf_attrs() -> list[tuple[str, str]]:
+    return [("NAME", DRIVER), ("REQUIRED_ATTRS", ""), ("PERSISTENT_ONLY", "NO"), ("MARKETPLACE_ACTIONS", "export")]
+
+
+def block_text(f: TextFile, section: str, attrs: list[tuple[str, str]]) -> str:
+    body = ("," + f.newline).join(f'    {k} = "{v}"' for k, v in attrs)
+    return f.newline + f.lines(MARK, f"{section} = [") + body + f.newline + "]" + f.newline
+
+
+def legacy_block_text(section: str, version) -> str:
+    """What install.py wrote before it recorded its edits (uninstall of such an install)."""
+    if section == "TM_MAD_CONF":
+        attrs = ['NAME = "linstor_un"', 'LN_TARGET = "NONE"', 'CLONE_TARGET = "SYSTEM"', 'SHARED = "YES"',
+                 'DS_MIGRATE = "YES"', 'ALLOW_ORPHANS = "YES"']
+        if version >= (6, 8, 0):
+            attrs.append('DISK_TYPE = "BLOCK"')
+        if version < (6, 0, 0):
+            attrs.append('DRIVER = "raw"')
+        return f"\n{MARK}\nTM_MAD_CONF = [\n    " + ",\n    ".join(attrs) + "\n]\n"
+    return (f'\n{MARK}\nDS_MAD_CONF = [\n    NAME = "linstor_un",\n    REQUIRED_ATTRS = "",\n'
+            f'    PERSISTENT_ONLY = "NO",\n    MARKETPLACE_ACTIONS = "export"\n]\n')
+
+
+def kvm_vm_mads(conf: OnedConf) -> list[Section]:
+    """Every VM_MAD that runs the kvm driver scripts (kvm, and qemu since 6.0, or any the admin added)."""
+    out = []
+    for s in conf.of("VM_MAD"):
+        args = s.get("ARGUMENTS")
+        if args is not None and vmm_driver_dir(args) == "kvm" and s.get("NAME"):
+            out.append(s)
+    return out
+
+
+def override_conflicts(args: str) -> list[str]:
+    tok = flag_value(args, "-l")
+    if tok is None:
+        return []
+    ours = {o.split("=")[0]: o for o in OVERRIDES}
+    return [item for item in tok.text.split(",")
+            if item.split("=")[0].lower() in ours and item not in OVERRIDES]
+
+
+class Edits:
+    """Changes to one text, as (start, end, replacement) on the text read, applied at once."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.spans: dict[tuple[int, int], str] = {}
+
+    def replace(self, start: int, end: int, new: str) -> None:
+        """A later replacement of the same span supersedes the earlier one."""
+        self.spans[(start, end)] = new
+
+    def append(self, new: str) -> None:
+        end = (len(self.text), len(self.text))
+        self.spans[end] = self.spans.get(end, "") + new
+
+    def apply(self) -> str:
+        text = self.text
+        for (start, end), new in sorted(self.spans.items(), reverse=True):
+            text = text[:start] + new + text[end:]
+        return text
+
+
+def patch_oned(f: TextFile, version, record: dict) -> tuple[str, list[str]]:
+    """The new oned.conf text and what changed, in words. `record` is what an earlier run of this
+    install.py added (it is updated to what is added now)."""
+    conf = OnedConf(f)
+    if not conf.of("TM_MAD") or not conf.of("DATASTORE_MAD"):
+        raise InstallError(f"{f.path} has no TM_MAD or DATASTORE_MAD section: is this OpenNebula's oned.conf?")
+    kvms = kvm_vm_mads(conf)
+    for s in kvms:
+        bad = override_conflicts(s.get("ARGUMENTS") or "")
+        if bad:
+            raise InstallError(
+                f"{f.path} line {line_of(f.text, s.start)}: VM_MAD \"{s.get('NAME')}\" already overrides "
+                f"{', '.join(bad)} (-l); linstor_un needs {','.join(OVERRIDES)} there. Merge the two "
+                f"(e.g. call your script from {VMM_FILES[0]}) or remove yours, then run install.py again")
+    edits, said = Edits(f.text), []
+    lists = record.setdefault("lists", [])
+
+    def extend(section: Section, flag: str, items: list[str], key: dict) -> None:
+        value = section.attrs.get("ARGUMENTS")
+        if value is None or not value.quoted:
+            return
+        new, added, flag_added = add_items(value.text, flag, items)
+        if added:
+            edits.replace(value.start, value.end, new)
+            value.text = new                       # a second flag of the same section sees the first edit
+            entry = {**key, "flag": flag, "items": added, "flag_added": flag_added}
+            if entry not in lists:
+                lists.append(entry)
+            said.append(f"{key['section']}{' ' + key['name'] if key.get('name') else ''} {flag} "
+                        f"+{','.join(added)}")
+
+    for s in conf.of("TM_MAD"):
+        extend(s, "-d", [DRIVER], {"section": "TM_MAD"})
+    for s in conf.of("DATASTORE_MAD"):
+        extend(s, "-d", [DRIVER], {"section": "DATASTORE_MAD"})
+        extend(s, "-s", [DRIVER], {"section": "DATASTORE_MAD"})
+    for s in kvms:
+        extend(s, "-l", OVERRIDES, {"section": "VM_MAD", "name": s.get("NAME")})
+
+    blocks = record.setdefault("blocks", [])
+    attrs_added = record.setdefault("attributes", [])
+    for section, wanted in (("TM_MAD_CONF", tm_conf_attrs(version)), ("DS_MAD_CONF", ds_conf_attrs())):
+        ours = next((b for b in blocks if b["section"] == section), None)
+        existing = [s for s in conf.of(section) if s.named(DRIVER)]
+        new_block = block_text(f, section, wanted)
+        if ours and ours["text"] in f.text:
+            if ours["text"] != new_block:                    # another OpenNebula version: its block
+                at = f.text.index(ours["text"])
+                edits.replace(at, at + len(ours["text"]), new_block)
+                ours["text"] = new_block
+                said.append(f"{section} {DRIVER} updated for OpenNebula {dotted(version)}")
+            continue
+        if ours:
+            blocks.remove(ours)                          # edited by the admin since: theirs now
+        if not existing:
+            edits.append(new_block)
+            blocks.append({"section": section, "text": new_block})
+            said.append(f"{section} {DRIVER} added")
+            continue
+        # someone else's block (the bash driver's, or the admin's): add only what this version needs
+        block = existing[-1]
+        missing = [(k, v) for k, v in wanted if k not in block.attrs]
+        if not missing:
+            continue
+        last = max(block.attrs.values(), key=lambda v: v.end)
+        insert_at = last.end + (1 if last.quoted else 0)
+        text = "".join(f',{f.newline}    {k} = "{v}"' for k, v in missing)
+        edits.replace(insert_at, insert_at, text)
+        attrs_added.append({"section": section, "text": text})
+        said.append(f"{section} {DRIVER} (existing) +{','.join(k for k, _ in missing)}")
+    return edits.apply(), said
+
+
+def unpatch_oned(f: TextFile, record: dict) -> tuple[str, list[str]]:
+    conf = OnedConf(f)
+    edits, said = Edits(f.text), []
+    for entry in record.get("lists", []):
+        for s in conf.of(entry["section"]):
+            if entry.get("name") and not s.named(entry["name"]):
+                continue
+            value = s.attrs.get("ARGUMENTS")
+            if value is None:
+                continue
+            new = remove_items(value.text, entry["flag"], entry["items"], entry.get("flag_added", False))
+            if new != value.text:
+                edits.replace(value.start, value.end, new)
+                value.text = new
+                said.append(f"{entry['section']}{' ' + entry['name'] if entry.get('name') else ''} "
+                            f"{entry['flag']} -{','.join(entry['items'])}")
+    text = edits.apply()
+    for entry in record.get("attributes", []):
+        if entry["text"] in text:
+            text = text.replace(entry["text"], "", 1)
+            said.append(f"{entry['section']} {DRIVER}: attributes added by install.py removed")
+    for entry in record.get("blocks", []):
+        if entry["text"] in text:
+            text = text.replace(entry["text"], "", 1)
+            said.append(f"{entry['section']} {DRIVER} removed")
+        else:
+            print(f"install.py: the {entry['section']} block of {DRIVER} was edited since install: left in "
+                  f"{f.path}", file=sys.stderr)
+    return text, said
+
+
+# ---- vmm_execrc ---------------------------------------------------------------------------------------
+_ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+)?LIVE_DISK_SNAPSHOTS=", re.M)
+
+
+def live_snapshots_value(text: str) -> Optional[Value]:
+    """The value of the last live LIVE_DISK_SNAPSHOTS assignment (the one the shell keeps)."""
+    found = None
+    for m in _ASSIGNMENT.finditer(text):
+        i = m.end()
+        if i < len(text) and text[i] in "\"'":
+            close = text.find(text[i], i + 1)
+            if close < 0:
+                raise InstallError(f"vmm_execrc line {line_of(text, i)}: the LIVE_DISK_SNAPSHOTS quote is not closed")
+            found = Value(text[i + 1:close], i + 1, close, True)
+        else:
+            word = re.compile(r"[^\s;#]*").match(text, i)
+            found = Value(word.group(), i, word.end(), False)
+    return found
+
+
+def patch_execrc(f: TextFile, entries: list[str], record: dict) -> tuple[str, list[str]]:
+    value = live_snapshots_value(f.text)
+    if value is None:
+        text = f.text + ("" if f.text.endswith("\n") or not f.text else f.newline)
+        line = f.lines(MARK, f'LIVE_DISK_SNAPSHOTS="{" ".join(entries)}"')
+        record["assignment"] = line
+        return text + line, [f"LIVE_DISK_SNAPSHOTS added: {' '.join(entries)}"]
+    have = value.text.split()
+    add = [e for e in entries if e not in have]
+    if not add:
+        return f.text, []
+    record.setdefault("items", []).extend(add)
+    new = (value.text.rstrip() + " " if value.text.strip() else value.text) + " ".join(add)
+    if not value.quoted:
+        record["unquoted"] = value.text
+        new = f'"{new}"'
+    return f.text[:value.start] + new + f.text[value.end:], [f"LIVE_DISK_SNAPSHOTS +{' '.join(add)}"]
+
+
+def unpatch_execrc(f: TextFile, record: dict) -> tuple[str, list[str]]:
+    text, said = f.text, []
+    if record.get("assignment") and record["assignment"] in text:
+        return text.replace(record["assignment"], "", 1), ["LIVE_DISK_SNAPSHOTS assignment removed"]
+    value = live_snapshots_value(text)
+    if value is None or not record.get("items"):
+        return text, said
+    quoted_by_us = "unquoted" in record
+    start, end = (value.start - 1, value.end + 1) if quoted_by_us and value.quoted else (value.start, value.end)
+    words = value.text.split()
+    removed = []
+    for item in record["items"]:
+        if item in words:
+            words.remove(item)
+            removed.append(item)
+    if not removed:
+        return text, said
+    if quoted_by_us and " ".join(words) == record["unquoted"]:
+        new = record["unquoted"]
+    else:
+        new = value.text
+        for item in removed:
+            new = re.sub(rf"(^|\s+){re.escape(item)}(?=\s|$)", "", new, count=1)
+        if quoted_by_us and value.quoted:
+            new = f'"{new}"'
+    return text[:start] + new + text[end:], [f"LIVE_DISK_SNAPSHOTS -{' '.join(removed)}"]
+
+
+# ---- where things go ------------------------------------------------------------------------------
 @dataclass
 class Layout:
     etc: Path
     remotes: Path
     venv: Path
+    state_dir: Path
     version: tuple[int, int, int]
 
     @property
@@ -80,352 +565,554 @@ class Layout:
 
     @property
     def state_file(self) -> Path:
-        return self.remotes / "etc" / "datastore" / DRIVER / "install-state.json"
+        return self.state_dir / STATE_NAME
+
+    @property
+    def legacy_state_file(self) -> Path:
+        return self.remotes / "etc" / "datastore" / DRIVER / STATE_NAME
+
+    @property
+    def driver_dirs(self) -> list[Path]:
+        return [self.remotes / "datastore" / DRIVER, self.remotes / "tm" / DRIVER]
 
 
-# ---- oned.conf and vmm_execrc edits -------------------------------------------------------------
-def _blocks(text: str, name: str):
-    """(start, end) of every `NAME = [ ... ]` section (not in comments)."""
-    for m in re.finditer(rf"^[ \t]*{name}[ \t]*=[ \t]*\[", text, re.M):
-        end = text.find("]", m.end())
-        if end < 0:
-            raise InstallError(f"oned.conf: unterminated {name} section")
-        yield m.start(), end + 1
+def absolute(path: Optional[str]) -> Optional[Path]:
+    """Absolute, without resolving links (a venv's python is a link that must stay one)."""
+    return Path(os.path.abspath(os.path.expanduser(path))) if path else None
 
 
-def _arguments(text: str, start: int, end: int):
-    m = re.search(r'ARGUMENTS[ \t]*=[ \t]*"([^"]*)"', text[start:end])
-    if not m:
-        return None
-    return start + m.start(1), start + m.end(1), m.group(1)
-
-
-def _add_to_list(args: str, flag: str) -> str:
-    """Append linstor_un to the `-d`/`-s` list of a MAD's arguments (no flag: every driver is on)."""
-    m = re.search(rf"(^|\s){flag}\s+(\S+)", args)
-    if not m:
-        return args
-    items = m.group(2).split(",")
-    if DRIVER in items:
-        return args
-    return args[:m.end(2)] + "," + DRIVER + args[m.end(2):]
-
-
-def _remove_from_list(args: str, flag: str) -> str:
-    m = re.search(rf"(^|\s){flag}\s+(\S+)", args)
-    if not m or f",{DRIVER}" not in m.group(2):
-        return args
-    new = m.group(2).replace(f",{DRIVER}", "", 1)
-    return args[:m.start(2)] + new + args[m.end(2):]
-
-
-def _add_overrides(args: str) -> str:
-    m = re.search(r"(^|\s)-l\s+(\S+)", args)
-    if m:
-        have = m.group(2).split(",")
-        keys = {x.split("=")[0].lower() for x in have}
-        add = [x for x in OVERRIDES.split(",") if x.split("=")[0] not in keys]
-        if not add:
-            return args
-        return args[:m.end(2)] + "," + ",".join(add) + args[m.end(2):]
-    return args + f" -l {OVERRIDES}"
-
-
-def _remove_overrides(args: str) -> str:
-    if args.endswith(f" -l {OVERRIDES}"):
-        return args[: -len(f" -l {OVERRIDES}")]
-    return args.replace(f",{OVERRIDES}", "", 1)
-
-
-def tm_conf_block(version: tuple[int, int, int]) -> str:
-    attrs = ['NAME = "linstor_un"', 'LN_TARGET = "NONE"', 'CLONE_TARGET = "SYSTEM"', 'SHARED = "YES"',
-             'DS_MIGRATE = "YES"', 'ALLOW_ORPHANS = "YES"']
-    if version >= (6, 8, 0):
-        attrs.append('DISK_TYPE = "BLOCK"')
-    if version < (6, 0, 0):
-        attrs.append('DRIVER = "raw"')
-    return f"\n{MARK}\nTM_MAD_CONF = [\n    " + ",\n    ".join(attrs) + "\n]\n"
-
-
-def ds_conf_block() -> str:
-    return (f'\n{MARK}\nDS_MAD_CONF = [\n    NAME = "linstor_un",\n    REQUIRED_ATTRS = "",\n'
-            f'    PERSISTENT_ONLY = "NO",\n    MARKETPLACE_ACTIONS = "export"\n]\n')
-
-
-def _has_named(text: str, section: str) -> bool:
-    for start, end in _blocks(text, section):
-        if re.search(r'NAME[ \t]*=[ \t]*"linstor_un"', text[start:end]):
-            return True
-    return False
-
-
-def _edit_args(text: str, section: str, edit, pick=None) -> str:
-    for start, end in reversed(list(_blocks(text, section))):
-        if pick and not pick(text[start:end]):
-            continue
-        found = _arguments(text, start, end)
-        if found:
-            a, b, args = found
-            text = text[:a] + edit(args) + text[b:]
-    return text
-
-
-def _is_kvm(block: str) -> bool:
-    return re.search(r'NAME[ \t]*=[ \t]*"kvm"', block) is not None
-
-
-def patch_oned(text: str, version) -> str:
-    if not list(_blocks(text, "TM_MAD")) or not list(_blocks(text, "DATASTORE_MAD")):
-        raise InstallError("oned.conf has no TM_MAD or DATASTORE_MAD section: is this OpenNebula's oned.conf?")
-    text = _edit_args(text, "TM_MAD", lambda a: _add_to_list(a, "-d"))
-    text = _edit_args(text, "DATASTORE_MAD", lambda a: _add_to_list(_add_to_list(a, "-d"), "-s"))
-    text = _edit_args(text, "VM_MAD", _add_overrides, pick=_is_kvm)
-    if not _has_named(text, "TM_MAD_CONF"):
-        text += tm_conf_block(version)          # appended as is: uninstall takes out exactly this
-    if not _has_named(text, "DS_MAD_CONF"):
-        text += ds_conf_block()
-    return text
-
-
-def unpatch_oned(text: str, version) -> str:
-    text = _edit_args(text, "TM_MAD", lambda a: _remove_from_list(a, "-d"))
-    text = _edit_args(text, "DATASTORE_MAD", lambda a: _remove_from_list(_remove_from_list(a, "-d"), "-s"))
-    text = _edit_args(text, "VM_MAD", _remove_overrides, pick=_is_kvm)
-    for block in (tm_conf_block(version), ds_conf_block()):
-        text = text.replace(block, "", 1)
-    return text
-
-
-def execrc_entries(version) -> list[str]:
-    return ["kvm-linstor_un"] + (["qemu-linstor_un"] if version >= (6, 8, 0) else [])
-
-
-def patch_execrc(text: str, version) -> str:
-    m = re.search(r'^(LIVE_DISK_SNAPSHOTS=")([^"]*)(")', text, re.M)
-    if not m:
-        return text.rstrip("\n") + "\n" + f'LIVE_DISK_SNAPSHOTS="{" ".join(execrc_entries(version))}"\n'
-    have = m.group(2).split()
-    add = [e for e in execrc_entries(version) if e not in have]
-    if not add:
-        return text
-    return text[:m.end(2)] + "".join(" " + e for e in add) + text[m.end(2):]
-
-
-def unpatch_execrc(text: str, version) -> str:
-    for e in execrc_entries(version):
-        text = text.replace(" " + e, "", 1)
-    return text
-
-
-# ---- files ----------------------------------------------------------------------------------------
-@dataclass
-class Plan:
-    layout: Layout
-    dry_run: bool
-    owner: tuple[int, int] | None
-    changes: list[str] = field(default_factory=list)
-    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
-
-    def write(self, path: Path, new: str, mode: int = 0o644) -> bool:
-        old = path.read_text() if path.exists() else None
-        if old == new:
-            return False
-        self.changes.append(str(path))
-        if self.dry_run:
-            sys.stdout.writelines(difflib.unified_diff((old or "").splitlines(True), new.splitlines(True),
-                                                       f"{path} (now)", f"{path} (after)"))
-            return True
-        if old is not None:
-            shutil.copy2(path, path.with_name(f"{path.name}.{DRIVER}-{self.stamp}.bak"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def find_layout(args) -> Layout:
+    base = absolute(args.one_location or os.environ.get("ONE_LOCATION"))
+    etc = absolute(args.etc) or (base / "etc" if base else Path("/etc/one"))
+    remotes = absolute(args.remotes) or (base / "var" / "remotes" if base else Path("/var/lib/one/remotes"))
+    venv = absolute(args.venv) or (base / "lib" / DRIVER / "venv" if base else Path(f"/usr/lib/one/{DRIVER}/venv"))
+    state_dir = absolute(args.state_dir) or remotes.parent / DRIVER
+    if args.one_version:
+        version = version_tuple(args.one_version)
+    else:
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(new)
-            if old is not None:
-                st = path.stat()
+            version = version_tuple((remotes / "VERSION").read_text())
+        except OSError:
+            raise InstallError(f"{remotes}/VERSION not found: give the OpenNebula version with --one-version")
+    if version < (5, 6, 0) or version >= (8, 0, 0):
+        raise InstallError(f"OpenNebula {dotted(version)} is not supported (5.6 to 7.x)")
+    return Layout(etc, remotes, venv, state_dir, version)
+
+
+def load_state(layout: Layout) -> dict:
+    for path in (layout.state_file, layout.legacy_state_file):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "oned" not in state:
+            state = legacy_record(state, layout)
+        return state
+    return {}
+
+
+def legacy_record(old: dict, layout: Layout) -> dict:
+    """An install by the install.py that recorded only the venv, the conf and the version: what it
+    added is known from its rules."""
+    version = tuple(old.get("version") or layout.version)
+    return {
+        "legacy": True,
+        "version": list(version),
+        "venv": old.get("venv"),
+        "venv_created": bool(old.get("venv")),
+        "conf_created": old.get("conf_created"),
+        "oned": {"lists": [{"section": "TM_MAD", "flag": "-d", "items": [DRIVER]},
+                           {"section": "DATASTORE_MAD", "flag": "-d", "items": [DRIVER]},
+                           {"section": "DATASTORE_MAD", "flag": "-s", "items": [DRIVER]},
+                           {"section": "VM_MAD", "name": "kvm", "flag": "-l", "items": OVERRIDES,
+                            "flag_added": True}],
+                 "blocks": [{"section": s, "text": legacy_block_text(s, version)}
+                            for s in ("TM_MAD_CONF", "DS_MAD_CONF")]},
+        "execrc": {"items": ["kvm-linstor_un"] + (["qemu-linstor_un"] if version >= (6, 8, 0) else [])},
+        "files": {},
+        "dirs": [str(d) for d in layout.driver_dirs],
+    }
+
+
+# ---- writing, undone on failure -------------------------------------------------------------------
+def owner_ids(name: Optional[str]) -> Optional[tuple[int, int, str]]:
+    try:
+        pw = pwd.getpwnam(name or "oneadmin")
+        return pw.pw_uid, pw.pw_gid, pw.pw_name
+    except KeyError:
+        if name:
+            raise InstallError(f"user {name} does not exist") from None
+        return None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+class Transaction:
+    """Every write of a run: backed up first (outside the remotes), undone in reverse on failure."""
+
+    def __init__(self, layout: Layout, owner, dry_run: bool):
+        self.layout, self.owner, self.dry_run = layout, owner, dry_run
+        self.undo: list[Callable[[], None]] = []
+        self.created_dirs: list[Path] = []
+        self.backup_dir: Optional[Path] = None
+        self.changed: list[str] = []
+
+    def backups(self) -> Path:
+        if self.backup_dir is None:
+            root = self.layout.state_dir / "backups"
+            self.makedirs(root, private=True)
+            self.backup_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+            made = self.backup_dir
+            self.undo.append(lambda: shutil.rmtree(made, ignore_errors=True))
+        return self.backup_dir
+
+    def backup_path(self, path: Path) -> Path:
+        return self.backups() / str(path).lstrip("/")
+
+    def makedirs(self, path: Path, private: bool = False) -> None:
+        missing = []
+        p = path
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir(mode=0o700 if private else 0o755)
+            self.chown(d)
+            self.created_dirs.append(d)
+            self.undo.append(lambda d=d: d.rmdir() if d.exists() and not any(d.iterdir()) else None)
+
+    def chown(self, path) -> None:
+        if self.owner and os.geteuid() == 0:
+            os.chown(path, self.owner[0], self.owner[1], follow_symlinks=False)
+
+    def write(self, path: Path, data: bytes, mode: int = 0o644) -> None:
+        real = Path(os.path.realpath(path))
+        old = real.read_bytes() if real.exists() else None
+        if old == data:
+            return
+        self.changed.append(str(path))
+        if old is not None:
+            saved = self.backup_path(real)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(real, saved)
+            self.undo.append(lambda: self._put(real, saved.read_bytes(), saved))
+        else:
+            self.makedirs(real.parent)
+            self.undo.append(lambda: real.unlink(missing_ok=True))
+        self._put(real, data, None, mode)
+
+    def _put(self, real: Path, data: bytes, like: Optional[Path], mode: int = 0o644) -> None:
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            ref = real if real.exists() else like
+            if ref is not None:
+                st = ref.stat()
                 os.chmod(tmp, st.st_mode & 0o7777)
-                _chown(tmp, (st.st_uid, st.st_gid))
+                if os.geteuid() == 0:
+                    os.chown(tmp, st.st_uid, st.st_gid)
             else:
                 os.chmod(tmp, mode)
-                _chown(tmp, self.owner)
-            os.replace(tmp, path)
+                self.chown(tmp)
+            os.replace(tmp, real)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        return True
+
+    def move_away(self, path: Path, name: str) -> Path:
+        """Moves a directory into this run's backups (the bash driver's files)."""
+        dest = self.backups() / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(dest))
+        self.undo.append(lambda: shutil.move(str(dest), str(path)))
+        self.changed.append(str(path))
+        return dest
+
+    def remove(self, path: Path) -> None:
+        if not path.exists() and not path.is_symlink():
+            return
+        self.changed.append(str(path))
+        if self.dry_run:
+            return
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+    def rollback(self) -> None:
+        for step in reversed(self.undo):
+            try:
+                step()
+            except OSError as err:
+                print(f"install.py: could not undo a step: {err}", file=sys.stderr)
+        self.undo.clear()
 
 
-def _chown(path, owner) -> None:
-    if owner and os.geteuid() == 0:
-        os.chown(path, *owner)
+def check_writable(paths: list[Path]) -> None:
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        target = real if real.exists() else nearest_existing(real)
+        if not os.access(target, os.W_OK):
+            raise InstallError(f"no permission to write {target} (run as root or as the owner of OpenNebula)")
+        if real.exists() and not os.access(real.parent, os.W_OK):
+            raise InstallError(f"no permission to write in {real.parent}, where {path} is replaced atomically")
 
 
-def driver_files(layout: Layout, python: str) -> dict[Path, str]:
+# ---- the library's virtual environment ------------------------------------------------------------
+def library_fingerprint(python: str) -> str:
+    h = hashlib.sha256(python.encode())
+    for f in sorted((REPO / "lib").rglob("*.py")) + [REPO / "pyproject.toml"]:
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def default_base_python() -> str:
+    """Debian's interpreter, which every user can run, before whatever python ran this script."""
+    for candidate in ("/usr/bin/python3",):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
+
+
+def run_as(owner, cmd: list[str], what: str) -> None:
+    kwargs = {}
+    if owner and os.geteuid() == 0 and owner[0] != 0:
+        kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
+    who = f" as {owner[2]}" if kwargs else ""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", env={"PATH": "/usr/bin:/bin"}, **kwargs)
+    except OSError as err:
+        raise InstallError(f"{what}{who} failed: {err.strerror}") from None
+    if done.returncode != 0:
+        lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
+        detail = lines[-1] if lines else f"exit code {done.returncode}"
+        raise InstallError(f"{what}{who} failed: {detail}")
+
+
+def step(message: str) -> float:
+    print(message, flush=True)
+    return time.monotonic()
+
+
+def run_step(cmd: list[str], what: str) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if re.search(r"error|not found|no matching|denied", ln, re.I)]
+        detail = " / ".join(dict.fromkeys((errors[:1] + lines[-1:]))) if lines else f"exit code {done.returncode}"
+        raise InstallError(f"{what} failed: {detail}")
+
+
+def ensure_venv(tx: Transaction, args, state: dict) -> tuple[str, bool]:
+    """The interpreter the action files run with, and whether the venv is new in this run."""
+    layout = tx.layout
+    if args.python:
+        python = str(absolute(args.python))
+        if not os.access(python, os.X_OK):
+            raise InstallError(f"--python {python} is not an executable")
+        run_as(tx.owner, [python, "-c", LIBRARY_CHECK], f"checking that {python} has the library")
+        return python, False
+    python = str(layout.venv / "bin" / "python3")
+    fingerprint = library_fingerprint(args.base_python)
+    if tx.dry_run:
+        up_to_date = state.get("fingerprint") == fingerprint and Path(python).exists()
+        print(f"library: {'up to date in' if up_to_date else 'would be installed into'} {layout.venv}")
+        return python, False
+    created = False
+    if Path(python).exists() and state.get("fingerprint") == fingerprint:
+        try:
+            run_as(tx.owner, [python, "-c", LIBRARY_CHECK], "checking the installed library")
+            print(f"library: up to date in {layout.venv}")
+            return python, False
+        except InstallError:
+            pass                                    # broken since: install again
+    if not layout.venv.exists():
+        t0 = step(f"creating the virtual environment {layout.venv} (with {args.base_python}) ...")
+        tx.makedirs(layout.venv.parent)
+        venv_cmd = [args.base_python, "-m", "venv", str(layout.venv)]
+        if args.system_site_packages:
+            venv_cmd.append("--system-site-packages")
+        tx.undo.append(lambda: shutil.rmtree(layout.venv, ignore_errors=True))
+        run_step(venv_cmd, f"creating the virtual environment (is python3-venv installed for {args.base_python}?)")
+        created = True
+        tx.chown(layout.venv)
+        run_as(tx.owner, [python, "-c", "import sys"],
+               f"running {python}, which links to {os.path.realpath(python)} (the owner of OpenNebula must be "
+               f"able to run it: use --base-python /usr/bin/python3)")
+        print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="linstor_un-build-") as build:
+        # pip builds from a copy: the checkout may belong to someone else or be read-only
+        src = Path(build) / "src"
+        src.mkdir()
+        for name in ("lib", "pyproject.toml", "README.md"):
+            item = REPO / name
+            if item.is_dir():
+                shutil.copytree(item, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            elif item.exists():
+                shutil.copy(item, src / name)
+        pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-cache-dir",
+               "--upgrade"]
+        if args.wheels:
+            pip += ["--no-index", "--find-links", str(absolute(args.wheels))]
+        if args.no_deps:
+            pip.append("--no-deps")
+        t0 = step("installing the library and its dependencies (python-linstor, lxml, paramiko)"
+                  + (f" offline from {args.wheels}" if args.wheels else "") + " ... (20-60 s)")
+        run_step(pip + [str(src)], "installing the library and its dependencies"
+                 + (f" (offline from {args.wheels})" if args.wheels else ""))
+        print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
+    if tx.owner and os.geteuid() == 0:
+        for root, dirs, files in os.walk(layout.venv):
+            for name in dirs + files:
+                tx.chown(os.path.join(root, name))
+        tx.chown(layout.venv)
+    run_as(tx.owner, [python, "-c", LIBRARY_CHECK],
+           f"running the installed library with {python} (its interpreter must be readable by the owner of "
+           f"OpenNebula: use --base-python /usr/bin/python3)")
+    state["fingerprint"] = fingerprint
+    return python, created
+
+
+# ---- the driver files ---------------------------------------------------------------------------------
+def driver_files(layout: Layout, python: str) -> dict[Path, bytes]:
     """Installed path -> content, with the interpreter of the driver's environment."""
     out = {}
-    pairs = [(REPO / "datastore" / DRIVER, layout.remotes / "datastore" / DRIVER),
-             (REPO / "tm" / DRIVER, layout.remotes / "tm" / DRIVER)]
-    for src_dir, dst_dir in pairs:
-        for f in sorted(src_dir.iterdir()):
+    for sub in ("datastore", "tm"):
+        for f in sorted((REPO / sub / DRIVER).iterdir()):
             if f.is_file():
-                out[dst_dir / f.name] = _with_interpreter(f.read_text(), python)
+                out[layout.remotes / sub / DRIVER / f.name] = with_interpreter(f.read_bytes(), python)
     for name in VMM_FILES:
-        out[layout.remotes / "vmm" / "kvm" / name] = _with_interpreter((REPO / "vmm" / "kvm" / name).read_text(),
-                                                                       python)
+        out[layout.remotes / "vmm" / "kvm" / name] = with_interpreter((REPO / "vmm" / "kvm" / name).read_bytes(),
+                                                                      python)
     return out
 
 
-def _with_interpreter(text: str, python: str) -> str:
-    if text.startswith("#!") and "python" in text.split("\n", 1)[0]:
-        return f"#!{python}\n" + text.split("\n", 1)[1]
-    return text
+def with_interpreter(data: bytes, python: str) -> bytes:
+    first, _, rest = data.partition(b"\n")
+    if first.startswith(b"#!") and b"python" in first:
+        return f"#!{python}\n".encode() + rest
+    return data
 
 
 def is_bash_driver(layout: Layout) -> bool:
     return (layout.remotes / "datastore" / DRIVER / "linstor_utils.sh").exists()
 
 
-def make_venv(plan: Plan, args) -> str:
-    layout = plan.layout
-    if args.python:
-        return args.python
-    python = layout.venv / "bin" / "python3"
-    if plan.dry_run:
-        print(f"would install the library into {layout.venv}")
-        return str(python)
-    if not python.exists():
-        cmd = [args.base_python, "-m", "venv", str(layout.venv)]
-        if args.system_site_packages:
-            cmd.append("--system-site-packages")
-        _run(cmd, "creating the virtual environment")
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    if args.wheels:
-        pip += ["--no-index", "--find-links", args.wheels]
-    if args.no_deps:
-        pip.append("--no-deps")
-    _run(pip + [str(REPO)], "installing the library and its dependencies"
-         + (" (offline from " + args.wheels + ")" if args.wheels else ""))
-    _run([str(python), "-c", "import linstor_un, linstor, paramiko, lxml"], "checking the installed library")
-    return str(python)
+# ---- install and uninstall ------------------------------------------------------------------------
+@dataclass
+class Result:
+    changed: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    backup_dir: Optional[Path] = None
+    layout: Optional[Layout] = None
 
 
-def _run(cmd: list[str], what: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise InstallError(f"{what} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+def show_diff(path: Path, old: str, new: str) -> None:
+    shown = [ln.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+             for ln in difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                            f"{path} (now)", f"{path} (after)")]
+    sys.stdout.writelines(ln if ln.endswith("\n") else ln + "\n" for ln in shown)
 
 
-def install(args) -> Plan:
+def install(args) -> Result:
     layout = find_layout(args)
-    plan = Plan(layout, args.dry_run, owner(args.owner))
-    for path in (layout.oned_conf, layout.vmm_execrc):
-        if not path.exists():
-            raise InstallError(f"{path} not found (use --etc or --one-location)")
-        if not args.dry_run and not os.access(path, os.W_OK):
-            raise InstallError(f"no permission to change {path} (run as root or as the owner of OpenNebula)")
+    owner = owner_ids(args.owner)
     state = load_state(layout)
-    python = make_venv(plan, args)
-    if is_bash_driver(layout):
-        print("found the bash linstor_un driver: its files are replaced (backed up), its linstor_un.conf is kept")
-        if not args.dry_run:
-            for sub in ("datastore", "tm"):
-                d = layout.remotes / sub / DRIVER
-                shutil.copytree(d, d.with_name(f"{DRIVER}.bash-{plan.stamp}.bak"))
-                shutil.rmtree(d)
-    for path, content in driver_files(layout, python).items():
-        plan.write(path, content, 0o755)
-    if not layout.conf_file.exists():
-        plan.write(layout.conf_file, CONF_TEMPLATE)
-        state["conf_created"] = hashlib.sha256(CONF_TEMPLATE.encode()).hexdigest()
-    oned = layout.oned_conf.read_text()
-    plan.write(layout.oned_conf, patch_oned(oned, layout.version))
-    execrc = layout.vmm_execrc.read_text()
-    plan.write(layout.vmm_execrc, patch_execrc(execrc, layout.version))
+    state.pop("legacy", None)             # what the older install.py added is taken over as recorded
+    oned, execrc = TextFile.read(layout.oned_conf), TextFile.read(layout.vmm_execrc)
+    oned_record = json.loads(json.dumps(state.get("oned", {})))
+    execrc_record = json.loads(json.dumps(state.get("execrc", {})))
+    new_oned, said_oned = patch_oned(oned, layout.version, oned_record)
+    entries = [f"{s.get('NAME')}-{DRIVER}" for s in kvm_vm_mads(OnedConf(oned))] or [f"kvm-{DRIVER}"]
+    new_execrc, said_execrc = patch_execrc(execrc, entries, execrc_record)
+    files_at = driver_files(layout, "/PYTHON")            # paths only, for the permission check
+    targets = [layout.oned_conf, layout.vmm_execrc, layout.conf_file, layout.state_file, *files_at]
+    if not args.python:
+        targets.append(layout.venv)
     if not args.dry_run:
-        state.update({"venv": str(layout.venv) if not args.python else None, "version": list(layout.version)})
-        save_state(layout, state, plan.owner)
-    return plan
+        check_writable(targets)
+
+    tx = Transaction(layout, owner, args.dry_run)
+    result = Result(layout=layout, said=said_oned + said_execrc)
+    try:
+        python, venv_created = ensure_venv(tx, args, state)
+        files = driver_files(layout, python)
+        conf_new = not layout.conf_file.exists()
+        bash = is_bash_driver(layout)
+        if args.dry_run:
+            return dry_run_report(args, layout, result, files, conf_new, bash,
+                                  [(oned, new_oned), (execrc, new_execrc)])
+        if bash:
+            print("found the bash linstor_un driver: its files are moved to the backups, its linstor_un.conf "
+                  "and oned.conf entries are kept")
+            moved = {}
+            for d in layout.driver_dirs:
+                moved[str(d)] = str(tx.move_away(d, f"bash-driver/{d.parent.name}/{d.name}"))
+            for name in VMM_FILES:
+                f = layout.remotes / "vmm" / "kvm" / name
+                if f.exists():
+                    saved = tx.backup_path(f)
+                    saved.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, saved)
+                    moved[str(f)] = str(saved)
+            state["bash_driver"] = moved
+        for d in layout.driver_dirs:
+            tx.makedirs(d)
+        recorded = state.setdefault("files", {})
+        for path, data in files.items():
+            tx.write(path, data, 0o755)
+            recorded[str(path)] = sha256(data)
+        if conf_new:
+            data = CONF_TEMPLATE.encode()
+            tx.write(layout.conf_file, data)
+            state["conf_created"] = sha256(data)
+        tx.write(layout.oned_conf, oned.encode(new_oned))
+        tx.write(layout.vmm_execrc, execrc.encode(new_execrc))
+        if venv_created:
+            state["venv_created"] = True
+        state.update({"venv": None if args.python else str(layout.venv), "version": list(layout.version),
+                      "oned": oned_record, "execrc": execrc_record, "driver_version": driver_version(),
+                      "dirs": sorted(set(state.get("dirs", [])) | {str(d) for d in tx.created_dirs})})
+        if tx.backup_dir:
+            state.setdefault("backups", []).append(str(tx.backup_dir))
+        tx.write(layout.state_file, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode(), 0o600)
+        if layout.legacy_state_file.exists():
+            layout.legacy_state_file.unlink()
+    except BaseException:
+        tx.rollback()
+        raise
+    result.changed, result.backup_dir = [c for c in tx.changed if c != str(layout.state_file)], tx.backup_dir
+    return result
 
 
-def uninstall(args) -> Plan:
+def dry_run_report(args, layout, result, files, conf_new, bash, configs) -> Result:
+    new_files = [p for p, data in files.items() if not p.exists() or p.read_bytes() != data]
+    changed_configs = [(f, new) for f, new in configs if new != f.text]
+    print("dry run: nothing is touched")
+    for f, _ in changed_configs:
+        print(f"would change {f.path}")
+    for line in result.said:
+        print(f"  {line}")
+    if bash:
+        print(f"would move the bash driver's files from {layout.remotes} to the backups")
+    print(f"would write {len(new_files)} driver file(s) under {layout.remotes}"
+          + (" (--show-files for their contents)" if new_files and not args.show_files else ""))
+    if conf_new:
+        print(f"would create {layout.conf_file}")
+    for f, new in changed_configs:
+        show_diff(f.path, f.text, new)
+    if conf_new:
+        show_diff(layout.conf_file, "", CONF_TEMPLATE)
+    if args.show_files:
+        for p in new_files:
+            show_diff(p, p.read_text(errors="replace") if p.exists() else "",
+                      files[p].decode(errors="replace"))
+    result.changed = [str(f.path) for f, _ in changed_configs] + [str(p) for p in new_files] + \
+        ([str(layout.conf_file)] if conf_new else [])
+    return result
+
+
+def uninstall(args) -> Result:
     layout = find_layout(args)
-    plan = Plan(layout, args.dry_run, owner(args.owner))
     state = load_state(layout)
-    version = tuple(state.get("version") or layout.version)
-    plan.write(layout.oned_conf, unpatch_oned(layout.oned_conf.read_text(), version))
-    plan.write(layout.vmm_execrc, unpatch_execrc(layout.vmm_execrc.read_text(), version))
-    targets = [layout.remotes / "datastore" / DRIVER, layout.remotes / "tm" / DRIVER] + \
-        [layout.remotes / "vmm" / "kvm" / n for n in VMM_FILES]
+    oned, execrc = TextFile.read(layout.oned_conf), TextFile.read(layout.vmm_execrc)
+    result = Result(layout=layout)
+    bash_record = layout.state_dir / "bash-driver.json"
+    if not state and args.restore_bash and bash_record.exists():
+        return restore_bash(json.loads(bash_record.read_text()), bash_record, result)
+    if not state:
+        if any(d.exists() for d in layout.driver_dirs):
+            raise InstallError(f"{DRIVER} files are in {layout.remotes} but no record of an install by install.py "
+                               f"({layout.state_file}): not removing what install.py cannot prove it added")
+        return result
+    new_oned, said_oned = unpatch_oned(oned, state.get("oned", {}))
+    new_execrc, said_execrc = unpatch_execrc(execrc, state.get("execrc", {}))
+    result.said = said_oned + said_execrc
+    remove: list[Path] = []
+    for path in state.get("files", {}):
+        remove.append(Path(path))
     conf = layout.conf_file
-    if conf.exists() and state.get("conf_created") == hashlib.sha256(conf.read_bytes()).hexdigest():
-        targets.append(conf)
-    if state.get("venv"):
-        targets.append(Path(state["venv"]))
-    for t in targets:
-        if t.exists():
-            plan.changes.append(str(t))
-            print(f"{'would remove' if args.dry_run else 'removing'} {t}")
-            if not args.dry_run:
-                shutil.rmtree(t) if t.is_dir() else t.unlink()
+    if conf.exists() and state.get("conf_created") == sha256(conf.read_bytes()):
+        remove.append(conf)
+    if state.get("venv") and state.get("venv_created"):
+        remove.append(Path(state["venv"]))
+    bash = state.get("bash_driver") or {}
+    if args.restore_bash and not bash:
+        raise InstallError("--restore-bash: this install did not replace a bash driver")
+    if state.get("legacy"):
+        remove += [d for d in layout.driver_dirs] + [layout.remotes / "vmm" / "kvm" / n for n in VMM_FILES]
     if not args.dry_run:
-        layout.state_file.unlink(missing_ok=True)
-        for d in (layout.conf_file.parent,):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-    return plan
-
-
-def load_state(layout: Layout) -> dict:
+        check_writable([layout.oned_conf, layout.vmm_execrc] + [p.parent for p in remove])
+    tx = Transaction(layout, owner_ids(args.owner), args.dry_run)
+    if args.dry_run:
+        print("dry run: nothing is touched")
+        for line in result.said:
+            print(f"  {line}")
+        for p in remove:
+            if p.exists():
+                print(f"would remove {p}")
+                tx.changed.append(str(p))
+        for f, new in ((oned, new_oned), (execrc, new_execrc)):
+            if new != f.text:
+                tx.changed.append(str(f.path))
+                show_diff(f.path, f.text, new)
+        result.changed = tx.changed
+        return result
     try:
-        return json.loads(layout.state_file.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def save_state(layout: Layout, state: dict, own) -> None:
-    layout.state_file.parent.mkdir(parents=True, exist_ok=True)
-    layout.state_file.write_text(json.dumps(state, indent=1) + "\n")
-    _chown(layout.state_file, own)
-
-
-def owner(name: str | None):
-    try:
-        pw = pwd.getpwnam(name or "oneadmin")
-        return pw.pw_uid, pw.pw_gid
-    except KeyError:
-        if name:
-            raise InstallError(f"user {name} does not exist")
-        return None
-
-
-def find_layout(args) -> Layout:
-    base = args.one_location or os.environ.get("ONE_LOCATION")
-    etc = Path(args.etc or (f"{base}/etc" if base else "/etc/one"))
-    remotes = Path(args.remotes or (f"{base}/var/remotes" if base else "/var/lib/one/remotes"))
-    venv = Path(args.venv or (f"{base}/lib/{DRIVER}/venv" if base else f"/usr/lib/one/{DRIVER}/venv"))
-    if args.version:
-        version = version_tuple(args.version)
-    else:
+        tx.write(layout.oned_conf, oned.encode(new_oned))
+        tx.write(layout.vmm_execrc, execrc.encode(new_execrc))
+    except BaseException:
+        tx.rollback()
+        raise
+    for p in remove:
+        tx.remove(p)
+    for d in sorted(state.get("dirs", []), key=len, reverse=True):
         try:
-            version = version_tuple((remotes / "VERSION").read_text())
+            Path(d).rmdir()
         except OSError:
-            raise InstallError(f"{remotes}/VERSION not found: give the OpenNebula version with --version")
-    if version < (5, 6, 0) or version >= (8, 0, 0):
-        raise InstallError(f"OpenNebula {'.'.join(map(str, version))} is not supported (5.6 to 7.x)")
-    return Layout(etc, remotes, venv, version)
+            pass
+    for path in (layout.state_file, layout.legacy_state_file):
+        path.unlink(missing_ok=True)
+    result.changed, result.backup_dir = tx.changed, tx.backup_dir
+    if args.restore_bash:
+        restore_bash(bash, None, result)
+    elif bash:
+        bash_record.write_text(json.dumps(bash, indent=1) + "\n")
+        print(f"the bash driver's files are kept in {layout.state_dir / 'backups'}: "
+              f"`install.py --uninstall --restore-bash` puts them back")
+    return result
+
+
+def restore_bash(saved_at: dict, record: Optional[Path], result: Result) -> Result:
+    for dest, saved in saved_at.items():
+        if Path(saved).is_dir():
+            shutil.copytree(saved, dest, symlinks=True, dirs_exist_ok=True)
+        elif Path(saved).exists():
+            shutil.copy2(saved, dest)
+        else:
+            raise InstallError(f"the backup {saved} of the bash driver's {dest} is gone")
+        print(f"put back the bash driver's {dest}")
+        result.changed.append(dest)
+    if record:
+        record.unlink()
+    return result
 
 
 def next_steps(layout: Layout) -> str:
-    v = layout.version
-    sync = "onehost sync --force"
     return f"""
 Next steps:
   1. restart oned:        systemctl restart opennebula   (or: one stop; one start)
-  2. push the remotes:    sudo -u oneadmin {sync}
+  2. push the remotes:    sudo -u oneadmin onehost sync --force
   3. create the datastores (LINSTOR node names must equal OpenNebula host names):
 
 cat > linstor-images.tmpl <<'EOF'
@@ -448,42 +1135,69 @@ BRIDGE_LIST    = "node1 node2 node3"
 RESOURCE_GROUP = "one_rg"
 EOF
 onedatastore create linstor-images.tmpl; onedatastore create linstor-system.tmpl
-(OpenNebula {'.'.join(map(str, v))}; see README for every attribute.)"""
+(OpenNebula {dotted(layout.version)}; see README for every attribute.)"""
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Install the linstor_un OpenNebula driver.")
+    p = argparse.ArgumentParser(description="Install the linstor_un OpenNebula driver, or remove it.")
+    p.add_argument("--version", action="version", version=f"linstor_un {driver_version()}")
     p.add_argument("--one-location", help="self-contained OpenNebula install (ONE_LOCATION)")
     p.add_argument("--etc", help="directory of oned.conf (default /etc/one)")
     p.add_argument("--remotes", help="remotes directory (default /var/lib/one/remotes)")
     p.add_argument("--venv", help="virtual environment for the library (default /usr/lib/one/linstor_un/venv)")
-    p.add_argument("--version", help="OpenNebula version (default: read from <remotes>/VERSION)")
+    p.add_argument("--state-dir", help="where install.py keeps its record and backups "
+                                       "(default: linstor_un next to the remotes, /var/lib/one/linstor_un)")
+    p.add_argument("--one-version", help="OpenNebula version (default: read from <remotes>/VERSION)")
     p.add_argument("--wheels", help="install the dependencies offline from this wheel directory")
     p.add_argument("--python", help="use this interpreter (it already has the library) instead of a venv")
-    p.add_argument("--base-python", default=sys.executable, help="interpreter that creates the venv")
+    p.add_argument("--base-python", default=None,
+                   help="interpreter that creates the venv (default /usr/bin/python3, which oneadmin can run)")
     p.add_argument("--system-site-packages", action="store_true", help="let the venv see system packages")
     p.add_argument("--no-deps", action="store_true", help="do not install dependencies into the venv")
-    p.add_argument("--owner", help="owner of installed files (default oneadmin, if it exists)")
-    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--owner", help="owner of installed files, who must be able to run them (default oneadmin, "
+                                   "if it exists)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change (summary and config hunks), "
+                                                          "change nothing")
+    p.add_argument("--show-files", action="store_true", help="with --dry-run: also the driver files' contents")
     p.add_argument("--uninstall", action="store_true", help="remove what install.py added")
-    return p.parse_args(argv)
+    p.add_argument("--restore-bash", action="store_true", help="with --uninstall: put back the bash driver this "
+                                                               "install replaced")
+    args = p.parse_args(argv)
+    if args.restore_bash and not args.uninstall:
+        p.error("--restore-bash goes with --uninstall")
+    args.base_python = str(absolute(args.base_python)) if args.base_python else default_base_python()
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        plan = uninstall(args) if args.uninstall else install(args)
+        result = uninstall(args) if args.uninstall else install(args)
     except InstallError as err:
         print(f"install.py: {err}", file=sys.stderr)
         return 1
-    if not plan.changes:
+    if not result.changed:
         print("nothing to change: linstor_un is " + ("not installed" if args.uninstall else "already installed"))
-    elif args.dry_run:
-        print(f"\n(dry run: {len(plan.changes)} file(s) would change; nothing was touched)")
-    else:
-        print(f"changed {len(plan.changes)} file(s); backups end in .{DRIVER}-{plan.stamp}.bak")
-        if not args.uninstall:
-            print(next_steps(plan.layout))
+        return 0
+    if args.dry_run:
+        print(f"\n(dry run: {len(result.changed)} file(s) would change; nothing was touched)")
+        return 0
+    layout = result.layout
+    configs = {str(layout.oned_conf), str(layout.vmm_execrc), str(layout.conf_file)}
+    print(("removed or changed" if args.uninstall else "changed") + f": {len(result.changed)} file(s)")
+    for path in result.changed:
+        if path in configs or not path.startswith(str(layout.remotes)):
+            print(f"  {path}")
+    for line in result.said:
+        print(f"    {line}")
+    others = [p for p in result.changed if p not in configs and p.startswith(str(layout.remotes))]
+    if others:
+        print(f"  {len(others)} driver file(s) under {layout.remotes}: "
+              f"{', '.join(sorted({str(Path(p).parent.relative_to(layout.remotes)) for p in others}))}")
+    if result.backup_dir:
+        print(f"backups of what was replaced: {result.backup_dir}")
+    if not args.uninstall:
+        print(next_steps(result.layout))
     return 0
 
 
