@@ -20,6 +20,7 @@ from . import host_ops, names
 from .errors import DriverError, NotFound
 from .one_api import Xml
 from .one_input import integer, valid_host, vmm_stdin
+from .report import meaningful
 from .placement import scheduler
 from .remote import Shell
 from .rollback import Rollback
@@ -50,7 +51,7 @@ def forward(act, host: str, script: str, argv: list[str], xml: str) -> None:
                                 bulk=True)
     if out.rc != 0:
         raise DriverError(f"{script} on {host} failed (exit {out.rc}): "
-                          f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
+                          f"{meaningful(out.stderr)}")
 
 
 @dataclass
@@ -143,7 +144,7 @@ def restore(act, argv: list[str]) -> None:
             break
         if attempt == 2:
             raise DriverError(f"restore {domain} on {host_name} failed: "
-                              f"{' '.join(done.stderr.decode(errors='replace').split())[-400:]}")
+                              f"{meaningful(done.stderr)}")
         time.sleep(1)
     resume_if_paused(host, domain)
     try:

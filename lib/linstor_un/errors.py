@@ -15,3 +15,7 @@ class NotFound(DriverError):
 
 class HungCommand(DriverError):
     """A host command gave no answer in time: what it did on the host is unknown."""
+
+
+class HostUnreachable(DriverError):
+    """A host could not be reached over SSH at all: nothing was run there."""

@@ -90,7 +90,35 @@ def virsh(host: Host, args: list[str], step: str, check: bool = True, uri: Optio
                     bulk=args[0] in ("save", "restore", "blockcopy"))
 
 
-def remove_dir(host: Host, path: str, check: bool = True) -> None:
+def leave_dir(src: Host, src_path: str, dst: Host, dst_path: str, remove: bool = True) -> list[str]:
+    """The VM directory moves: what is in it besides the disk links (a checkpoint file the stock
+    kvm/qemu save wrote, deployment files) is carried to the new place before the old directory
+    goes; a file that cannot be carried stops the move with the old directory intact. Disk links
+    are not carried: each disk's own mv links it on the new host. Returns the names carried.
+    One command when there is nothing to carry (the usual case)."""
+    _vm_dir(src_path)
+    # prints what is not a link; removes the directory only when that is nothing
+    script = ('[ -d "$1" ] || exit 0; left=$(find "$1" -mindepth 1 -maxdepth 1 ! -type l -printf "%f\\n"); '
+              'if [ -n "$left" ]; then printf "%s\\n" "$left"; elif [ "$2" = remove ]; then rm -rf "$1"; fi')
+    out = src.run(["sh", "-c", script, "leave", src_path, "remove" if remove else "keep"],
+                  f"look into {src_path}")
+    names = sorted(n for n in out.stdout.decode(errors="surrogateescape").splitlines() if n)
+    if not names:
+        return []
+    from .remote import stream
+    stream(src, ["tar", "-C", src_path, "-cf", "-", "--", *names],
+           dst, Shell.join(["mkdir", "-p", dst_path], "&&", ["tar", "-C", dst_path, "-xf", "-"]),
+           f"carry {', '.join(names)} of {src_path}")
+    if remove:
+        src.run(["rm", "-rf", src_path], f"remove {src_path}")
+    return names
+
+
+def _vm_dir(path: str) -> None:
     if not re.search(r"/\d+/\d+$", path):
         raise DriverError(f"refusing to remove '{path}': not a VM directory")
+
+
+def remove_dir(host: Host, path: str, check: bool = True) -> None:
+    _vm_dir(path)
     host.run(["rm", "-rf", path], f"remove {path}", check=check)

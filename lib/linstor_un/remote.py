@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence, Union
 
-from .errors import DriverError, HungCommand
-from .report import Report
+from .errors import DriverError, HostUnreachable, HungCommand
+from .report import Report, meaningful
 
 Command = Union[Sequence[str], "Shell"]
 
@@ -147,9 +147,9 @@ class Host:
         except paramiko.BadHostKeyException:
             raise DriverError(f"{self.name}: host key does not match known_hosts; refusing to connect")
         except paramiko.SSHException as err:
-            raise DriverError(f"{self.name}: SSH connection failed: {err}")
+            raise HostUnreachable(f"{self.name}: SSH connection failed: {err}")
         except (OSError, socket.timeout) as err:
-            raise DriverError(f"{self.name}: cannot connect over SSH: {err}")
+            raise HostUnreachable(f"{self.name}: cannot connect over SSH: {err}")
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)
@@ -181,7 +181,7 @@ class Host:
         try:
             client = self.connect()
         except DriverError as err:          # which step could not even start
-            raise DriverError(f"{step}: {err}")
+            raise type(err)(f"{step}: {err}")
         started = time.monotonic()
         line = self._command_line(command)
         try:
@@ -213,8 +213,9 @@ class Host:
                     out += chan.recv(1 << 16)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
+                elif (chan.eof_received or chan.closed) and chan.exit_status_ready() \
+                        and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break           # EOF too: sshd may send the exit status before the last output
                 else:
                     if deadline is not None and time.monotonic() > deadline:
                         raise socket.timeout()
@@ -232,7 +233,7 @@ class Host:
             self.steps.append((step, round(time.monotonic() - started, 3)))
         result = Output(rc, bytes(out), bytes(err))
         if check and rc != 0:
-            msg = " ".join(result.stderr.decode(errors="replace").split())[-500:] or "(no error output)"
+            msg = meaningful(result.stderr)
             raise DriverError(f"{step} on {self.name} failed (exit {rc}): {msg}")
         return result
 
@@ -254,16 +255,23 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
         a.exec_command(src._command_line(src_cmd))
         b.exec_command(dst._command_line(dst_cmd))
         a_err, b_err = bytearray(), bytearray()
+        # until the source's EOF, not its exit status: sshd may send the exit status while
+        # output is still on its way, and stopping there cut streams short
         while True:
-            if a.recv_ready():
-                b.sendall(a.recv(1 << 20))
-                continue
             if a.recv_stderr_ready():
                 a_err += a.recv_stderr(1 << 16)
                 continue
-            if a.exit_status_ready() and not a.recv_ready():
-                break
+            if a.recv_ready() or a.eof_received:
+                data = a.recv(1 << 20)
+                if not data:
+                    break
+                b.sendall(data)
+                continue
             select.select([a], [], [], 1.0)
+        while not a.exit_status_ready():
+            select.select([a], [], [], 1.0)
+        while a.recv_stderr_ready():
+            a_err += a.recv_stderr(1 << 16)
         b.shutdown_write()
         while not b.exit_status_ready():
             if b.recv_stderr_ready():
@@ -283,7 +291,7 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
         for host in (src, dst):             # a command on each end
             host.steps.append((step, round(time.monotonic() - started, 3)))
     if rc_a != 0 or rc_b != 0:
-        msg = " ".join((a_err + b" " + b_err).decode(errors="replace").split())[-500:]
+        msg = meaningful(bytes(a_err + b"\n" + b_err))
         raise DriverError(f"{step} from {src.name} to {dst.name} failed (exit {rc_a}/{rc_b}): {msg}")
 
 

@@ -10,10 +10,29 @@ stdout is never touched here: it carries only what oned parses.
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Optional, TextIO
 
 Version = tuple[int, int, int]
+
+_ERROR_LINE = re.compile(r"error|fail|cannot|can't|could not|unable|must|invalid|denied|refus|not found|"
+                         r"no such|no space|not permitted|too (small|large|big)|unsupported|missing", re.I)
+LINE_LIMIT = 300
+
+
+def meaningful(stderr: bytes) -> str:
+    """What a command's stderr says, in one line: the first line that reads as an error, and the
+    last line (where tools put their verdict), each cut at LINE_LIMIT. Tools that print their
+    usage after the reason (mkfs.xfs: 'Filesystem must be larger than 300MB.' then 40 lines of
+    usage) keep the reason; the one formatter for every failure message."""
+    lines = [" ".join(ln.split()) for ln in stderr.decode(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return "(no error output)"
+    first = next((ln for ln in lines if _ERROR_LINE.search(ln)), lines[0])
+    picked = [first] if first == lines[-1] else [first, lines[-1]]
+    return " ... ".join(ln if len(ln) <= LINE_LIMIT else ln[:LINE_LIMIT] + "..." for ln in picked)
 
 
 class Report:

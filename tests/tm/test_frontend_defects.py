@@ -1,0 +1,93 @@
+"""Defects a real OpenNebula front-end showed (issue 16, part 3), each reproduced in the lab."""
+from __future__ import annotations
+
+import os
+
+from lab.lab import FRONTEND, IMAGE_DS, SYSTEM_DS
+from lab.oned import Disk
+
+from .conftest import PATTERN, SYS, disk_path
+
+CHECKPOINT = os.urandom(300 * 1024)
+
+
+def ok(result):
+    assert result.ok, str(result)
+    return result
+
+
+def files(env, host: str, vm_id: int) -> dict[str, str]:
+    """name -> 'link' or the file's bytes (hex digest) in the VM directory on a host."""
+    out = env.lab.host(host).run_inside(
+        f"cd {SYS}/{vm_id} 2>/dev/null || exit 0; for f in *; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; "
+        f"if [ -L \"$f\" ]; then echo \"$f link\"; else echo \"$f $(sha256sum < \"$f\" | cut -c1-16)\"; fi; done")
+    return dict(line.split(" ", 1) for line in out.stdout.decode().splitlines())
+
+
+def digest(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def vm_with_checkpoint_file(env, vm_id: int, host: str = "node1"):
+    """A VM whose hypervisor driver (the qemu VM_MAD without our override) saved its memory as a
+    file in the VM directory, as the stock kvm `save` does."""
+    img = env.image(vm_id, data=PATTERN)
+    vm = env.vm(vm_id, [Disk(0, IMAGE_DS, image_id=vm_id, source=img.source, size=32)], host=host)
+    ok(env.clone(img, vm_id, 0, host=host))
+    env.lab.host(host).run_inside(f"cat > {SYS}/{vm_id}/checkpoint", input=CHECKPOINT)
+    env.lab.host(host).run_inside(f"echo '<domain/>' > {SYS}/{vm_id}/deployment.0")
+    return vm
+
+
+def test_stop_and_resume_carry_a_checkpoint_file(env):
+    """onevm stop then resume on another host: the memory state survives both moves (it was
+    deleted with the old directory: 'RESTORE: Checkpoint file .../checkpoint not found')."""
+    vm = vm_with_checkpoint_file(env, 70)
+    vm.lcm_state = "EPILOG_STOP"
+    ok(env.r.tm("mv", f"node1:{disk_path(70, 0)}", f"{FRONTEND}:{disk_path(70, 0)}", 70, SYSTEM_DS))
+    ok(env.r.tm("mv", f"node1:{SYS}/70", f"{FRONTEND}:{SYS}/70", 70, SYSTEM_DS))
+    assert files(env, FRONTEND, 70)["checkpoint"] == digest(CHECKPOINT)
+    assert files(env, "node1", 70) == {}
+
+    vm.lcm_state = "PROLOG_RESUME"
+    ok(env.r.tm("mv", f"{FRONTEND}:{disk_path(70, 0)}", f"node2:{disk_path(70, 0)}", 70, SYSTEM_DS))
+    ok(env.r.tm("mv", f"{FRONTEND}:{SYS}/70", f"node2:{SYS}/70", 70, SYSTEM_DS))
+    on_node2 = files(env, "node2", 70)
+    assert on_node2 == {"checkpoint": digest(CHECKPOINT), "deployment.0": on_node2["deployment.0"], "disk.0": "link"}
+    assert env.read("node2", disk_path(70, 0)) == PATTERN
+
+
+def test_cold_migration_carries_a_checkpoint_file(env):
+    vm = vm_with_checkpoint_file(env, 71)
+    vm.lcm_state = "PROLOG_MIGRATE_SUSPEND"
+    ok(env.r.tm("mv", f"node1:{disk_path(71, 0)}", f"node2:{disk_path(71, 0)}", 71, SYSTEM_DS))
+    ok(env.r.tm("mv", f"node1:{SYS}/71", f"node2:{SYS}/71", 71, SYSTEM_DS))
+    assert files(env, "node2", 71)["checkpoint"] == digest(CHECKPOINT)
+    assert files(env, "node1", 71) == {}
+
+
+def test_a_file_that_cannot_be_carried_stops_the_move_and_stays(env):
+    vm = vm_with_checkpoint_file(env, 72)
+    vm.lcm_state = "PROLOG_MIGRATE_SUSPEND"
+    ok(env.r.tm("mv", f"node1:{disk_path(72, 0)}", f"node2:{disk_path(72, 0)}", 72, SYSTEM_DS))
+    env.lab.fail_command("node2", "tar", "No space left on device")
+    result = env.r.tm("mv", f"node1:{SYS}/72", f"node2:{SYS}/72", 72, SYSTEM_DS)
+    assert not result.ok
+    assert "carry checkpoint, deployment.0" in result.stderr and "No space left on device" in result.stderr
+    assert files(env, "node1", 72)["checkpoint"] == digest(CHECKPOINT)        # nothing lost
+    env.lab.clear_command_faults()
+    ok(env.r.tm("mv", f"node1:{SYS}/72", f"node2:{SYS}/72", 72, SYSTEM_DS))   # the retry completes
+    assert files(env, "node2", 72)["checkpoint"] == digest(CHECKPOINT)
+    assert files(env, "node1", 72) == {}
+
+
+def test_a_failing_command_says_its_reason_not_its_usage_text(env):
+    """mkfs.xfs on a 20 MiB volatile disk prints its reason, then 40 lines of usage: the message
+    keeps the reason (it kept the last 500 characters of the usage)."""
+    env.vm(73, [Disk(0, SYSTEM_DS, type="fs", fs="xfs", size=20)])
+    result = env.r.tm("mkimage", 20, "raw", f"node1:{disk_path(73, 0)}", 73, SYSTEM_DS)
+    assert not result.ok
+    assert "Filesystem must be larger than 300MB." in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()[-1]) < 800
+    assert "one-vm-73-disk-0" not in env.rds()                  # and nothing is left
