@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Optional
 
+from . import downloads
 from .errors import DriverError
 from .linstor_api import Linstor, Replica
 from .one_api import Xml
@@ -116,8 +117,9 @@ class Source:
     the bytes as downloaded, as OpenNebula's downloader checks them), optionally rate-limited."""
 
     def __init__(self, url: str, no_decompress: bool = False, limit_bps: int = 0, timeout: float = 60,
-                 md5: bool = True, sha1: bool = True):
+                 md5: bool = True, sha1: bool = True, keep: Optional[downloads.Keeper] = None):
         self.url = url
+        self.keep = keep                # every byte read is also written there (stat keeps it for cp)
         # hashing costs CPU on every byte: only the sums the image asks to check
         self.md5 = hashlib.md5() if md5 else None
         self.sha1 = hashlib.sha1() if sha1 else None
@@ -126,8 +128,13 @@ class Source:
         self.raw_bytes = 0
         self._eof = False
         self.length: Optional[int] = None
+        kept = downloads.lookup(url) if url.startswith(("http://", "https://")) and keep is None else None
+        self.from_kept = kept is not None
         try:
-            if url.startswith(("http://", "https://")):
+            if kept is not None:
+                self._raw = open(kept, "rb")
+                self.length = os.fstat(self._raw.fileno()).st_size
+            elif url.startswith(("http://", "https://")):
                 resp = urllib.request.urlopen(url, timeout=timeout)
                 length = resp.headers.get("Content-Length")
                 self.length = int(length) if length and length.isdigit() else None
@@ -161,6 +168,8 @@ class Source:
         if not data:
             self._eof = True
             return b""
+        if self.keep is not None:
+            self.keep.file.write(data)
         if self.md5 is not None:
             self.md5.update(data)
         if self.sha1 is not None:
@@ -219,8 +228,29 @@ def uncompressed_size(path: str) -> Optional[int]:
 
 
 def image_size_bytes(url: str, no_decompress: bool = False) -> int:
-    """Virtual size of an image source (what the volume must hold)."""
-    src = Source(url, no_decompress, md5=False, sha1=False)
+    """Virtual size of an image source (what the volume must hold). A compressed raw image over
+    http(s) is read whole to know it: what was downloaded is kept for DS cp (downloads.py)."""
+    remote = url.startswith(("http://", "https://"))
+    keeper = downloads.Keeper(url) if remote and downloads.lookup(url) is None else None
+    try:
+        src = Source(url, no_decompress, md5=False, sha1=False, keep=keeper)
+    except BaseException:
+        if keeper:
+            keeper.discard()
+        raise
+    if keeper is not None:
+        if src.compressed and not qcow2_virtual_size(src.head) and src.format == "raw":
+            try:
+                measured = _count(src)
+            except BaseException:
+                src.close()
+                keeper.discard()
+                raise
+            src.close()
+            keeper.done()
+            return measured
+        src.keep = None                 # its head tells the size: nothing to keep
+        keeper.discard()
     try:
         virtual = qcow2_virtual_size(src.head)
         if virtual:
@@ -233,12 +263,15 @@ def image_size_bytes(url: str, no_decompress: bool = False) -> int:
             size = uncompressed_size(url)
             if size is not None:
                 return size
-        total = len(src.head)
-        src._pending = src._pending[len(src.head):]
-        while True:
-            block = src.read()
-            if not block:
-                return total
-            total += len(block)
+        return _count(src)
     finally:
         src.close()
+
+
+def _count(src: "Source") -> int:
+    total = 0
+    while True:
+        block = src.read()
+        if not block:
+            return total
+        total += len(block)

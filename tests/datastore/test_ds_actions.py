@@ -209,3 +209,40 @@ def test_argv_conventions(denv, version, stdin_option):
     out = ok(runner.ds("cp", data, 12)).stdout
     assert out == "/dev/drbd/by-res/one-image-12/0 raw\n"
     assert image_bytes(env, "one-image-12") == PATTERN
+
+
+def test_a_compressed_http_image_is_downloaded_once(denv, tmp_path, monkeypatch):
+    """stat must read a gzip'd raw image whole to know its size; cp then uses what stat fetched
+    (it was downloaded twice). The bytes and the MD5 are still checked, and nothing is kept after."""
+    env = denv
+    root = tmp_path / "www2"
+    root.mkdir()
+    requests: list[str] = []
+
+    class Counting(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/e.raw.gz"
+        src = raw_file(env.lab.workdir / "images" / "e.raw", 24)
+        (root / "e.raw.gz").write_bytes(gzip.compress(src.read_bytes()))
+        md5 = hashlib.md5((root / "e.raw.gz").read_bytes()).hexdigest()
+        kept = tmp_path / "downloads"
+        env.r.env["LINSTOR_UN_DOWNLOADS"] = str(kept)
+        assert ok(ds(env, "stat", Image(-1, "", IMAGE_DS, path=url))).stdout.strip() == "24"
+        ok(ds(env, "cp", Image(6, "e", IMAGE_DS, path=url, size=24, template={"MD5": md5})))
+        assert requests == ["/e.raw.gz"]
+        assert image_bytes(env, "one-image-6", 1 << 20) == PATTERN
+        assert not [p for p in kept.iterdir()]                  # cp took it away
+    finally:
+        server.shutdown()
