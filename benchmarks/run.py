@@ -30,7 +30,8 @@ SYS = f"/var/lib/one//datastores/{SYSTEM_DS}"
 # (an https-redirect probe and the API version check): counted in http_requests, not here.
 MINIMUM = {
     "ln": (3, 1, "make-available; list (the device); owner props (persistent image); one remote ln"),
-    "mvds": (2, 1, "list (is the host's replica diskless?); clear owner props; one remote rm"),
+    "mvds": (3, 1, "list (is the host's replica diskless?); clear owner props; list snapshots (clear the "
+                   "VM's props they copied); one remote rm"),
     "delete": (1, 1, "list (the shared image's replica stays: another VM disk there uses it); one remote rm"),
     "resize": (2, 0, "read the volume size (refuse shrinking) + resize"),
     "snap_create": (3, 0, "create the snapshot; list (its allocated size); record the size"),

@@ -68,6 +68,7 @@ class Snapshot:
     nodes: list[str]
     created_ms: int
     size_kib: int
+    props: dict = field(default_factory=dict)
 
 
 def device_of(rsc: str, volume: dict) -> Optional[str]:
@@ -267,7 +268,7 @@ class Linstor:
             data = s.data_v1
             created = max([n.get("create_timestamp", 0) for n in data.get("snapshots", [])] or [0])
             size = next((v.get("size_kib", 0) for v in data.get("volume_definitions", [])), 0)
-            out.append(Snapshot(data["name"], data.get("nodes", []), created, size))
+            out.append(Snapshot(data["name"], data.get("nodes", []), created, size, dict(data.get("props") or {})))
         return out
 
     def storage_pools(self, pools: Optional[list[str]] = None, nodes: Optional[list[str]] = None) -> list[dict]:
@@ -306,6 +307,10 @@ class Linstor:
     def set_props(self, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         delete = list(delete or [])
         self.do(f"set properties of {name}", lambda c: c.resource_dfn_modify(name, props, delete_props=delete))
+
+    def set_snapshot_props(self, name: str, snap: str, props: dict, delete: Optional[list[str]] = None) -> None:
+        self.do(f"set properties of snapshot {snap} of {name}",
+                lambda c: c.snapshot_dfn_modify(name, snap, props, delete_props=list(delete or [])))
 
     def set_replica_props(self, node: str, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         self.do(f"set properties of {name} on {node}",

@@ -91,3 +91,22 @@ def test_a_failing_command_says_its_reason_not_its_usage_text(env):
     assert "Filesystem must be larger than 300MB." in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()[-1]) < 800
     assert "one-vm-73-disk-0" not in env.rds()                  # and nothing is left
+
+
+def test_snapshots_of_a_persistent_image_forget_the_vm_that_is_gone(env):
+    """A persistent image snapshotted while VM 74 had it: after mvds (terminate) neither the image
+    nor its snapshots name VM 74 (a later VM 74 of a restored oned must not look like its owner)."""
+    img = env.image(74, data=PATTERN, persistent=True)
+    env.vm(74, [Disk(0, IMAGE_DS, image_id=74, source=img.source, size=32, persistent=True)])
+    ok(env.r.tm("ln", f"{FRONTEND}:{img.source}", f"node1:{disk_path(74, 0)}", 74, IMAGE_DS))
+    ok(env.r.tm("snap_create", f"node1:{disk_path(74, 0)}", 0, 74, IMAGE_DS))
+    with env.lab.client() as c:
+        snaps = c.snapshot_dfn_list_raise(filter_by_resources=["one-image-74"]).snapshots
+        assert snaps and snaps[0].data_v1["props"].get("Aux/one/VM_ID") == "74"     # the copy the issue names
+    ok(env.r.tm("mvds", f"node1:{disk_path(74, 0)}", img.source, 74, IMAGE_DS))
+    assert "Aux/one/VM_ID" not in env.rds()["one-image-74"]
+    with env.lab.client() as c:
+        snaps = c.snapshot_dfn_list_raise(filter_by_resources=["one-image-74"]).snapshots
+    assert [s.name for s in snaps] == ["snapshot-0"]
+    assert not [k for k in snaps[0].data_v1["props"] if k.startswith("Aux/one/") and k != "Aux/one/snapshot-0-size"
+                and not k.startswith("Aux/one/SNAPSHOT")], snaps[0].data_v1["props"]
