@@ -43,28 +43,50 @@ def run_hook(act, action: str, argv: list[str]) -> None:
         act.report.info(f"not moving: {args.src_host} is both source and destination")
         return
     settings = settings_for(act, vm, args.system_ds)
+    # a live migration to another system datastore (7.2+, DS_LIVE_MIGRATE): the VM runs from the
+    # previous datastore's directory on the source and gets the new one on the destination; the
+    # running domain may still name the old paths, so the destination has both until postmigrate
+    old_dir = previous_dir(vm, args.vm_dir, args.system_ds)
+    src_dir = old_dir or args.vm_dir
     if settings is not None and our_disks(vm):
         api = act.linstor(settings)
         attacher = act.attacher(settings)
         for disk in our_disks(vm):
             res, _ = disks.resource_of(vm, disk.disk_id)
-            path = os.path.join(args.vm_dir, f"disk.{disk.disk_id}")
+            name = f"disk.{disk.disk_id}"
+            path = os.path.join(args.vm_dir, name)
             if action == "premigrate":
                 device = attacher.attach(args.dst_host, res)
-                api.set_props(res, {TWO_PRIMARIES: "yes"})
+                props = {TWO_PRIMARIES: "yes"}
+                if old_dir:
+                    rd = api.resource_definition(res)
+                    if rd is not None and disks.owned_by(rd.props, args.vm_id, disk.disk_id):
+                        props[disks.DS_ID] = str(args.system_ds)
+                api.set_props(res, props)
                 host_ops.link(act.hosts[args.dst_host], device, path)
+                if old_dir:
+                    host_ops.link(act.hosts[args.dst_host], device, os.path.join(old_dir, name))
             else:
                 leaving = args.src_host if action == "postmigrate" else args.dst_host
                 rd = api.resource_definition(res)
                 if rd is not None and TWO_PRIMARIES in rd.props:
                     api.set_props(res, {}, delete=[TWO_PRIMARIES])
-                release(act, attacher, leaving, res, path)
+                if old_dir and action == "postmigrate":
+                    quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name),
+                                                                           remove_empty_dir=True))
+                if old_dir and action == "failmigrate":
+                    quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name),
+                                                                           remove_empty_dir=True))
+                    if rd is not None and disks.owned_by(rd.props, args.vm_id, disk.disk_id):
+                        api.set_props(res, {disks.DS_ID: old_dir.rstrip("/").split("/")[-2]})
+                release(act, attacher, leaving, res,
+                        os.path.join(src_dir if action == "postmigrate" else args.vm_dir, name))
     if args.caller:
         return
     if action == "premigrate":
-        copy_vm_dir(act, args.src_host, args.dst_host, args.vm_dir)
+        copy_vm_dir(act, args.src_host, src_dir, args.dst_host, args.vm_dir)
     elif action == "postmigrate":
-        remove_quietly(act, args.src_host, args.vm_dir)
+        remove_quietly(act, args.src_host, src_dir)
     else:
         remove_quietly(act, args.dst_host, args.vm_dir)
     if action != "failmigrate":
@@ -80,12 +102,27 @@ def release(act, attacher, host_name, res, path) -> None:
         act.report.info(f"{res} not released on {host_name}: {err}")
 
 
-def copy_vm_dir(act, src: str, dst: str, vm_dir: str) -> None:
-    parent, name = os.path.dirname(vm_dir), os.path.basename(vm_dir)
+def previous_dir(vm: VmDoc, vm_dir: str, system_ds: int):
+    """The VM directory in the previous system datastore, when the migration changes it."""
+    previous = vm.text("HISTORY_RECORDS/HISTORY[last()-1]/DS_ID")
+    if not previous.isdigit() or int(previous) == system_ds:
+        return None
+    datastores = os.path.dirname(os.path.dirname(vm_dir.rstrip("/")))
+    return os.path.join(datastores, previous, os.path.basename(vm_dir.rstrip("/")))
+
+
+def copy_vm_dir(act, src: str, src_dir: str, dst: str, vm_dir: str) -> None:
     # the destination's own links (made above) are kept: only what the source has is added
-    stream(act.hosts[src], ["tar", "-C", parent, "--sparse", "-cf", "-", name],
-           act.hosts[dst], Shell.join(["mkdir", "-p", parent], "&&", ["tar", "-C", parent, "-xf", "-"]),
-           f"copy {vm_dir}")
+    stream(act.hosts[src], ["tar", "-C", src_dir, "--sparse", "-cf", "-", "."],
+           act.hosts[dst], Shell.join(["mkdir", "-p", vm_dir], "&&", ["tar", "-C", vm_dir, "-xf", "-"]),
+           f"copy {src_dir}")
+
+
+def quietly(act, host: str, step) -> None:
+    try:
+        step(act.hosts[host])
+    except DriverError as err:
+        act.report.info(f"on {host}: {err}")
 
 
 def remove_quietly(act, host: str, vm_dir: str) -> None:

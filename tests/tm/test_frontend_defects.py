@@ -110,3 +110,80 @@ def test_snapshots_of_a_persistent_image_forget_the_vm_that_is_gone(env):
     assert [s.name for s in snaps] == ["snapshot-0"]
     assert not [k for k in snaps[0].data_v1["props"] if k.startswith("Aux/one/") and k != "Aux/one/snapshot-0-size"
                 and not k.startswith("Aux/one/SNAPSHOT")], snaps[0].data_v1["props"]
+
+
+SYSTEM2 = 102
+SYS2 = f"/var/lib/one//datastores/{SYSTEM2}"
+
+
+def second_system_ds(env):
+    from lab.oned import Datastore
+    env.lab.oned.add(Datastore(SYSTEM2, "linstor_system2", "SYSTEM_DS", ds_mad="-",
+                               template=env.lab.datastore_template()))
+
+
+def test_live_migration_to_another_system_datastore_with_disk_snapshots(lab):
+    """OpenNebula 7.4 allows it with DS_LIVE_MIGRATE and DS_MIGRATE_SNAP (install.py sets both):
+    the destination gets the new directory (and the old paths the running domain names, until
+    postmigrate), the source's old directory goes, DS_ID follows, and the disk's snapshot stays
+    usable."""
+    from lab.oned import History, to_xml
+    from .conftest import Env
+    env = Env(lab)
+    env.r = lab.runner("7.4.0")
+    second_system_ds(env)
+    img = env.image(75, data=PATTERN)
+    vm = env.vm(75, [Disk(0, IMAGE_DS, image_id=75, source=img.source, size=32)])
+    ok(env.clone(img, 75, 0))
+    ok(env.r.tm("snap_create", f"node1:{disk_path(75, 0)}", 0, 75, IMAGE_DS))
+    env.lab.write_device("node1", disk_path(75, 0), b"\0" * 4096)          # written after the snapshot
+    vm.lcm_state = "MIGRATE"
+    vm.history.append(History("node2", SYSTEM2))
+    xml = to_xml(vm.element())
+    new_path = f"{SYS2}/75/disk.0"
+    ok(env.r.migrate("premigrate", "node1", "node2", f"{SYS2}/75", 75, SYSTEM2, xml))
+    assert env.link("node2", new_path) == env.link("node2", disk_path(75, 0)) == "/dev/drbd/by-res/one-vm-75-disk-0/0"
+    assert env.rds()["one-vm-75-disk-0"]["Aux/one/DS_ID"] == str(SYSTEM2)
+    ok(env.r.migrate("postmigrate", "node1", "node2", f"{SYS2}/75", 75, SYSTEM2, xml))
+    assert lab.host("node1").run_inside(f"test -e {SYS}/75", check=False).returncode != 0
+    assert lab.host("node2").run_inside(f"test -e {SYS}/75", check=False).returncode != 0   # no stray links
+    assert env.read("node2", new_path) == b"\0" * 4096
+    vm.lcm_state = "DISK_SNAPSHOT_REVERT_POWEROFF"
+    ok(env.r.tm("snap_revert", f"node2:{new_path}", 0, 75, IMAGE_DS))
+    assert env.read("node2", new_path) == PATTERN
+
+
+def test_a_failed_live_migration_to_another_system_datastore_leaves_the_source_as_it_was(lab):
+    from lab.oned import History, to_xml
+    from .conftest import Env
+    env = Env(lab)
+    env.r = lab.runner("7.4.0")
+    second_system_ds(env)
+    img = env.image(76, data=PATTERN)
+    vm = env.vm(76, [Disk(0, IMAGE_DS, image_id=76, source=img.source, size=32)])
+    ok(env.clone(img, 76, 0))
+    vm.lcm_state = "MIGRATE"
+    vm.history.append(History("node2", SYSTEM2))
+    xml = to_xml(vm.element())
+    ok(env.r.migrate("premigrate", "node1", "node2", f"{SYS2}/76", 76, SYSTEM2, xml))
+    ok(env.r.migrate("failmigrate", "node1", "node2", f"{SYS2}/76", 76, SYSTEM2, xml))
+    for path in (f"{SYS}/76", f"{SYS2}/76"):
+        assert lab.host("node2").run_inside(f"test -e {path}", check=False).returncode != 0, path
+    assert env.rds()["one-vm-76-disk-0"]["Aux/one/DS_ID"] == str(SYSTEM_DS)
+    assert env.read("node1", disk_path(76, 0)) == PATTERN
+
+
+def test_cold_migration_to_another_system_datastore_keeps_disk_snapshots(env):
+    vm = env.vm(77, [])
+    img = env.image(77, data=PATTERN)
+    vm.disks.append(Disk(0, IMAGE_DS, image_id=77, source=img.source, size=32))
+    ok(env.clone(img, 77, 0))
+    ok(env.r.tm("snap_create", f"node1:{disk_path(77, 0)}", 0, 77, IMAGE_DS))
+    second_system_ds(env)
+    vm.lcm_state = "PROLOG_MIGRATE_POWEROFF"
+    ok(env.r.tm("mv", f"node1:{disk_path(77, 0)}", f"node2:{SYS2}/77/disk.0", 77, SYSTEM2))
+    ok(env.r.tm("mv", f"node1:{SYS}/77", f"node2:{SYS2}/77", 77, SYSTEM2))
+    assert env.rds()["one-vm-77-disk-0"]["Aux/one/DS_ID"] == str(SYSTEM2)
+    env.lab.write_device("node2", f"{SYS2}/77/disk.0", b"\0" * 4096)
+    ok(env.r.tm("snap_revert", f"node2:{SYS2}/77/disk.0", 0, 77, IMAGE_DS))
+    assert env.read("node2", f"{SYS2}/77/disk.0") == PATTERN
