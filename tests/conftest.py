@@ -60,3 +60,9 @@ def lab():
 def libvirt_lab():
     with Lab(LabConfig(hosts=2, libvirt=True)) as lab:
         yield lab
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The unit tier (tests/unit: no root, no lab, seconds) runs first: a broken rule shows at once."""
+    unit = REPO / "tests" / "unit"
+    items.sort(key=lambda item: 0 if Path(str(item.fspath)).is_relative_to(unit) else 1)

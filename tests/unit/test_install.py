@@ -406,3 +406,16 @@ def test_new_directories_belong_to_the_owner(tmp_path):
               "var/remotes/tm/linstor_un/clone", "var/remotes/vmm/kvm/save_linstor_un"):
         assert (one / d).stat().st_uid == 65534, d
     assert conf(one).stat().st_uid == os.geteuid()            # replaced files keep their owner
+
+
+def test_an_existing_l_option_is_merged(tmp_path):
+    one = front_end(tmp_path, "6.10.0")
+    text = conf(one).read_text().replace('"-t 15 -r 0 kvm -p"', '"-t 15 -r 0 kvm -p -l poll=poll_ganglia"', 1)
+    assert "poll_ganglia" in text
+    conf(one).write_text(text)
+    assert run(one) == 0
+    kvm = section_args(one, "VM_MAD", "kvm")[0]
+    assert flag_list(kvm, "-l") == ["poll=poll_ganglia", "save=save_linstor_un", "restore=restore_linstor_un"]
+    assert kvm.count(" -l ") == 1
+    assert run(one, "--uninstall") == 0
+    assert conf(one).read_text() == text
