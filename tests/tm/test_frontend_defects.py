@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from lab.lab import FRONTEND, IMAGE_DS, SYSTEM_DS
-from lab.oned import Disk
+from lab.oned import Disk, History, to_xml
 
 from .conftest import PATTERN, SYS, disk_path
 
@@ -122,19 +122,24 @@ def second_system_ds(env):
                                template=env.lab.datastore_template()))
 
 
+def running_vm_7_4(lab, vm_id: int):
+    """A VM with one cloned disk on node1 under OpenNebula 7.4's conventions, and a second system DS."""
+    from .conftest import Env
+    env = Env(lab)
+    env.r = lab.runner("7.4.0")
+    second_system_ds(env)
+    img = env.image(vm_id, data=PATTERN)
+    vm = env.vm(vm_id, [Disk(0, IMAGE_DS, image_id=vm_id, source=img.source, size=32)])
+    ok(env.clone(img, vm_id, 0))
+    return env, vm
+
+
 def test_live_migration_to_another_system_datastore_with_disk_snapshots(lab):
     """OpenNebula 7.4 allows it with DS_LIVE_MIGRATE and DS_MIGRATE_SNAP (install.py sets both):
     the destination gets the new directory (and the old paths the running domain names, until
     postmigrate), the source's old directory goes, DS_ID follows, and the disk's snapshot stays
     usable."""
-    from lab.oned import History, to_xml
-    from .conftest import Env
-    env = Env(lab)
-    env.r = lab.runner("7.4.0")
-    second_system_ds(env)
-    img = env.image(75, data=PATTERN)
-    vm = env.vm(75, [Disk(0, IMAGE_DS, image_id=75, source=img.source, size=32)])
-    ok(env.clone(img, 75, 0))
+    env, vm = running_vm_7_4(lab, 75)
     ok(env.r.tm("snap_create", f"node1:{disk_path(75, 0)}", 0, 75, IMAGE_DS))
     env.lab.write_device("node1", disk_path(75, 0), b"\0" * 4096)          # written after the snapshot
     vm.lcm_state = "MIGRATE"
@@ -154,14 +159,7 @@ def test_live_migration_to_another_system_datastore_with_disk_snapshots(lab):
 
 
 def test_a_failed_live_migration_to_another_system_datastore_leaves_the_source_as_it_was(lab):
-    from lab.oned import History, to_xml
-    from .conftest import Env
-    env = Env(lab)
-    env.r = lab.runner("7.4.0")
-    second_system_ds(env)
-    img = env.image(76, data=PATTERN)
-    vm = env.vm(76, [Disk(0, IMAGE_DS, image_id=76, source=img.source, size=32)])
-    ok(env.clone(img, 76, 0))
+    env, vm = running_vm_7_4(lab, 76)
     vm.lcm_state = "MIGRATE"
     vm.history.append(History("node2", SYSTEM2))
     xml = to_xml(vm.element())
