@@ -88,7 +88,7 @@ def request(act, script: str, argv: list[str], domain: str, checkpoint_path: str
 
 def max_memory_kib(host, domain: str) -> int:
     out = host_ops.virsh(host, ["dominfo", domain], f"read {domain}'s memory").stdout.decode()
-    m = re.search(r"Max memory:\s+(\d+)\s*KiB", out)
+    m = re.search(r"Max memory:\s+([0-9]+)\s*KiB", out)
     if not m:
         raise DriverError(f"cannot read the maximum memory of {domain}")
     return int(m.group(1))
@@ -134,7 +134,7 @@ def restore(act, argv: list[str]) -> None:
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()
-    fixed = re.sub(rf"(/datastores/+)\d+(/+{vm_id}/)", rf"\g<1>{new_ds}\g<2>", saved)
+    fixed = re.sub(rf"(/datastores/+)[0-9]+(/+{vm_id}/)", rf"\g<1>{new_ds}\g<2>", saved)
     xml_path = os.path.join(vm_dir, "checkpoint.xml")
     host.run(Shell.join(["mkdir", "-p", vm_dir], "&&", ["cat"], ">", [xml_path]),
              "write the domain XML for restore", stdin=fixed.encode())

@@ -115,7 +115,7 @@ def leave_dir(src: Host, src_path: str, dst: Host, dst_path: str, remove: bool =
 
 
 def _vm_dir(path: str) -> None:
-    if not re.search(r"/\d+/\d+$", path):
+    if not re.search(r"/[0-9]+/[0-9]+$", path):
         raise DriverError(f"refusing to remove '{path}': not a VM directory")
 
 

@@ -16,6 +16,7 @@ from . import downloads
 from .errors import DriverError
 from .linstor_api import Linstor, Replica
 from .one_api import Xml
+from .one_input import natural
 
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_MAGIC = b"KDMV"
@@ -54,7 +55,7 @@ class ImageMessage:
     @property
     def size_mb(self) -> int:
         v = self.image_text("SIZE")
-        return int(v) if v.isdigit() else 0
+        return natural(v) or 0
 
 
 def clear_leftover(api: Linstor, res: str, report) -> None:
@@ -137,7 +138,7 @@ class Source:
             elif url.startswith(("http://", "https://")):
                 resp = urllib.request.urlopen(url, timeout=timeout)
                 length = resp.headers.get("Content-Length")
-                self.length = int(length) if length and length.isdigit() else None
+                self.length = natural(length or "")
                 self._raw: BinaryIO = resp
             else:
                 self._raw = open(url, "rb")

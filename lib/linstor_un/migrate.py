@@ -14,7 +14,7 @@ import subprocess
 from . import disks, host_ops
 from .errors import DriverError
 from .one_api import VmDoc
-from .one_input import migrate_input
+from .one_input import migrate_input, natural
 from .remote import Shell, stream
 
 TWO_PRIMARIES = "DrbdOptions/Net/allow-two-primaries"
@@ -105,7 +105,7 @@ def release(act, attacher, host_name, res, path) -> None:
 def previous_dir(vm: VmDoc, vm_dir: str, system_ds: int):
     """The VM directory in the previous system datastore, when the migration changes it."""
     previous = vm.text("HISTORY_RECORDS/HISTORY[last()-1]/DS_ID")
-    if not previous.isdigit() or int(previous) == system_ds:
+    if natural(previous) in (None, system_ds):
         return None
     datastores = os.path.dirname(os.path.dirname(vm_dir.rstrip("/")))
     return os.path.join(datastores, previous, os.path.basename(vm_dir.rstrip("/")))

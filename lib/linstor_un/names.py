@@ -5,10 +5,10 @@ import re
 
 from .errors import DriverError
 
-SOURCE_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+:)?/dev/drbd/by-res/([A-Za-z_][A-Za-z0-9_-]{1,47})/\d+$")
+SOURCE_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+:)?/dev/drbd/by-res/([A-Za-z_][A-Za-z0-9_-]{1,47})/[0-9]+$")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
-SNAP_RE = re.compile(r"^snapshot-(\d+)$")
-SNAP_SIZE_RE = re.compile(r"^Aux/one/SNAPSHOT_(\d+)/DISK_SIZE$")
+SNAP_RE = re.compile(r"^snapshot-([0-9]+)$")
+SNAP_SIZE_RE = re.compile(r"^Aux/one/SNAPSHOT_([0-9]+)/DISK_SIZE$")
 
 
 def image(image_id: int) -> str:

@@ -15,6 +15,7 @@ from typing import Optional
 from lxml import etree
 
 from .errors import DriverError
+from .one_input import natural
 
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
 
@@ -79,7 +80,7 @@ class DiskInfo:
     @property
     def image_id(self) -> Optional[int]:
         v = self.get("IMAGE_ID")
-        return int(v) if v.isdigit() else None
+        return natural(v)
 
     @property
     def cloned(self) -> bool:
@@ -89,7 +90,7 @@ class DiskInfo:
     @property
     def size_mb(self) -> int:
         v = self.get("SIZE")
-        return int(v) if v.isdigit() else 0
+        return natural(v) or 0
 
 
 class VmDoc(Xml):
@@ -117,7 +118,7 @@ class VmDoc(Xml):
         out = []
         for d in self.root.findall("TEMPLATE/DISK"):
             attrs = {c.tag: (c.text or "").strip() for c in d}
-            if attrs.get("DISK_ID", "").isdigit():
+            if natural(attrs.get("DISK_ID", "")) is not None:
                 out.append(DiskInfo(int(attrs["DISK_ID"]), attrs))
         return out
 

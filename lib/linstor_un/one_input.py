@@ -30,16 +30,22 @@ def remotes_dir(script: Optional[str] = None) -> Path:
 def read_version(remotes: Path) -> Version:
     try:
         text = (remotes / "VERSION").read_text().strip()
-        parts = [int(x) for x in re.findall(r"\d+", text)[:3]]
+        parts = [int(x) for x in re.findall(r"[0-9]+", text)[:3]]
         return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
     except (OSError, ValueError):
         return (7, 0, 0)            # newest conventions when the file is missing
 
 
 def integer(value: str, what: str) -> int:
-    if not re.fullmatch(r"-?\d{1,18}", str(value)):
+    if not re.fullmatch(r"-?[0-9]{1,18}", str(value)):
         raise DriverError(f"invalid {what} '{value}': expected a number")
     return int(value)
+
+
+def natural(value: str) -> Optional[int]:
+    """A property or attribute that should hold a number: ASCII digits only (str.isdigit() also
+    takes '²' and '٣', which int() then refuses or reads as another number), else None."""
+    return int(value) if re.fullmatch(r"[0-9]{1,18}", value or "") else None
 
 
 def snapshot_id(value: str, what: str = "snapshot id") -> int:
@@ -96,7 +102,7 @@ class VmPath:
     def parse(cls, arg: str) -> "VmPath":
         hp = HostPath.parse(arg)
         parts = hp.path.split("/")
-        match = re.fullmatch(r"disk\.(\d+)", parts[-1])
+        match = re.fullmatch(r"disk\.([0-9]+)", parts[-1])
         if match:
             ds, vm, disk = parts[-3], parts[-2], int(match.group(1))
         else:

@@ -20,7 +20,7 @@ PROP_RE = re.compile(r"^[A-Za-z0-9_/.:-]+(=[^\s]*)?$")
 LAYERS = {"DRBD", "LUKS", "NVME", "WRITECACHE", "CACHE", "BCACHE", "STORAGE", "OPENFLEX"}
 PROVIDERS = {"LVM", "LVM_THIN", "ZFS", "ZFS_THIN", "FILE", "FILE_THIN", "SPDK", "REMOTE_SPDK", "EXOS",
              "STORAGE_SPACES", "STORAGE_SPACES_THIN", "EBS_TARGET", "EBS_INIT", "DISKLESS"}
-URI_RE = re.compile(r"^((linstor|linstor\+ssl|http|https)://)?[A-Za-z0-9_.:\[\]-]+(:\d+)?/?$")
+URI_RE = re.compile(r"^((linstor|linstor\+ssl|http|https)://)?[A-Za-z0-9_.:\[\]-]+(:[0-9]+)?/?$")
 
 
 def _words(value: str) -> list[str]:
@@ -215,7 +215,7 @@ class DatastoreSettings:
         if not staging.startswith("/"):
             raise DriverError(f"datastore attribute STAGING_DIR: '{staging}' is not an absolute path")
         bs = conf.get("DD_BLOCK_SIZE", "64k")
-        if not re.fullmatch(r"\d+[kKmM]?", bs):
+        if not re.fullmatch(r"[0-9]+[kKmM]?", bs):
             bs = "64k"
         return cls(ds_id=ds_id, tm_mad=tm_mad,
                    connection=Connection(controllers, files["LS_CERTFILE"], files["LS_KEYFILE"], files["LS_CAFILE"]),
