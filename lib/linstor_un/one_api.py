@@ -7,6 +7,8 @@ ONE_AUTH (a file), then ~/.one/one_auth, then /var/lib/one/.one/one_auth.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,26 +151,75 @@ class ImageDoc(Xml):
         return int(self.text("ID"))
 
 
-class OneApi:
-    """oned's XML-RPC API; each object is fetched at most once per action."""
+class _TimedTransport(xmlrpc.client.Transport):
+    """Each read waits at most `timeout` (instead of a process-wide socket default)."""
 
-    def __init__(self, url: Optional[str] = None, auth: Optional[str] = None, timeout: float = 30):
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self.timeout
+        return conn
+
+    def abort(self) -> None:
+        """Wakes a read blocked in another thread (closing alone would not)."""
+        conn = self._connection[1] if self._connection else None
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _TimedSafeTransport(xmlrpc.client.SafeTransport, _TimedTransport):
+    def __init__(self, timeout: float):
+        xmlrpc.client.SafeTransport.__init__(self)
+        self.timeout = timeout
+
+
+class OneApi:
+    """oned's XML-RPC API; each object is fetched at most once per action. Every call has an
+    overall deadline: an oned that trickles its answer a byte at a time cannot hold an action."""
+
+    def __init__(self, url: Optional[str] = None, auth: Optional[str] = None, timeout: float = 30,
+                 deadline: float = 120):
         self.url = url or endpoint()
         self._auth = auth
         self.timeout = timeout
+        self.deadline = deadline
         self._cache: dict[tuple[str, int], Xml] = {}
         self._proxy = None
+        self._transport: Optional[_TimedTransport] = None
 
     def _call(self, method: str, *args):
         if self._proxy is None:
-            import socket
-            socket.setdefaulttimeout(self.timeout)
-            self._proxy = xmlrpc.client.ServerProxy(self.url, allow_none=False)
+            cls = _TimedSafeTransport if self.url.startswith("https") else _TimedTransport
+            self._transport = cls(self.timeout)
+            self._proxy = xmlrpc.client.ServerProxy(self.url, allow_none=False, transport=self._transport)
         auth = self._auth or session()
-        try:
-            reply = getattr(self._proxy, method)(auth, *args)
-        except (OSError, xmlrpc.client.Error) as err:
+        outcome: dict = {}
+
+        def request() -> None:
+            try:
+                outcome["reply"] = getattr(self._proxy, method)(auth, *args)
+            except BaseException as err:         # handed to the caller's thread
+                outcome["error"] = err
+        worker = threading.Thread(target=request, name=f"oned {method}", daemon=True)
+        worker.start()
+        worker.join(self.deadline)
+        if worker.is_alive():
+            self._transport.abort()
+            self._proxy = None
+            raise DriverError(f"oned at {self.url} gave no complete answer to {method} within {self.deadline:.0f}s")
+        err = outcome.get("error")
+        if isinstance(err, (OSError, xmlrpc.client.Error)):
             raise DriverError(f"cannot reach oned at {self.url} ({method}): {err}")
+        if err is not None:
+            raise err
+        reply = outcome["reply"]
         if not reply[0]:
             raise DriverError(f"oned refused {method}: {reply[1]}")
         return reply[1]

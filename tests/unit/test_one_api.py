@@ -1,0 +1,52 @@
+"""oned's API: an overall deadline per call, not only per read (no lab needed)."""
+import socket
+import threading
+import time
+
+import pytest
+
+from linstor_un.errors import DriverError
+from linstor_un.one_api import OneApi
+
+ANSWER = (b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
+          b"<value><boolean>1</boolean></value><value><string>&lt;VM&gt;&lt;ID&gt;7&lt;/ID&gt;&lt;/VM&gt;"
+          b"</string></value></data></array></value></param></params></methodResponse>")
+
+
+def server(trickle: float):
+    """An oned that answers correctly, `trickle` seconds per byte."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER
+            for i in range(len(reply)):
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(reply[i:i + 1])
+                except OSError:
+                    return
+                time.sleep(trickle)
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/RPC2", stop
+
+
+def test_a_trickling_oned_cannot_hold_an_action():
+    url, stop = server(0.5)                       # every byte well inside the per-read timeout
+    api = OneApi(url, auth="oneadmin:x", timeout=5, deadline=2)
+    started = time.monotonic()
+    with pytest.raises(DriverError, match="no complete answer to one.vm.info within 2s"):
+        api.vm(7)
+    assert time.monotonic() - started < 4
+    stop.set()
+
+
+def test_a_prompt_oned_answers():
+    url, _ = server(0)
+    assert OneApi(url, auth="oneadmin:x", timeout=5, deadline=5).vm(7).id == 7
