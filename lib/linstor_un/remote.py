@@ -255,6 +255,7 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
         a.exec_command(src._command_line(src_cmd))
         b.exec_command(dst._command_line(dst_cmd))
         a_err, b_err = bytearray(), bytearray()
+        dst_gone = False
         # until the source's EOF, not its exit status: sshd may send the exit status while
         # output is still on its way, and stopping there cut streams short
         while True:
@@ -265,14 +266,21 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
                 data = a.recv(1 << 20)
                 if not data:
                     break
-                b.sendall(data)
+                try:
+                    b.sendall(data)
+                except (OSError, paramiko.SSHException):
+                    dst_gone = True      # the receiving command ended: its exit code says why
+                    break
                 continue
             select.select([a], [], [], 1.0)
-        while not a.exit_status_ready():
-            select.select([a], [], [], 1.0)
-        while a.recv_stderr_ready():
-            a_err += a.recv_stderr(1 << 16)
-        b.shutdown_write()
+        if dst_gone:
+            a.close()                    # nobody reads the rest
+        else:
+            while not a.exit_status_ready():
+                select.select([a], [], [], 1.0)
+            while a.recv_stderr_ready():
+                a_err += a.recv_stderr(1 << 16)
+            b.shutdown_write()
         while not b.exit_status_ready():
             if b.recv_stderr_ready():
                 b_err += b.recv_stderr(1 << 16)
@@ -282,7 +290,8 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
                 select.select([b], [], [], 1.0)
         while b.recv_stderr_ready():
             b_err += b.recv_stderr(1 << 16)
-        rc_a, rc_b = a.recv_exit_status(), b.recv_exit_status()
+        rc_a = a.recv_exit_status() if a.exit_status_ready() else -1
+        rc_b = b.recv_exit_status()
     except (socket.timeout, paramiko.SSHException, OSError) as err:
         raise DriverError(f"{step}: {err}")
     finally:
@@ -291,7 +300,7 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
         for host in (src, dst):             # a command on each end
             host.steps.append((step, round(time.monotonic() - started, 3)))
     if rc_a != 0 or rc_b != 0:
-        msg = meaningful(bytes(a_err + b"\n" + b_err))
+        msg = meaningful(bytes(b_err + b"\n" + a_err) if dst_gone else bytes(a_err + b"\n" + b_err))
         raise DriverError(f"{step} from {src.name} to {dst.name} failed (exit {rc_a}/{rc_b}): {msg}")
 
 
