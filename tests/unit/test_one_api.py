@@ -23,7 +23,14 @@ def server(trickle: float):
     def serve():
         conn, _ = listener.accept()
         with conn:
-            conn.recv(65536)
+            request = b""
+            while b"\r\n\r\n" not in request:            # the whole request, body too: closing on
+                request += conn.recv(65536)                  # unread bytes would reset the connection
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
             reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER
             for i in range(len(reply)):
                 if stop.is_set():
