@@ -34,14 +34,16 @@ MINIMUM = {
                    "VM's props they copied); one remote rm"),
     "delete": (1, 1, "list (the shared image's replica stays: another VM disk there uses it); one remote rm"),
     "resize": (2, 0, "read the volume size (refuse shrinking) + resize"),
-    "snap_create": (3, 0, "create the snapshot; list (its allocated size); record the size"),
-    "snap_delete": (2, 0, "clear the snapshot's size property + delete the snapshot"),
+    "snap_create": (4, 0, "ownership token on the definition (the snapshot copies it); create the snapshot; "
+                          "list (its allocated size); record the size and clear the token"),
+    "snap_delete": (3, 0, "list snapshots (is it this disk's?), clear the snapshot's size property, delete it"),
     "premigrate": (3, 3, "make-available on the destination; list (device); allow two primaries; "
                          "ln, tar out, tar in"),
     "postmigrate": (2, 2, "clear two primaries; list (the source keeps its diskful replica); rm link, rm dir"),
     "failmigrate": (3, 2, "clear two primaries; list + delete the destination's diskless replica; rm link, rm dir"),
-    "clone (snapshot)": (7, 1, "snapshot, RD create, VD restore, resource restore, make-available, list "
-                               "(device), owner props; one remote ln"),
+    "clone (snapshot)": (9, 1, "token on the image, snapshot, RD create (marked), VD restore, resource restore, "
+                               "clear the image's token, make-available, list (device), owner props (complete); "
+                               "one remote ln"),
     "clone (copy)": (5, 2, "spawn, make-available, list (new device), list (image device), owner props; dd + ln"),
     "mkimage": (4, 1, "spawn, make-available, list (device), owner props; one remote mkfs+ln"),
     "mkswap": (4, 2, "spawn, make-available, list (device), owner props; mkswap, ln"),
@@ -56,9 +58,10 @@ MINIMUM = {
     "tm monitor": (4, 0, "resource group, its pools, definitions of this datastore, their replicas: "
                          "constant, whatever the count"),
     "ds stat": (0, 0, "a local file: stat on the front-end"),
-    "ds cp (64 MiB raw)": (2, 1, "spawn, list (a bridge with a disk, its device); one dd fed by the stream"),
-    "ds mkfs": (2, 1, "spawn, list (a bridge with a disk, its device); one mkfs"),
-    "ds clone": (2, 0, "LINSTOR's clone + its status (no bytes through a host)"),
+    "ds cp (64 MiB raw)": (3, 1, "spawn (marked), list (a bridge with a disk, its device), mark complete; "
+                                 "one dd fed by the stream"),
+    "ds mkfs": (3, 1, "spawn (marked), list (a bridge with a disk, its device), mark complete; one mkfs"),
+    "ds clone": (3, 0, "LINSTOR's clone (marked) + its status, mark complete (no bytes through a host)"),
     "ds rm": (4, 0, "read the definition, list replicas (refuse in use), list snapshots (refuse while "
                     "VM disks are cloned from it), delete"),
     "ds monitor": (2, 0, "resource group (its pools) + one storage-pool listing"),
@@ -66,11 +69,12 @@ MINIMUM = {
     "ds snap_revert": (2, 0, "list snapshots (is it the newest?) + rollback"),
     "ds snap_flatten": (4, 0, "list snapshots, rollback, one delete per snapshot (2 here)"),
     "ds snap_delete": (1, 0, "delete the snapshot"),
-    "save (vmm)": (4, 2, "spawn the checkpoint volume, make-available, list (device), owner props; "
+    "save (vmm)": (4, 2, "spawn the checkpoint volume (marked), make-available, list (device), mark complete; "
                          "virsh save, ln"),
-    "restore (vmm)": (3, 3, "make-available, list (device), delete the volume; read the saved XML, write it "
-                            "with this datastore's paths, virsh restore"),
-    "snap_create_live": (3, 2, "as snap_create; domfsfreeze, domfsthaw"),
+    "restore (vmm)": (4, 3, "read the definition (is it this VM's complete checkpoint?), make-available, list "
+                            "(device), delete the volume; read the saved XML, write it with this datastore's "
+                            "paths, virsh restore"),
+    "snap_create_live": (4, 2, "as snap_create; domfsfreeze, domfsthaw"),
 }
 
 # counts above minimum + 1, and why they stay
@@ -103,6 +107,12 @@ class Bench:
                 disks=[Disk(0, IMAGE_DS, image_id=2 if persistent else 1, source=src, size=64,
                             persistent=persistent)])
         self.lab.oned.add(vm)
+        return vm
+
+    def new_vm_with_volatile(self):
+        """A VM whose disk 1 is the volatile disk mkimage/mkswap make (oned has it before it asks)."""
+        vm = self.new_vm()
+        vm.disks.append(Disk(1, SYSTEM_DS, size=64))
         return vm
 
     def start(self) -> None:
@@ -237,7 +247,7 @@ def scenarios(b: Bench):
                             SYSTEM_DS)
 
     return {
-        "mkswap": (b.new_vm, lambda vm: r.tm("mkswap", 16, f"node1:{SYS}/{vm.id}/disk.1", vm.id, SYSTEM_DS)),
+        "mkswap": (b.new_vm_with_volatile, lambda vm: r.tm("mkswap", 16, f"node1:{SYS}/{vm.id}/disk.1", vm.id, SYSTEM_DS)),
         "context": (b.new_vm, lambda vm: r.tm("context", str(context_file), f"node1:{SYS}/{vm.id}/disk.2",
                                               vm.id, SYSTEM_DS)),
         "mv (disk to another host)": (moved_disk, lambda vm: r.tm("mv", f"node1:{b.path(vm)}", f"node2:{b.path(vm)}",
@@ -275,7 +285,7 @@ def scenarios(b: Bench):
                                                             f"node1:{b.path(vm)}", vm.id, IMAGE_DS)),
         "clone (copy)": (copy_mode, lambda vm: r.tm("clone", f"{FRONTEND}:/dev/drbd/by-res/one-image-1/0",
                                                     f"node1:{b.path(vm)}", vm.id, IMAGE_DS)),
-        "mkimage": (b.new_vm, lambda vm: r.tm("mkimage", 64, "raw", f"node1:{SYS}/{vm.id}/disk.1", vm.id,
+        "mkimage": (b.new_vm_with_volatile, lambda vm: r.tm("mkimage", 64, "raw", f"node1:{SYS}/{vm.id}/disk.1", vm.id,
                                               SYSTEM_DS)),
     }
 

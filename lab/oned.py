@@ -150,10 +150,12 @@ class Image:
     target_snapshot: int = -1
     snapshots: list[dict] = field(default_factory=list)
     template: dict = field(default_factory=dict)
+    regtime: int = 0                    # registration time (0: one per id, as distinct images have)
 
     def element(self) -> etree._Element:
         root = _skeleton("oneimage-show-3.xml")
         _set(root, "ID", self.id)
+        _set(root, "REGTIME", self.regtime or 1795616312 + self.id)
         _set(root, "NAME", self.name)
         _set(root, "TYPE", self.type)
         _set(root, "DISK_TYPE", 2)
@@ -239,10 +241,12 @@ class VM:
     template: dict = field(default_factory=dict)
     user_template: dict = field(default_factory=dict)
     deploy_id: str = ""
+    stime: int = 0                      # creation time (0: one per id, as distinct VMs have)
 
     def element(self) -> etree._Element:
         root = _skeleton("onevm-show-1.xml")
         _set(root, "ID", self.id)
+        _set(root, "STIME", self.stime or 1795616326 + self.id)
         _set(root, "NAME", self.name or f"one-{self.id}")
         _set(root, "STATE", VM_STATES[self.state])
         _set(root, "LCM_STATE", LCM_STATES[self.lcm_state] if self.state == "ACTIVE" else 0)

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import host_ops, names
-from .errors import DriverError, NotFound
+from . import host_ops, names, ownership
+from .errors import DriverError
 from .one_api import Xml
 from .one_input import integer, valid_host, vmm_stdin
+from .ownership import Owner, Verdict
 from .report import meaningful
 from .placement import scheduler
 from .remote import Shell
@@ -63,6 +64,7 @@ class Request:
     settings: object
     api: object
     host: object
+    owner: Owner
 
     @property
     def resource(self) -> str:
@@ -83,7 +85,9 @@ def request(act, script: str, argv: list[str], domain: str, checkpoint_path: str
         forward(act, host_name, script, argv, xml)
         return None
     settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
-    return Request(domain, checkpoint_path, host_name, vm, settings, act.linstor(settings), act.hosts[host_name])
+    owner = Owner.checkpoint(vm, Xml.parse(xml).text("VM/STIME"))
+    return Request(domain, checkpoint_path, host_name, vm, settings, act.linstor(settings), act.hosts[host_name],
+                   owner)
 
 
 def max_memory_kib(host, domain: str) -> int:
@@ -103,15 +107,24 @@ def save(act, argv: list[str]) -> None:
     api, host, res, domain = r.api, r.host, r.resource, r.domain
     size_kib = max_memory_kib(host, domain)
     size_kib += max(OVERHEAD_KIB, size_kib // 10)
-    if api.resource_definition(res) is not None:       # left by an earlier, failed save
+    existing = api.resource_definition(res)
+    if existing is not None:
+        # an earlier save of this very VM that no restore consumed (or that failed): superseded
+        if ownership.judge(existing.props, existing.size_kib, r.owner) is Verdict.FOREIGN:
+            raise ownership.foreign(res, existing.props, r.owner)
         api.delete_definition(res)
     with Rollback(act.report) as undo:
         undo.add(f"delete {res}", lambda: api.delete_definition(res))
         undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
-        scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name)
+        scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name,
+                                                                           props=r.owner.building("save"))
         device = act.attacher(r.settings).attach(r.host_name, res)
         host_ops.virsh(host, ["save", domain, device], f"save {domain} to {res}")
-        undo.commit()
+        undo.commit()                 # the domain's memory is only there now: nothing may undo it
+    try:
+        api.set_props(res, {}, delete=[ownership.BUILDING])           # complete
+    except DriverError as err:
+        act.report.info(f"{res} holds the checkpoint, but its mark stays 'building': {err}")
 
 
 def resume_if_paused(host, domain: str) -> None:
@@ -127,10 +140,14 @@ def restore(act, argv: list[str]) -> None:
     if r is None:
         return
     api, host, res, domain, vm_id, host_name = r.api, r.host, r.resource, r.domain, r.vm_id, r.host_name
-    try:
-        device = act.attacher(r.settings).attach(host_name, res)
-    except NotFound:                    # no existence read first: the attach tells
+    rd = api.resource_definition(res)
+    if rd is None:
         raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
+    marks = rd.props
+    if not ownership.may_remove(marks, r.owner):
+        raise DriverError(f"{res} is not a checkpoint of this VM ({r.owner.mark}) but of "
+                          f"{marks[ownership.MADE_FOR]}: not restoring it")
+    device = act.attacher(r.settings).attach(host_name, res)
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()

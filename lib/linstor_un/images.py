@@ -12,9 +12,10 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Optional
 
-from . import downloads
+from . import downloads, ownership
 from .errors import DriverError
-from .linstor_api import Linstor, Replica
+from .linstor_api import Linstor, Replica, ResourceDef
+from .ownership import Owner
 from .one_api import Xml
 from .one_input import natural
 
@@ -58,12 +59,23 @@ class ImageMessage:
         return natural(v) or 0
 
 
-def clear_leftover(api: Linstor, res: str, report) -> None:
-    """A new image's volume that exists already was left by an interrupted run for this image
-    (oned never reuses an image id, and runs cp/mkfs/clone again only after a failure): it is
-    replaced, so a re-run converges instead of failing forever."""
-    report.info(f"{res} was left by an interrupted run for this image: replacing it")
-    api.delete_definition(res)
+def owner(msg: "ImageMessage", image_id: int) -> Owner:
+    """This image (its id and registration time) as the owner of the volume made for it."""
+    return Owner.image(image_id, msg.image.text("REGTIME"))
+
+
+def owner_of_image(doc: Xml, image_id: int) -> Owner:
+    """The same, from the image's own document (one.image.info)."""
+    return Owner.image(image_id, doc.text("REGTIME"))
+
+
+def already_made(api: Linstor, res: str, owner: Owner, report, rd: Optional[ResourceDef] = None,
+                 known: bool = False) -> bool:
+    """A new image's volume that exists already: True if it is this image's, complete (a re-run
+    after the answer was lost: nothing to do again); an unfinished one for this image is removed
+    (False); anything else stops the action with an error naming it (ownership.may_reuse)."""
+    rd = rd if known else api.resource_definition(res)
+    return rd is not None and ownership.may_reuse(api, rd, owner, report)
 
 
 def pick_bridge(api: Linstor, candidates: list[str], seed: int, resource: str) -> tuple[str, list[Replica]]:

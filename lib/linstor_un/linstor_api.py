@@ -96,6 +96,27 @@ def describe(replies) -> str:
 
 
 
+def _with_create_props(client: linstor.Linstor, props: dict, fn: Callable[[linstor.Linstor], object]):
+    """Run `fn` with `props` added to the resource definition its POST creates. LINSTOR's REST API
+    takes them (ResourceDefinitionCreate.resource_definition.props, ResourceGroupSpawn.
+    resource_definition_props); python-linstor builds those bodies without a parameter for them,
+    so its request method is wrapped for this one call."""
+    send = client._rest_request
+
+    def with_props(apicall, method, path, body=None, *args, **kwargs):
+        if method == "POST" and isinstance(body, dict):
+            if isinstance(body.get("resource_definition"), dict):
+                body["resource_definition"].setdefault("props", {}).update(props)
+            elif "resource_definition_name" in body:
+                body.setdefault("resource_definition_props", {}).update(props)
+        return send(apicall, method, path, body, *args, **kwargs)
+    client._rest_request = with_props
+    try:
+        return fn(client)
+    finally:
+        del client._rest_request
+
+
 class Linstor:
     def __init__(self, connection: Connection, report: Report, timeout: float = 300,
                  connect_timeout: float = 10):
@@ -193,7 +214,12 @@ class Linstor:
         return replies
 
     def do(self, step: str, fn: Callable[[linstor.Linstor], object], ok_codes: tuple[int, ...] = (),
-           done: Optional[Callable[[], bool]] = None):
+           done: Optional[Callable[[], bool]] = None, create_props: Optional[dict] = None):
+        """One request; `create_props`: properties the resource definition it creates is born
+        with (ownership marks: there is no moment when it exists unmarked)."""
+        if create_props:
+            plain = fn
+            fn = lambda c: _with_create_props(c, create_props, plain)     # noqa: E731
         return self._check(step, self._call(step, fn, done), ok_codes)
 
     # ---- reads -----------------------------------------------------------------------------------
@@ -268,7 +294,11 @@ class Linstor:
             data = s.data_v1
             created = max([n.get("create_timestamp", 0) for n in data.get("snapshots", [])] or [0])
             size = next((v.get("size_kib", 0) for v in data.get("volume_definitions", [])), 0)
-            out.append(Snapshot(data["name"], data.get("nodes", []), created, size, dict(data.get("props") or {})))
+            # REST 1.24+ splits them: the snapshot's own and the copy of the definition's at the
+            # time it was taken (ownership tokens, owner properties); older servers: `props`
+            props = {**(data.get("props") or {}), **(data.get("resource_definition_props") or {}),
+                     **(data.get("snapshot_definition_props") or {})}
+            out.append(Snapshot(data["name"], data.get("nodes", []), created, size, props))
         return out
 
     def storage_pools(self, pools: Optional[list[str]] = None, nodes: Optional[list[str]] = None) -> list[dict]:
@@ -353,13 +383,16 @@ class Linstor:
                 ok_codes=(C.WARN_VLMDFN_RESIZE_SAME_SIZE,))
 
     def clone(self, src: str, dst: str, resource_group: Optional[str], delete_props: list[str],
-              timeout: float = 3600) -> None:
-        """LINSTOR's own copy of a resource definition (and its data), waited for."""
+              timeout: float = 3600, props: Optional[dict] = None) -> None:
+        """LINSTOR's own copy of a resource definition (and its data), waited for; `props` are set
+        on the copy (with the request from REST 1.26 on, right after it before)."""
         import time
         step = f"clone {src} to {dst}"
-        late = bool(delete_props) and self.client.api_version_smaller("1.26.0")   # no delete_props yet
+        late = self.client.api_version_smaller("1.26.0")      # no delete_props / override_props yet
+        delete_props = [k for k in delete_props if k not in (props or {})]
         started = self._call(step, lambda c: c.resource_dfn_clone(
-            src, dst, resource_group=resource_group, delete_props=None if late else (delete_props or None)))
+            src, dst, resource_group=resource_group, delete_props=None if late else (delete_props or None),
+            property_dict=None if late else (props or None)))
         # python-linstor reads this reply without looking at the HTTP status: an error list comes
         # back wrapped as if it were a CloneStarted
         data = getattr(started, "data_v1", None)
@@ -376,18 +409,19 @@ class Linstor:
                 raise DriverError(f"{step}: no clone status")
             state = getattr(status.status, "value", status.status)
             if state == "COMPLETE":
-                if late:
-                    self.set_props(dst, {}, delete=delete_props)
+                if late and (delete_props or props):
+                    self.set_props(dst, dict(props or {}), delete=delete_props)
                 return
             if state == "FAILED" or time.monotonic() > deadline:
                 raise DriverError(f"{step}: LINSTOR reports {state}")
             time.sleep(0.5)
 
     def restore_snapshot(self, src: str, snap: str, dst: str, resource_group: Optional[str],
-                         layer_list: Optional[list[str]] = None) -> None:
+                         layer_list: Optional[list[str]] = None, props: Optional[dict] = None) -> None:
         """A new resource `dst` holding `src`'s snapshot: definition, volumes, then replicas."""
         self.do(f"create {dst}", lambda c: c.resource_dfn_create(dst, resource_group=resource_group,
-                                                                 layer_list=layer_list or None))
+                                                                 layer_list=layer_list or None),
+                create_props=props)
         self.do(f"restore volumes of {src}/{snap} into {dst}",
                 lambda c: c.snapshot_volume_definition_restore(src, snap, dst))
         self.do(f"restore {src}/{snap} into {dst}",

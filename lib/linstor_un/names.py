@@ -15,6 +15,12 @@ def image(image_id: int) -> str:
     return f"one-image-{image_id}"
 
 
+def image_id(resource: str):
+    """The image id of an image's volume `one-image-<id>`, else None."""
+    m = re.fullmatch(r"one-image-([0-9]{1,18})", resource)
+    return int(m.group(1)) if m else None
+
+
 def vm_disk(vm_id: int, disk_id: int) -> str:
     return f"one-vm-{vm_id}-disk-{disk_id}"
 
@@ -57,3 +63,8 @@ def from_source(value: str) -> str:
     if NAME_RE.match(bare):
         return bare
     raise DriverError(f"invalid image SOURCE '{value}': not a linstor_un volume")
+
+
+def vm_resource(resource: str) -> bool:
+    """A VM's own volume (a disk or its checkpoint), never an image's."""
+    return re.fullmatch(r"one-vm-[0-9]+-(disk-[0-9]+|checkpoint)", resource) is not None

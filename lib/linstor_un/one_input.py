@@ -107,9 +107,17 @@ class VmPath:
             ds, vm, disk = parts[-3], parts[-2], int(match.group(1))
         else:
             ds, vm, disk = parts[-2], parts[-1], None
-        if not (ds.isdigit() and vm.isdigit()):
+        if natural(ds) is None or natural(vm) is None:
             raise DriverError(f"invalid system datastore path '{hp.path}'")
         return cls(hp.host, hp.path, int(ds), int(vm), disk)
+
+    def of_vm(self, vm_id: int, disk: bool = True) -> "VmPath":
+        """This path, checked against the VM oned named in argv (and to be a disk path)."""
+        if self.vm_id != vm_id:
+            raise DriverError(f"path {self.path} is VM {self.vm_id}'s, not VM {vm_id}'s: nothing was changed")
+        if disk and self.disk_id is None:
+            raise DriverError(f"'{self.path}' is not a disk path")
+        return self
 
 
 def _b64(text: str, what: str) -> str:

@@ -29,8 +29,10 @@ class Scheduler:
         self.p = placement
         self.report = report
 
-    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None) -> None:
-        """Create resource `name` of `size_kib` and place its replicas. The caller owns the rollback."""
+    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
+               props: Optional[dict] = None) -> None:
+        """Create resource `name` of `size_kib` and place its replicas; the definition is born with
+        `props` (ownership marks). The caller owns the rollback."""
         raise NotImplementedError
 
     # shared steps ---------------------------------------------------------------------------------
@@ -46,10 +48,11 @@ class Scheduler:
         have = {r.node.lower() for r in self.api.replicas(name) if not r.diskless}
         return bool(have) and all(n.lower() in have for n in nodes or [])
 
-    def _define(self, name: str, size_kib: int, resource_group: Optional[str] = None) -> None:
+    def _define(self, name: str, size_kib: int, resource_group: Optional[str] = None,
+                props: Optional[dict] = None) -> None:
         self.api.do(f"create resource {name}", lambda c: c.resource_dfn_create(
             name, resource_group=resource_group, layer_list=self.p.layer_list or None),
-            done=lambda: self._defined(name))
+            done=lambda: self._defined(name), create_props=props)
         self.api.do(f"create volume of {name}", lambda c: c.volume_dfn_create(
             name, size_kib, encrypt=self.p.encryption), done=lambda: self._sized(name))
 
@@ -102,21 +105,23 @@ class GroupScheduler(Scheduler):
         group = self.api.resource_group(self.p.resource_group)
         return (group.get("select_filter") or {}).get("place_count") or 2
 
-    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None) -> None:
+    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
+               props: Optional[dict] = None) -> None:
         rg = self.p.resource_group
         if not self.p.encryption and not (self.p.prefer_node and prefer_host):
             self.api.do(f"create resource {name} in group {rg}", lambda c: c.resource_group_spawn(
                 rg, name, [size_kib], partial=True, place_count=self.p.replica_count, **self._filters()),
-                done=lambda: self._sized(name) and self._placed(name))
+                done=lambda: self._sized(name) and self._placed(name), create_props=props)
             return
-        self._define(name, size_kib, resource_group=rg)
+        self._define(name, size_kib, resource_group=rg, props=props)
         self._prefer(name, prefer_host, size_kib)
         self._autoplace(name, self._count())
 
 
 class NodeListScheduler(Scheduler):
-    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None) -> None:
-        self._define(name, size_kib)
+    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
+               props: Optional[dict] = None) -> None:
+        self._define(name, size_kib, props=props)
         pools = self.api.storage_pools(self.p.storage_pools, self.p.node_list)
         replicas = []
         for node in self.p.node_list:
@@ -131,8 +136,9 @@ class NodeListScheduler(Scheduler):
 
 
 class CountScheduler(Scheduler):
-    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None) -> None:
-        self._define(name, size_kib)
+    def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
+               props: Optional[dict] = None) -> None:
+        self._define(name, size_kib, props=props)
         self._prefer(name, prefer_host, size_kib)
         self._autoplace(name, self.p.replica_count)
 

@@ -4,33 +4,75 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from . import host_ops, names
+from . import host_ops, names, ownership
 from .attach import Attacher
-from .errors import DriverError
+from .errors import DriverError, NotFound
 from .linstor_api import Linstor, Snapshot
+from .ownership import Owner
 from .remote import Host
 from .report import Report
 
 ANY_ROLLBACK_SINCE = (1, 31, 0)     # LINSTOR rolls back to any snapshot from here on (reference §3.10)
 
 
-def create(api: Linstor, res: str, snap_id: int) -> None:
-    api.create_snapshot(res, names.snapshot(snap_id), exist_ok=True)
+def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
+    """`snapshot-<id>` of the disk as it is now. One left by a killed run of this very action is
+    kept; any other snapshot of that name stops it (it holds some other state)."""
+    snap = names.snapshot(snap_id)
+    take(api, res, snap, owner)
     allocated = max([r.allocated_kib for r in api.replicas(res) if not r.diskless] or [0])
     try:
-        api.set_props(res, {names.snapshot_size_prop(snap_id): str(allocated)})
+        api.set_props(res, {names.snapshot_size_prop(snap_id): str(allocated)},
+                      delete=[ownership.SNAPSHOT_TOKEN + snap])
     except DriverError:
-        pass                         # only monitoring depends on it
+        pass                         # only monitoring depends on the size; the token is inert
 
 
-def delete(api: Linstor, res: str, snap_id: int) -> None:
-    rd = api.resource_definition(res)
-    if rd is None:
-        return
-    prop = names.snapshot_size_prop(snap_id)
-    if prop in rd.props:
-        api.set_props(res, {}, delete=[prop])
-    api.delete_snapshot(res, names.snapshot(snap_id))
+def take(api: Linstor, res: str, snap: str, owner: Owner, replace_stale: bool = False) -> bool:
+    """Snapshot `snap` of `res`, carrying this owner's token (set on the definition for the
+    request: LINSTOR copies it into the snapshot). True if taken now. An existing snapshot of the
+    name is kept only if it carries the token (a killed run of this action took it); one linstor_un
+    took for another object is retaken when `replace_stale`; anything else is an error."""
+    key = ownership.SNAPSHOT_TOKEN + snap
+    api.set_props(res, {key: owner.snapshot_token(snap)})
+    if api.create_snapshot(res, snap, exist_ok=True):
+        return True
+    existing = next((s for s in api.snapshots(res) if s.name == snap), None)
+    if existing is None or ownership.snapshot_is_mine(existing, owner):
+        return False
+    if replace_stale and ownership.made_by_linstor_un(existing):
+        api.delete_snapshot(res, snap)
+        return api.create_snapshot(res, snap)
+    api.set_props(res, {}, delete=[key])
+    took = "linstor_un for another object" if ownership.made_by_linstor_un(existing) else "someone else"
+    raise DriverError(f"snapshot {snap} of {res} already exists and was taken by {took}, not for "
+                      f"{owner.describe()} now: nothing was changed. Delete it if nobody needs it "
+                      f"(linstor snapshot delete {res} {snap}) and retry")
+
+
+def delete(api: Linstor, res: str, snap_id: int, owner: Optional[Owner] = None) -> None:
+    """`snapshot-<id>` goes, with its size property; one taken for another object (a token of
+    another incarnation of this VM) is refused."""
+    snap = names.snapshot(snap_id)
+    if owner is not None:
+        existing = next((s for s in api.snapshots(res) if s.name == snap), None)
+        if existing is None:
+            return                  # already gone (a retry)
+        belongs(existing, res, owner)
+    try:
+        api.set_props(res, {}, delete=[names.snapshot_size_prop(snap_id)])
+    except NotFound:
+        return                      # the volume is gone, and its snapshots with it
+    api.delete_snapshot(res, snap)
+
+
+def belongs(snapshot: Snapshot, res: str, owner: Owner) -> None:
+    """A snapshot an action acts on for `owner`: taken for it, or unmarked (the bash driver's, an
+    older linstor_un's); one linstor_un took for another object stops the action."""
+    if ownership.made_by_linstor_un(snapshot) and not ownership.snapshot_is_mine(snapshot, owner):
+        raise DriverError(f"snapshot {snapshot.name} of {res} was taken for "
+                          f"{snapshot.props[ownership.SNAPSHOT_TOKEN + snapshot.name].rsplit(' snapshot ', 1)[0]}, "
+                          f"not for {owner.describe()} ({owner.mark}): nothing was changed")
 
 
 def remove_volume(api: Linstor, rd, snaps: Optional[list[Snapshot]] = None) -> None:
@@ -43,7 +85,8 @@ def remove_volume(api: Linstor, rd, snaps: Optional[list[Snapshot]] = None) -> N
 
 
 def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: str, snap_id: int,
-           report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None) -> None:
+           report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None,
+           owner: Optional[Owner] = None) -> None:
     """Make `res` hold the snapshot's exact bytes, zeros included (BUG-12).
 
     LINSTOR's rollback where it can (the newest snapshot by creation time, BUG-13, or any snapshot
@@ -54,6 +97,8 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     target = next((s for s in snaps if s.name == snap), None)
     if target is None:
         raise DriverError(f"snapshot {snap} of {res} does not exist")
+    if owner is not None:
+        belongs(target, res, owner)
     newest = max(snaps, key=lambda s: s.created_ms)
     if newest.name == snap or api.server_version() >= ANY_ROLLBACK_SINCE:
         api.rollback(res, snap)
@@ -63,13 +108,14 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     tmp = f"{res}-tmp"
     found = api.definitions(tmp, res)
     if found[tmp] is not None:
-        api.delete_definition(tmp)          # left by an earlier, interrupted revert
+        ownership.clear_temporary(api, found[tmp], res)       # left by an earlier, interrupted revert
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)
     safety_made = copied = False
     try:
-        api.restore_snapshot(res, snap, tmp, found[res].resource_group if found[res] else None)
+        api.restore_snapshot(res, snap, tmp, found[res].resource_group if found[res] else None,
+                             props=ownership.temporary(res, "snap_revert"))
         # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
         dst_dev = attacher.borrow(host.name, res)
         src_dev = attacher.borrow(host.name, tmp)

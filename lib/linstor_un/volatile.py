@@ -1,7 +1,7 @@
 """Volatile disks (mkimage, mkswap): create, place, link and format a VM-private volume."""
 from __future__ import annotations
 
-from . import disks, host_ops, names
+from . import disks, host_ops, names, ownership
 from .errors import DriverError
 from .one_input import VmPath
 from .placement import scheduler
@@ -11,21 +11,17 @@ RAW = {"raw", ""}
 
 
 def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
-    dst = VmPath.parse(target)
     act.report.object_id = vm_id
-    if dst.disk_id is None:
-        raise DriverError(f"mkimage target '{dst.path}' is not a disk path")
+    dst = VmPath.parse(target).of_vm(vm_id)
     if size_mb <= 0:
         raise DriverError(f"invalid disk size {size_mb} MB")
     fmt = fmt.strip().lower()
     fs = ""
     if fmt not in RAW | {"qcow2", "swap"}:
         fs, fmt = fmt, "raw"            # before 6.0 the second argument was the filesystem
+    vm = act.one.vm(vm_id)
     if fmt != "swap":
-        try:
-            fs = act.one.vm(vm_id).disk(dst.disk_id).get("FS") or fs
-        except DriverError:
-            pass
+        fs = vm.disk(dst.disk_id).get("FS") or fs
     if fs and fs.lower() not in host_ops.FILESYSTEMS:
         raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(host_ops.FILESYSTEMS))})")
     settings = act.settings(dst.system_ds)
@@ -33,18 +29,17 @@ def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
     res = names.vm_disk(vm_id, dst.disk_id)
     host = act.hosts[dst.host]
 
+    owner = disks.owner_of(vm, dst.disk_id)
     existing = api.resource_definition(res)
-    if existing and disks.owned_by(existing.props, vm_id, dst.disk_id):
+    if existing and ownership.may_reuse(api, existing, owner, act.report):
         act.report.info(f"{res} already exists (retry); linking it")
         device = act.attacher(settings).attach(dst.host, res)
         host_ops.link(host, device, dst.path)
         return
-    if existing:
-        act.report.info(f"{res} is an unfinished volatile disk; recreating it")
-        api.delete_definition(res)
     with Rollback(act.report) as undo:
         undo.add(f"delete {res}", lambda: api.delete_definition(res))
-        scheduler(api, settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host)
+        scheduler(api, settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host,
+                                                              props=owner.building("mkimage"))
         device = act.attacher(settings).attach(dst.host, res)
         if fmt == "swap":
             host_ops.mkswap(host, device)
@@ -55,5 +50,6 @@ def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
         made_dir = host_ops.link(host, device, dst.path)
         undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
         # last: marks the disk complete (a retry after this point only relinks)
-        api.set_props(res, disks.owner_props(vm_id, dst.system_ds, dst.disk_id))
+        api.set_props(res, {**disks.owner_props(vm_id, dst.system_ds, dst.disk_id), ownership.MADE_FOR: owner.mark},
+                      delete=[ownership.BUILDING])
         undo.commit()

@@ -186,6 +186,7 @@ def test_controller_restart_in_the_middle_of_clone_and_cpds(renv, scenario):
     vm = env.lab.oned.vms[121]
     vm.lcm_state, vm.state = "HOTPLUG_SAVEAS_POWEROFF", "POWEROFF"
     env.lab.oned.add(vm)
+    env.save_as_target(122)
     env.lab.linstor.clear_requests()
     result = restart_during(env, r"/resource-definitions$|/spawn$", "POST",
                             lambda: env.r.tm("cpds", f"node1:{disk_path(121, 0)}", "/dev/drbd/by-res/one-image-122/0",

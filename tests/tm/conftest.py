@@ -44,6 +44,13 @@ class Env:
         self.lab.oned.add(img)
         return img
 
+    def save_as_target(self, image_id: int) -> Image:
+        """The new image oned registers (LOCKED) before it calls DS mkfs and TM cpds for a save-as."""
+        img = Image(image_id, f"saveas{image_id}", IMAGE_DS, source=f"/dev/drbd/by-res/one-image-{image_id}/0",
+                    state=4)
+        self.lab.oned.add(img)
+        return img
+
     def vm(self, vm_id: int, disks: list[Disk], host: str = "node1", lcm: str = "PROLOG",
            state: str = "ACTIVE") -> VM:
         vm = VM(vm_id, state=state, lcm_state=lcm, disks=disks, history=[History(host, SYSTEM_DS)])

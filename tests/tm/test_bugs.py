@@ -167,6 +167,7 @@ def test_bug29_save_as_of_a_stopped_vm(env):
     ok(env.clone(img, 71, 0))
     vm.state, vm.lcm_state = "STOPPED", "LCM_INIT"
     env.lab.oned.add(vm)
+    env.save_as_target(72)
     ok(env.r.tm("cpds", f"{FRONTEND}:{disk_path(71, 0)}", "/dev/drbd/by-res/one-image-72/0", -1, 71, IMAGE_DS))
     with env.lab.client() as c:
         c.resource_make_available("node2", "one-image-72")

@@ -128,6 +128,7 @@ def test_cpds_faults(fenv):
         pass
 
     def action(i):
+        env.save_as_target(950 + i)
         snap = -1 if i % 2 else 0
         return env.r.tm("cpds", f"node1:{disk_path(300, 0)}", f"/dev/drbd/by-res/one-image-{950 + i}/0",
                         snap, 300, IMAGE_DS)

@@ -105,6 +105,8 @@ def test_vm_storage_lifecycle(env):
     # ---- save-as of disk 0 (powered off) and of snapshot 0 ---------------------------------------
     vm.lcm_state, vm.state = "LCM_INIT", "POWEROFF"
     lab.oned.add(vm)
+    env.save_as_target(9)
+    env.save_as_target(10)
     ok(r.tm("cpds", f"node3:{disk_path(VM, 0)}", "/dev/drbd/by-res/one-image-9/0", -1, VM, IMAGE_DS))
     lab.write_device("node3", disk_path(VM, 0), b"Z" * 4096)
     ok(r.tm("cpds", f"node3:{disk_path(VM, 0)}", "/dev/drbd/by-res/one-image-10/0", 0, VM, IMAGE_DS))

@@ -1,0 +1,145 @@
+"""What this driver made, proven by a mark it wrote — never by a name.
+
+oned hands ids out again after its database is restored, two OpenNebula installations can share
+one LINSTOR controller, and anyone can create `one-image-20`. So every volume the driver creates
+carries, from the request that creates it:
+
+- `Aux/one/linstor_un/MADE_FOR`: the OpenNebula object it is for, down to its incarnation (an
+  image's id and REGTIME, a VM's id and STIME and the disk id: ids repeat, creation times do not);
+- `Aux/one/linstor_un/BUILDING`: the step that is making it, removed in the request that marks
+  it complete.
+
+A retry reuses a complete volume made for exactly this object, replaces one this driver left
+unfinished for exactly this object (or an empty definition: no volume, nothing to lose), and
+stops with a one-line error naming anything else. Snapshots carry a token the same way (LINSTOR
+copies the definition's properties into each snapshot it takes): the token is set on the
+definition for the one request that takes the snapshot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+from .errors import DriverError
+from .one_input import natural
+
+MADE_FOR = "Aux/one/linstor_un/MADE_FOR"
+BUILDING = "Aux/one/linstor_un/BUILDING"
+SNAPSHOT_TOKEN = "Aux/one/linstor_un/SNAPSHOT/"      # + snapshot name
+MARKS = (MADE_FOR, BUILDING)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The OpenNebula object a volume is made for."""
+    kind: str                       # "image", "disk", "checkpoint"
+    object_id: int
+    born: int                       # REGTIME of an image, STIME of a VM; 0 if oned did not say
+    disk_id: Optional[int] = None
+
+    @classmethod
+    def image(cls, image_id: int, regtime: str) -> "Owner":
+        return cls("image", image_id, natural(regtime) or 0)
+
+    @classmethod
+    def vm_disk(cls, vm_id: int, stime: str, disk_id: int) -> "Owner":
+        return cls("disk", vm_id, natural(stime) or 0, disk_id)
+
+    @classmethod
+    def checkpoint(cls, vm_id: int, stime: str) -> "Owner":
+        return cls("checkpoint", vm_id, natural(stime) or 0)
+
+    @property
+    def mark(self) -> str:
+        kind = "vm" if self.kind in ("disk", "checkpoint") else self.kind
+        text = f"{kind} {self.object_id} born {self.born}"
+        if self.kind == "disk":
+            text += f" disk {self.disk_id}"
+        elif self.kind == "checkpoint":
+            text += " checkpoint"
+        return text
+
+    def describe(self) -> str:
+        if self.kind == "image":
+            return f"image {self.object_id}"
+        if self.kind == "checkpoint":
+            return f"the checkpoint of VM {self.object_id}"
+        return f"disk {self.disk_id} of VM {self.object_id}"
+
+    def building(self, step: str) -> dict:
+        """The properties a volume is created with."""
+        return {MADE_FOR: self.mark, BUILDING: step}
+
+    def snapshot_token(self, snapshot: str) -> str:
+        return f"{self.mark} snapshot {snapshot}"
+
+
+class Verdict(Enum):
+    MINE = "made for this object, complete"
+    UNFINISHED = "made for this object by a run that did not finish"
+    EMPTY = "an empty definition (no volume)"
+    FOREIGN = "not made by linstor_un for this object"
+
+
+def judge(props: dict, size_kib: int, owner: Owner) -> Verdict:
+    made_for = props.get(MADE_FOR)
+    if made_for == owner.mark:
+        return Verdict.UNFINISHED if BUILDING in props else Verdict.MINE
+    if made_for is None and size_kib <= 0:
+        return Verdict.EMPTY
+    return Verdict.FOREIGN
+
+
+def foreign(res: str, props: dict, owner: Owner) -> DriverError:
+    made_for = props.get(MADE_FOR)
+    whose = f"it was made for {made_for}" if made_for else "it carries no linstor_un mark"
+    return DriverError(
+        f"{res} already exists in LINSTOR and is not {owner.describe()}'s ({whose}; this one is "
+        f"{owner.mark}): nothing was changed. If it is a leftover nobody needs, delete it "
+        f"(linstor resource-definition delete {res}) and retry; if oned's database was restored or another "
+        f"OpenNebula uses this controller, it belongs to another object")
+
+
+def may_reuse(api, rd, owner: Owner, report) -> bool:
+    """For an action about to create `rd.name`, which exists already: True if it is this object's
+    complete volume (reuse it), False if it was deleted (unfinished or empty: make it again)."""
+    verdict = judge(rd.props, rd.size_kib, owner)
+    if verdict is Verdict.MINE:
+        return True
+    if verdict is Verdict.FOREIGN:
+        raise foreign(rd.name, rd.props, owner)
+    report.info(f"{rd.name}: {verdict.value}; replacing it")
+    api.delete_definition(rd.name)
+    return False
+
+
+def may_remove(props: dict, owner: Owner) -> bool:
+    """For actions that delete an object's volume: a volume marked for another incarnation is
+    not this object's. Unmarked volumes (made by the bash driver or an older linstor_un) keep
+    the checks they had (names and Aux/one/VM_ID)."""
+    made_for = props.get(MADE_FOR)
+    return made_for is None or made_for == owner.mark
+
+
+def snapshot_is_mine(snapshot, owner: Owner) -> bool:
+    return snapshot.props.get(SNAPSHOT_TOKEN + snapshot.name) == owner.snapshot_token(snapshot.name)
+
+
+def made_by_linstor_un(snapshot) -> bool:
+    return (SNAPSHOT_TOKEN + snapshot.name) in snapshot.props
+
+
+def temporary(of: str, step: str) -> dict:
+    """Marks of a temporary volume an action makes from `of` (a snapshot restored to copy from)."""
+    return {MADE_FOR: f"temporary copy of {of}", BUILDING: step}
+
+
+def clear_temporary(api, rd, of: str) -> None:
+    """A temporary volume that exists already: removed if a killed run of ours left it for `of`."""
+    if rd.props.get(MADE_FOR) != f"temporary copy of {of}" and judge(rd.props, rd.size_kib, Owner("x", 0, 0)) \
+            is not Verdict.EMPTY:
+        raise DriverError(f"{rd.name} already exists and is not a temporary copy linstor_un made of {of} "
+                          f"({rd.props.get(MADE_FOR) or 'unmarked'}): nothing was changed; delete it if nobody "
+                          f"needs it and retry")
+    api.delete_definition(rd.name)
