@@ -82,10 +82,14 @@ class Verdict(Enum):
     FOREIGN = "not made by linstor_un for this object"
 
 
-def judge(props: dict, size_kib: int, owner: Owner) -> Verdict:
+def judge(props: dict, size_kib: int, owner: Owner, name: str = "") -> Verdict:
     made_for = props.get(MADE_FOR)
     if made_for == owner.mark:
         return Verdict.UNFINISHED if BUILDING in props else Verdict.MINE
+    if name and props.get(SNAPSHOT_TOKEN + name) == owner.snapshot_token(name):
+        # restored from the base snapshot this owner took (LINSTOR copies the snapshot's
+        # definition properties, and with them the image's marks, onto the restored volume)
+        return Verdict.UNFINISHED
     if made_for is None and size_kib <= 0:
         return Verdict.EMPTY
     return Verdict.FOREIGN
@@ -104,7 +108,7 @@ def foreign(res: str, props: dict, owner: Owner) -> DriverError:
 def may_reuse(api, rd, owner: Owner, report) -> bool:
     """For an action about to create `rd.name`, which exists already: True if it is this object's
     complete volume (reuse it), False if it was deleted (unfinished or empty: make it again)."""
-    verdict = judge(rd.props, rd.size_kib, owner)
+    verdict = judge(rd.props, rd.size_kib, owner, rd.name)
     if verdict is Verdict.MINE:
         return True
     if verdict is Verdict.FOREIGN:
@@ -135,10 +139,14 @@ def temporary(of: str, step: str) -> dict:
     return {MADE_FOR: f"temporary copy of {of}", BUILDING: step}
 
 
-def clear_temporary(api, rd, of: str) -> None:
-    """A temporary volume that exists already: removed if a killed run of ours left it for `of`."""
-    if rd.props.get(MADE_FOR) != f"temporary copy of {of}" and judge(rd.props, rd.size_kib, Owner("x", 0, 0)) \
-            is not Verdict.EMPTY:
+def clear_temporary(api, rd, of: str, of_props: Optional[dict] = None) -> None:
+    """A temporary volume that exists already: removed if a killed run of ours left it for `of`:
+    marked so, or a restore of `of`'s snapshot that carries `of`'s own marks (LINSTOR copies the
+    snapshot's definition properties onto the restored volume), or empty."""
+    own_mark = (of_props or {}).get(MADE_FOR)
+    made_for = rd.props.get(MADE_FOR)
+    if made_for != f"temporary copy of {of}" and not (own_mark and made_for == own_mark) and \
+            judge(rd.props, rd.size_kib, Owner("x", 0, 0)) is not Verdict.EMPTY:
         raise DriverError(f"{rd.name} already exists and is not a temporary copy linstor_un made of {of} "
                           f"({rd.props.get(MADE_FOR) or 'unmarked'}): nothing was changed; delete it if nobody "
                           f"needs it and retry")

@@ -108,7 +108,8 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     tmp = f"{res}-tmp"
     found = api.definitions(tmp, res)
     if found[tmp] is not None:
-        ownership.clear_temporary(api, found[tmp], res)       # left by an earlier, interrupted revert
+        ownership.clear_temporary(api, found[tmp], res,       # left by an earlier, interrupted revert
+                                  found[res].props if found[res] else None)
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)

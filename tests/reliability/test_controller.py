@@ -102,7 +102,8 @@ def shape(env, vm_id: int) -> dict:
     mark = f"-vm-{vm_id}-"
 
     def norm(text):
-        return str(text).replace(mark, "-vm-N-").replace(f"'{vm_id}'", "'N'")
+        text = str(text).replace(mark, "-vm-N-").replace(f"'{vm_id}'", "'N'")
+        return re.sub(rf"\bvm {vm_id} born [0-9]+", "vm N born T", text)      # ownership marks
     return {"rds": {norm(n): norm(sorted(p.items())) for n, p in s["rds"].items() if mark in n},
             "resources": sorted(norm(r) for r in s["resources"] if mark in r[0]),
             "snapshots": sorted(norm(x) for x in s["snapshots"] if mark in x[0] or mark in x[1])}
