@@ -70,12 +70,17 @@ def vm_disk_sizes(api: Linstor, ds_id: int, report: Optional[Report] = None) -> 
 def _vm_disk_sizes(api: Linstor, ds_id: int, report: Optional[Report]) -> dict[int, list[str]]:
     rds = api.resource_definitions(props=[f"{disks.DS_ID}={ds_id}"], sizes=False)   # sizes come from replicas
     owned, odd, seen = [], [], set()
-    for rd in sorted(rds, key=lambda r: r.name):
+    parsed = []
+    for rd in rds:
         vm_id, disk_id = natural(rd.props.get(disks.VM_ID, "")), natural(rd.props.get(disks.DISK_ID, ""))
         if vm_id is None or disk_id is None:
             if disks.VM_ID in rd.props or disks.DISK_ID in rd.props:
                 odd.append(rd.name)
             continue
+        parsed.append((rd, vm_id, disk_id))
+    # a disk claimed twice: the VM's own volume (its name) first, then a persistent image's
+    parsed.sort(key=lambda t: (t[0].name != names.vm_disk(t[1], t[2]), t[0].name))
+    for rd, vm_id, disk_id in parsed:
         if (vm_id, disk_id) in seen:            # two definitions claim one disk: report it once
             odd.append(rd.name)
             continue
