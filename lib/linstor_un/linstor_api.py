@@ -9,6 +9,8 @@ only where the call is idempotent or its effect can be checked first.
 """
 from __future__ import annotations
 
+import socket
+
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -188,7 +190,7 @@ class Linstor:
         """Run one request. On a lost reply: reconnect, and if `done()` says it took effect, carry on."""
         self.requests += 1
         try:
-            return fn(self.client)
+            return self._within_deadline(step, fn)
         except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError) as err:
             self.report.info(f"{step}: lost the controller's reply ({err}); checking again")
             self._reconnect(step)
@@ -198,11 +200,40 @@ class Linstor:
                 raise DriverError(f"{step}: no reply from LINSTOR ({err})")
             self.requests += 1
             try:
-                return fn(self.client)
+                return self._within_deadline(step, fn)
             except (linstor.LinstorNetworkError, linstor.LinstorTimeoutError) as err2:
                 raise DriverError(f"{step}: no reply from LINSTOR ({err2})")
         except linstor.LinstorError as err:
             raise DriverError(f"{step}: {err}")
+
+    def _within_deadline(self, step: str, fn: Callable[[linstor.Linstor], object]):
+        """One request with an overall deadline (`timeout`), not only python-linstor's per-read
+        one: a controller that trickles its answer cannot hold the action. On the deadline the
+        connection is cut (which wakes the blocked read) and dropped."""
+        import threading
+        client = self.client
+        outcome: dict = {}
+
+        def request() -> None:
+            try:
+                outcome["reply"] = fn(client)
+            except BaseException as err:           # handed to the caller's thread
+                outcome["error"] = err
+        worker = threading.Thread(target=request, name=f"linstor {step}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            sock = getattr(getattr(client, "_rest_conn", None), "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._client = None
+            raise DriverError(f"{step}: no complete answer from LINSTOR within {self.timeout:.0f}s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["reply"]
 
     def _check(self, step: str, replies, ok_codes: tuple[int, ...] = ()):
         errors = [r for r in _errors(replies)

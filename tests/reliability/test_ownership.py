@@ -14,9 +14,14 @@ from lab.lab import FRONTEND, IMAGE_DS, SYSTEM_DS
 from lab.oned import Disk, Image, to_xml
 from lab.runner import ds_action_data
 
-from .conftest import PATTERN, SYS, disk_path
+from tests.tm.conftest import PATTERN, Env, disk_path
 
 OTHER = os.urandom(4096)          # what someone else's volume holds
+
+
+@pytest.fixture
+def env(lab):
+    return Env(lab)
 
 
 def ok(result):
@@ -66,11 +71,32 @@ def ds(env, action, image):
     return env.r.ds(action, data, image.id)
 
 
+def vm_disk_scenario(scenario):
+    return scenario("Ownership: a VM disk's volume name is taken (another incarnation of the VM, unmarked) - "
+                    "clone, mkimage, delete",
+                    "refused in one line naming it; the other volume's bytes and properties as they were, no link")
+
+
+def snapshot_scenario(scenario):
+    return scenario("Ownership: foreign and stale snapshots - snap_create, snap_revert, snap_delete, the base "
+                    "snapshot of a snapshot-mode clone",
+                    "foreign: refused, nothing changed; a killed run's own: kept; a stale base: taken again "
+                    "(the VM gets the image as it is now)")
+
+
+def argv_scenario(scenario):
+    return scenario("Ownership: argv that disagrees with itself or oned - clone, mkimage, ln, cpds, DS rm, mvds",
+                    "refused before anything is touched; the other VM's link, disk and image bytes as they were")
+
+
 # ---- collisions: a restored oned database, another OpenNebula on the same controller ------------
 
 @pytest.mark.parametrize("action", ["cp", "mkfs", "clone"])
 @pytest.mark.parametrize("whose", ["restored database", "another installation", "unmarked"])
-def test_a_new_image_never_replaces_a_volume_of_that_name(env, action, whose):
+def test_a_new_image_never_replaces_a_volume_of_that_name(env, action, whose, scenario):
+    sc = scenario("Ownership: a new image's volume name is taken (restored oned database, another installation, "
+                  "unmarked) - DS cp, mkfs, clone",
+                  "refused in one line naming it; the volume's bytes, properties and snapshot as they were")
     image_id = {"cp": 20, "mkfs": 21, "clone": 22}[action]
     res = f"one-image-{image_id}"
     props = {"restored database": {"Aux/one/linstor_un/MADE_FOR": f"image {image_id} born 1700000000"},
@@ -89,6 +115,7 @@ def test_a_new_image_never_replaces_a_volume_of_that_name(env, action, whose):
     else:
         base = env.image(23, data=PATTERN)
         img = Image(image_id, "new", IMAGE_DS, path=base.source, size=32)
+    sc.run()
     last = refused(ds(env, action, img), res, "nothing was changed", "delete it")
     assert ("carries no linstor_un mark" in last) == (whose == "unmarked")
     assert env.rds()[res] == before
@@ -96,7 +123,7 @@ def test_a_new_image_never_replaces_a_volume_of_that_name(env, action, whose):
 
 
 @pytest.mark.parametrize("action", ["clone", "mkimage"])
-def test_a_vm_disk_never_replaces_or_reuses_another_vms_volume_of_that_name(env, action):
+def test_a_vm_disk_never_replaces_or_reuses_another_vms_volume_of_that_name(env, action, scenario):
     """VM 30 of a restored database (another STIME) gets disk 0: one-vm-30-disk-0 is the old VM's."""
     props = {"Aux/one/VM_ID": "30", "Aux/one/DISK_ID": "0", "Aux/one/DS_ID": str(SYSTEM_DS),
              "Aux/one/linstor_un/MADE_FOR": "vm 30 born 1600000000 disk 0"}
@@ -104,6 +131,7 @@ def test_a_vm_disk_never_replaces_or_reuses_another_vms_volume_of_that_name(env,
     img = env.image(31, data=PATTERN)
     env.vm(30, [Disk(0, IMAGE_DS, image_id=31, source=img.source, size=32) if action == "clone"
                 else Disk(0, SYSTEM_DS, size=32)])
+    vm_disk_scenario(scenario).run()
     result = env.clone(img, 30, 0) if action == "clone" else \
         env.r.tm("mkimage", 32, "raw", f"node1:{disk_path(30, 0)}", 30, SYSTEM_DS)
     refused(result, "one-vm-30-disk-0", "vm 30 born 1600000000 disk 0", "nothing was changed")
@@ -111,28 +139,30 @@ def test_a_vm_disk_never_replaces_or_reuses_another_vms_volume_of_that_name(env,
     assert env.link("node1", disk_path(30, 0)) == ""                 # no link to the old VM's data
 
 
-def test_an_unmarked_vm_disk_of_that_name_is_refused_too(env):
+def test_an_unmarked_vm_disk_of_that_name_is_refused_too(env, scenario):
     """The same name, no linstor_un mark at all (made by hand or by another tool)."""
     foreign_volume(env, "one-vm-32-disk-0", {"Aux/one/VM_ID": "32", "Aux/one/DISK_ID": "0"})
     img = env.image(33, data=PATTERN)
     env.vm(32, [Disk(0, IMAGE_DS, image_id=33, source=img.source, size=32)])
+    vm_disk_scenario(scenario).run()
     refused(env.clone(img, 32, 0), "one-vm-32-disk-0", "carries no linstor_un mark")
     intact(env, "one-vm-32-disk-0", {"Aux/one/VM_ID": "32"})
 
 
-def test_delete_leaves_a_volume_made_for_another_incarnation(env):
+def test_delete_leaves_a_volume_made_for_another_incarnation(env, scenario):
     props = {"Aux/one/VM_ID": "34", "Aux/one/DISK_ID": "0", "Aux/one/DS_ID": str(SYSTEM_DS),
              "Aux/one/linstor_un/MADE_FOR": "vm 34 born 1600000000 disk 0"}
     foreign_volume(env, "one-vm-34-disk-0", props)
     img = env.image(35, data=PATTERN)
     env.vm(34, [Disk(0, IMAGE_DS, image_id=35, source=img.source, size=32)])
+    vm_disk_scenario(scenario).run()
     refused(env.r.tm("delete", f"node1:{disk_path(34, 0)}", 34, SYSTEM_DS), "not deleting it")
     intact(env, "one-vm-34-disk-0", props)
 
 
 # ---- foreign and stale snapshots ----------------------------------------------------------------
 
-def test_snap_create_never_keeps_a_snapshot_it_did_not_take(env):
+def test_snap_create_never_keeps_a_snapshot_it_did_not_take(env, scenario):
     img = env.image(40, data=PATTERN)
     env.vm(40, [Disk(0, IMAGE_DS, image_id=40, source=img.source, size=32)])
     ok(env.clone(img, 40, 0))
@@ -140,6 +170,7 @@ def test_snap_create_never_keeps_a_snapshot_it_did_not_take(env):
         env.lab.write_device("node1", disk_path(40, 0), OTHER)
         c.snapshot_create([], "one-vm-40-disk-0", "snapshot-0")
     env.lab.write_device("node1", disk_path(40, 0), PATTERN)
+    snapshot_scenario(scenario).run()
     refused(env.r.tm("snap_create", f"node1:{disk_path(40, 0)}", 0, 40, IMAGE_DS), "snapshot-0",
             "someone else", "nothing was changed")
     assert "Aux/one/linstor_un/SNAPSHOT/snapshot-0" not in env.rds()["one-vm-40-disk-0"]
@@ -148,7 +179,7 @@ def test_snap_create_never_keeps_a_snapshot_it_did_not_take(env):
     assert env.read("node1", disk_path(40, 0)) == PATTERN
 
 
-def test_snap_create_keeps_the_snapshot_a_killed_run_of_it_took(env):
+def test_snap_create_keeps_the_snapshot_a_killed_run_of_it_took(env, scenario):
     """A retry of snap_create after a kill between the snapshot and the size record: the snapshot
     carries this disk's token, so it is the one this action took: kept, not taken again."""
     img = env.image(41, data=PATTERN)
@@ -161,6 +192,7 @@ def test_snap_create_keeps_the_snapshot_a_killed_run_of_it_took(env):
     with env.lab.client() as c:
         first = [s.uuid for s in c.snapshot_dfn_list_raise(filter_by_resources=["one-vm-41-disk-0"]).snapshots]
     env.lab.write_device("node1", disk_path(41, 0), OTHER)            # not what snapshot-0 should hold
+    snapshot_scenario(scenario).run()
     ok(env.r.tm("snap_create", f"node1:{disk_path(41, 0)}", 0, 41, IMAGE_DS))
     with env.lab.client() as c:
         again = [s.uuid for s in c.snapshot_dfn_list_raise(filter_by_resources=["one-vm-41-disk-0"]).snapshots]
@@ -170,7 +202,8 @@ def test_snap_create_keeps_the_snapshot_a_killed_run_of_it_took(env):
     assert env.read("node1", disk_path(41, 0)) == PATTERN
 
 
-def test_revert_and_delete_refuse_a_snapshot_taken_for_another_incarnation(env):
+def test_revert_and_delete_refuse_a_snapshot_taken_for_another_incarnation(env, scenario):
+    sc = snapshot_scenario(scenario)
     img = env.image(42, data=PATTERN)
     vm = env.vm(42, [Disk(0, IMAGE_DS, image_id=42, source=img.source, size=32)])
     ok(env.clone(img, 42, 0))
@@ -180,21 +213,23 @@ def test_revert_and_delete_refuse_a_snapshot_taken_for_another_incarnation(env):
             "Aux/one/linstor_un/SNAPSHOT/snapshot-0": "vm 42 born 1600000000 disk 0 snapshot snapshot-0"})
     env.lab.write_device("node1", disk_path(42, 0), OTHER)
     vm.lcm_state = "DISK_SNAPSHOT_REVERT_POWEROFF"
+    sc.run()
     refused(env.r.tm("snap_revert", f"node1:{disk_path(42, 0)}", 0, 42, IMAGE_DS), "vm 42 born 1600000000")
     assert env.read("node1", disk_path(42, 0)) == OTHER            # not reverted
     vm.lcm_state = "DISK_SNAPSHOT_DELETE_POWEROFF"
+    sc.run()
     refused(env.r.tm("snap_delete", f"node1:{disk_path(42, 0)}", 0, 42, IMAGE_DS), "vm 42 born 1600000000")
     with env.lab.client() as c:
         assert [s.name for s in c.snapshot_dfn_list_raise(filter_by_resources=["one-vm-42-disk-0"]).snapshots] \
             == ["snapshot-0"]
 
 
-def test_a_stale_base_snapshot_is_taken_again_and_a_foreign_one_refused(lab):
+def test_a_stale_base_snapshot_is_taken_again_and_a_foreign_one_refused(lab, scenario):
     """CLONE_MODE=snapshot: the image's base snapshot is named after the clone. One an earlier VM
     45 left (linstor_un's token, another STIME) holds old bytes: it is taken again, and the VM gets
     the image as it is now. One without any token is somebody else's: refused."""
-    from .conftest import Env
     env = Env(lab)
+    sc = snapshot_scenario(scenario)
     lab.oned.datastores[SYSTEM_DS].template["CLONE_MODE"] = "snapshot"
     img = env.image(45, data=OTHER)
     with lab.client() as c:
@@ -205,12 +240,14 @@ def test_a_stale_base_snapshot_is_taken_again_and_a_foreign_one_refused(lab):
     node = next(n for n, f in env.replicas("one-image-45").items() if "DISKLESS" not in f)
     lab.write_device(node, "/dev/drbd/by-res/one-image-45/0", PATTERN)   # the image now
     env.vm(45, [Disk(0, IMAGE_DS, image_id=45, source=img.source, size=32)])
+    sc.run()
     ok(env.clone(img, 45, 0))
     assert env.read("node1", disk_path(45, 0)) == PATTERN
 
     with lab.client() as c:
         c.snapshot_create([], "one-image-45", "one-vm-46-disk-0")          # someone's, no token
     env.vm(46, [Disk(0, IMAGE_DS, image_id=45, source=img.source, size=32)])
+    sc.run()
     refused(env.clone(img, 46, 0), "one-vm-46-disk-0", "someone else")
     assert "one-vm-46-disk-0" not in env.rds()
     with lab.client() as c:
@@ -220,29 +257,36 @@ def test_a_stale_base_snapshot_is_taken_again_and_a_foreign_one_refused(lab):
 
 # ---- argv that disagrees with itself or with oned -----------------------------------------------
 
-def test_clone_and_mkimage_refuse_another_vms_path(env):
+def test_clone_and_mkimage_refuse_another_vms_path(env, scenario):
+    sc = argv_scenario(scenario)
     img = env.image(50, data=PATTERN)
     env.vm(7, [Disk(0, IMAGE_DS, image_id=50, source=img.source, size=32)])
     ok(env.clone(img, 7, 0))
     env.vm(8, [Disk(0, IMAGE_DS, image_id=50, source=img.source, size=32)])
     before = env.rds()
+    sc.run()
     refused(env.r.tm("clone", f"{FRONTEND}:{img.source}", f"node1:{disk_path(7, 0)}", 8, IMAGE_DS),
             "VM 7's, not VM 8's")
+    sc.run()
     refused(env.r.tm("mkimage", 32, "raw", f"node1:{disk_path(7, 0)}", 8, SYSTEM_DS), "VM 7's, not VM 8's")
+    sc.run()
     refused(env.r.tm("ln", f"{FRONTEND}:{img.source}", f"node1:{disk_path(7, 0)}", 8, IMAGE_DS), "VM 7's")
     assert env.rds() == before
     assert env.link("node1", disk_path(7, 0)) == "/dev/drbd/by-res/one-vm-7-disk-0/0"
     assert env.read("node1", disk_path(7, 0)) == PATTERN
 
 
-def test_clone_refuses_a_source_that_is_not_the_disks_image(env):
+def test_clone_refuses_a_source_that_is_not_the_disks_image(env, scenario):
+    sc = argv_scenario(scenario)
     img, other = env.image(51, data=PATTERN), env.image(52, data=OTHER)
     env.vm(9, [Disk(0, IMAGE_DS, image_id=51, source=img.source, size=32)])
+    sc.run()
     refused(env.clone(other, 9, 0), "is not the image of disk 0 of VM 9")
     assert "one-vm-9-disk-0" not in env.rds()
 
 
-def test_cpds_never_writes_into_a_vm_disk_or_the_disks_own_image(env):
+def test_cpds_never_writes_into_a_vm_disk_or_the_disks_own_image(env, scenario):
+    sc = argv_scenario(scenario)
     img = env.image(53, data=PATTERN)
     env.vm(10, [Disk(0, IMAGE_DS, image_id=53, source=img.source, size=32)])
     env.vm(11, [Disk(0, IMAGE_DS, image_id=53, source=img.source, size=32)])
@@ -251,27 +295,32 @@ def test_cpds_never_writes_into_a_vm_disk_or_the_disks_own_image(env):
     env.lab.write_device("node1", disk_path(10, 0), OTHER)
     for target, why in (("/dev/drbd/by-res/one-vm-11-disk-0/0", "not an image resource"),
                         (img.source, "own image")):
+        sc.run()
         refused(env.r.tm("cpds", f"node1:{disk_path(10, 0)}", target, -1, 10, IMAGE_DS), why)
     assert env.read("node1", disk_path(11, 0)) == PATTERN
     node = next(n for n, f in env.replicas("one-image-53").items() if "DISKLESS" not in f)
     assert env.lab.read_device(node, img.source) == PATTERN
 
 
-def test_ds_rm_never_deletes_a_vm_disk_named_as_an_image_source(env):
+def test_ds_rm_never_deletes_a_vm_disk_named_as_an_image_source(env, scenario):
+    sc = argv_scenario(scenario)
     img = env.image(54, data=PATTERN)
     env.vm(12, [Disk(0, IMAGE_DS, image_id=54, source=img.source, size=32)])
     ok(env.clone(img, 12, 0))
     bogus = Image(55, "bogus", IMAGE_DS, source="/dev/drbd/by-res/one-vm-12-disk-0/0", size=32)
+    sc.run()
     refused(ds(env, "rm", bogus), "not deleting it")
     assert "one-vm-12-disk-0" in env.rds()
     assert env.read("node1", disk_path(12, 0)) == PATTERN
 
 
-def test_mvds_refuses_a_source_that_is_not_the_disks_image(env):
+def test_mvds_refuses_a_source_that_is_not_the_disks_image(env, scenario):
+    sc = argv_scenario(scenario)
     img = env.image(56, data=PATTERN, persistent=True)
     other = env.image(57, data=OTHER, persistent=True)
     env.vm(13, [Disk(0, IMAGE_DS, image_id=56, source=img.source, size=32, persistent=True)])
     ok(env.r.tm("ln", f"{FRONTEND}:{img.source}", f"node1:{disk_path(13, 0)}", 13, IMAGE_DS))
+    sc.run()
     refused(env.r.tm("mvds", f"node1:{disk_path(13, 0)}", other.source, 13, IMAGE_DS),
             "is not the image of disk 0 of VM 13")
     assert env.link("node1", disk_path(13, 0)) == "/dev/drbd/by-res/one-image-56/0"
@@ -280,7 +329,9 @@ def test_mvds_refuses_a_source_that_is_not_the_disks_image(env):
 
 # ---- monitoring: one odd object never hides the datastore ---------------------------------------
 
-def test_monitoring_survives_odd_properties_and_reports_a_disk_once(env):
+def test_monitoring_survives_odd_properties_and_reports_a_disk_once(env, scenario):
+    sc = scenario("Monitoring: VM/disk properties that do not parse ('\u00b2', '\u0663'), a disk claimed twice",
+                  "capacity still reported; the odd definitions named in the log; the VM's disk reported once")
     img = env.image(60, data=PATTERN)
     env.vm(60, [Disk(0, IMAGE_DS, image_id=60, source=img.source, size=32)])
     ok(env.clone(img, 60, 0))
@@ -292,6 +343,7 @@ def test_monitoring_survives_odd_properties_and_reports_a_disk_once(env):
     data = ds_action_data("", to_xml(env.lab.oned.datastores[SYSTEM_DS].element()),
                           "<MONITOR_VM_DISKS>1</MONITOR_VM_DISKS>")
     env.lab.monitor.messages.clear()
+    sc.run()
     result = ok(env.r.tm_monitor(data, SYSTEM_DS))
     assert "TOTAL_MB=" in result.stdout and "odd-super" in result.stderr and "odd-arabic" in result.stderr
     deadline = time.time() + 5
