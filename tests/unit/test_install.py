@@ -419,3 +419,31 @@ def test_an_existing_l_option_is_merged(tmp_path):
     assert kvm.count(" -l ") == 1
     assert run(one, "--uninstall") == 0
     assert conf(one).read_text() == text
+
+
+@pytest.mark.parametrize("version", ["6.0.0", "6.10.0", "7.0.0"])
+def test_uninstall_of_what_the_previous_install_py_installed(tmp_path, version):
+    """A front-end installed by the install.py before this one (it recorded only the venv, the conf
+    and the version, inside the remotes): --uninstall still gives back the release files."""
+    import importlib.util
+    old = subprocess.run(["git", "-C", str(REPO), "show", "2241f06:install.py"], capture_output=True, text=True)
+    if old.returncode != 0:
+        pytest.skip("the repository's history is not here")
+    path = tmp_path / "old_install.py"
+    path.write_text(old.stdout.replace("REPO = Path(__file__).resolve().parent", f"REPO = Path({str(REPO)!r})"))
+    spec = importlib.util.spec_from_file_location("old_install", path)
+    previous = importlib.util.module_from_spec(spec)
+    sys.modules["old_install"] = previous            # dataclasses look their module up
+    try:
+        spec.loader.exec_module(previous)
+    finally:
+        sys.modules.pop("old_install", None)
+    one = front_end(tmp_path, version)
+    original, original_rc = conf(one).read_bytes(), execrc(one).read_bytes()
+    assert previous.main(["--one-location", str(one), "--python", sys.executable]) == 0
+    assert (one / "var" / "remotes" / "etc" / "datastore" / "linstor_un" / "install-state.json").exists()
+    assert run(one) == 0                              # this install.py takes the old one's record over
+    assert run(one, "--uninstall") == 0
+    assert conf(one).read_bytes() == original and execrc(one).read_bytes() == original_rc
+    assert not (one / "var" / "remotes" / "tm" / "linstor_un").exists()
+    assert not (one / "var" / "remotes" / "etc" / "datastore" / "linstor_un" / "install-state.json").exists()
