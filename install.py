@@ -56,6 +56,8 @@ STAGING_DIR=/var/tmp
 # Seconds a host command that is not a bulk copy (ln, rm, mkswap, virsh domfsfreeze...) may run
 # before it counts as hung and the action fails (copies, imports, save/restore are not limited).
 SSH_COMMAND_TIMEOUT=300
+# Seconds one call to oned's XML-RPC API may take, whole (an oned that trickles its answer).
+ONED_DEADLINE=120
 """
 
 

@@ -68,7 +68,7 @@ MINIMUM = {
     "ds export": (1, 1, "list (a node with a disk, its device); one md5sum"),
     "ds snap_revert": (2, 0, "list snapshots (is it the newest?) + rollback"),
     "ds snap_flatten": (4, 0, "list snapshots, rollback, one delete per snapshot (2 here)"),
-    "ds snap_delete": (1, 0, "delete the snapshot"),
+    "ds snap_delete": (3, 0, "list snapshots (is it this image's?), clear its size property, delete it"),
     "save (vmm)": (4, 2, "spawn the checkpoint volume (marked), make-available, list (device), mark complete; "
                          "virsh save, ln"),
     "restore (vmm)": (4, 3, "read the definition (is it this VM's complete checkpoint?), make-available, list "

@@ -53,8 +53,9 @@ class Action:
     @property
     def one(self):
         if self._one is None:
-            from .one_api import OneApi
-            self._one = OneApi()
+            from .one_api import ONED_DEADLINE, OneApi
+            from .settings import oned_deadline
+            self._one = OneApi(deadline=oned_deadline(self.conf(), ONED_DEADLINE))
         return self._one
 
     @property

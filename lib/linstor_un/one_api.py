@@ -180,12 +180,15 @@ class _TimedSafeTransport(xmlrpc.client.SafeTransport, _TimedTransport):
         self.timeout = timeout
 
 
+ONED_DEADLINE = 120.0                # seconds one call may take, whole (linstor_un.conf ONED_DEADLINE)
+
+
 class OneApi:
     """oned's XML-RPC API; each object is fetched at most once per action. Every call has an
     overall deadline: an oned that trickles its answer a byte at a time cannot hold an action."""
 
     def __init__(self, url: Optional[str] = None, auth: Optional[str] = None, timeout: float = 30,
-                 deadline: float = 120):
+                 deadline: float = ONED_DEADLINE):
         self.url = url or endpoint()
         self._auth = auth
         self.timeout = timeout

@@ -87,7 +87,16 @@ def read_conf(path: Path) -> dict[str, str]:
 
 def command_timeout(conf: dict[str, str], default: float) -> float:
     """linstor_un.conf SSH_COMMAND_TIMEOUT: seconds a host command that is not a bulk copy may run."""
-    value = conf.get("SSH_COMMAND_TIMEOUT", "").strip()
+    return seconds_setting(conf, "SSH_COMMAND_TIMEOUT", default)
+
+
+def oned_deadline(conf: dict[str, str], default: float) -> float:
+    """linstor_un.conf ONED_DEADLINE: seconds one call to oned's API may take, whole."""
+    return seconds_setting(conf, "ONED_DEADLINE", default)
+
+
+def seconds_setting(conf: dict[str, str], key: str, default: float) -> float:
+    value = conf.get(key, "").strip()
     if not value:
         return default
     try:
@@ -95,7 +104,7 @@ def command_timeout(conf: dict[str, str], default: float) -> float:
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
-        raise DriverError(f"linstor_un.conf SSH_COMMAND_TIMEOUT: '{value}' is not a number of seconds")
+        raise DriverError(f"linstor_un.conf {key}: '{value}' is not a number of seconds")
     return seconds
 
 
