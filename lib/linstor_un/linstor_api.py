@@ -9,14 +9,13 @@ only where the call is idempotent or its effect can be checked first.
 """
 from __future__ import annotations
 
-import socket
-
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import linstor
 from linstor import sharedconsts as C
 
+from . import deadline
 from .errors import DriverError, NotFound
 from .report import Report
 from .settings import Connection
@@ -210,30 +209,13 @@ class Linstor:
         """One request with an overall deadline (`timeout`), not only python-linstor's per-read
         one: a controller that trickles its answer cannot hold the action. On the deadline the
         connection is cut (which wakes the blocked read) and dropped."""
-        import threading
         client = self.client
-        outcome: dict = {}
-
-        def request() -> None:
-            try:
-                outcome["reply"] = fn(client)
-            except BaseException as err:           # handed to the caller's thread
-                outcome["error"] = err
-        worker = threading.Thread(target=request, name=f"linstor {step}", daemon=True)
-        worker.start()
-        worker.join(self.timeout)
-        if worker.is_alive():
-            sock = getattr(getattr(client, "_rest_conn", None), "sock", None)
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        try:
+            return deadline.within(self.timeout, f"linstor {step}", lambda: fn(client))
+        except deadline.Expired:
+            deadline.cut(getattr(getattr(client, "_rest_conn", None), "sock", None))
             self._client = None
             raise DriverError(f"{step}: no complete answer from LINSTOR within {self.timeout:.0f}s")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["reply"]
 
     def _check(self, step: str, replies, ok_codes: tuple[int, ...] = ()):
         errors = [r for r in _errors(replies)

@@ -7,8 +7,6 @@ ONE_AUTH (a file), then ~/.one/one_auth, then /var/lib/one/.one/one_auth.
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Optional
 
 from lxml import etree
 
+from . import deadline
 from .errors import DriverError
 from .one_input import natural
 
@@ -164,14 +163,9 @@ class _TimedTransport(xmlrpc.client.Transport):
         return conn
 
     def abort(self) -> None:
-        """Wakes a read blocked in another thread (closing alone would not)."""
+        """Wakes a read blocked in another thread."""
         conn = self._connection[1] if self._connection else None
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        deadline.cut(getattr(conn, "sock", None))
 
 
 class _TimedSafeTransport(xmlrpc.client.SafeTransport, _TimedTransport):
@@ -203,26 +197,15 @@ class OneApi:
             self._transport = cls(self.timeout)
             self._proxy = xmlrpc.client.ServerProxy(self.url, allow_none=False, transport=self._transport)
         auth = self._auth or session()
-        outcome: dict = {}
-
-        def request() -> None:
-            try:
-                outcome["reply"] = getattr(self._proxy, method)(auth, *args)
-            except BaseException as err:         # handed to the caller's thread
-                outcome["error"] = err
-        worker = threading.Thread(target=request, name=f"oned {method}", daemon=True)
-        worker.start()
-        worker.join(self.deadline)
-        if worker.is_alive():
+        try:
+            reply = deadline.within(self.deadline, f"oned {method}",
+                                    lambda: getattr(self._proxy, method)(auth, *args))
+        except deadline.Expired:
             self._transport.abort()
             self._proxy = None
             raise DriverError(f"oned at {self.url} gave no complete answer to {method} within {self.deadline:.0f}s")
-        err = outcome.get("error")
-        if isinstance(err, (OSError, xmlrpc.client.Error)):
+        except (OSError, xmlrpc.client.Error) as err:
             raise DriverError(f"cannot reach oned at {self.url} ({method}): {err}")
-        if err is not None:
-            raise err
-        reply = outcome["reply"]
         if not reply[0]:
             raise DriverError(f"oned refused {method}: {reply[1]}")
         return reply[1]
