@@ -354,3 +354,20 @@ def test_monitoring_survives_odd_properties_and_reports_a_disk_once(env, scenari
     assert len(vm60) == 1
     monitor = base64.b64decode(vm60[0].split('MONITOR = "')[1].split('"')[0]).decode()
     assert monitor.count("DISK_SIZE=[ID=0,") == 1
+
+
+def test_a_temporary_name_taken_by_someone_else_is_never_deleted(env, scenario):
+    """cpds of a snapshot restores it into <disk>-tmp: a volume of that name that is not a
+    temporary copy linstor_un made stops it; that volume stays as it was."""
+    sc = argv_scenario(scenario)
+    img = env.image(58, data=PATTERN)
+    env.vm(14, [Disk(0, IMAGE_DS, image_id=58, source=img.source, size=32)])
+    ok(env.clone(img, 14, 0))
+    ok(env.r.tm("snap_create", f"node1:{disk_path(14, 0)}", 0, 14, IMAGE_DS))
+    props = {"Aux/one/linstor_un/MADE_FOR": "image 99 born 1600000000"}
+    foreign_volume(env, "one-vm-14-disk-0-tmp", props)
+    env.save_as_target(59)
+    sc.run()
+    refused(env.r.tm("cpds", f"node1:{disk_path(14, 0)}", "/dev/drbd/by-res/one-image-59/0", 0, 14, IMAGE_DS),
+            "one-vm-14-disk-0-tmp", "not a temporary copy")
+    intact(env, "one-vm-14-disk-0-tmp", props)

@@ -173,3 +173,25 @@ def test_restore_without_a_checkpoint_volume_says_so(venv):
     assert "no checkpoint volume one-vm-7-checkpoint for VM 7" in result.stderr, result.stderr
     assert state(env, "node1", 7) == "running"
     env.lab.host("node1").run_inside("virsh -c qemu:///system destroy one-7")
+
+
+def test_a_checkpoint_volume_of_another_incarnation_is_never_replaced_nor_restored(venv):
+    """one-vm-8-checkpoint made for an earlier VM 8 (a restored oned database: another STIME):
+    save refuses to replace it and the VM keeps running; restore refuses to load its memory into
+    this VM. The other checkpoint stays as it was."""
+    env = venv
+    vm = vm_with_disk(env, 8)
+    foreign = {"Aux/one/linstor_un/MADE_FOR": "vm 8 born 1600000000 checkpoint"}
+    with env.lab.client() as c:
+        c.resource_dfn_create("one-vm-8-checkpoint")
+        c.volume_dfn_create("one-vm-8-checkpoint", 64 * 1024)
+        c.resource_dfn_modify("one-vm-8-checkpoint", foreign)
+    ckpt = f"/var/lib/one//datastores/{SYSTEM_DS}/8/checkpoint"
+    result = env.r.save("one-8", ckpt, "node1", 8, data(env, vm, "node1"))
+    assert not result.ok and "vm 8 born 1600000000 checkpoint" in result.stderr, str(result)
+    assert state(env, "node1", 8) == "running"
+    env.lab.host("node1").run_inside("virsh -c qemu:///system destroy one-8")
+    result = env.r.restore(ckpt, "node1", "one-8", 8, data(env, vm, "node1"))
+    assert not result.ok and "not restoring it" in result.stderr, str(result)
+    assert state(env, "node1", 8) == "absent"
+    assert env.rds()["one-vm-8-checkpoint"]["Aux/one/linstor_un/MADE_FOR"] == foreign["Aux/one/linstor_un/MADE_FOR"]
