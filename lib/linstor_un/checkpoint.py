@@ -143,10 +143,9 @@ def restore(act, argv: list[str]) -> None:
     rd = api.resource_definition(res)
     if rd is None:
         raise DriverError(f"no checkpoint volume {res} for VM {vm_id}")
-    marks = rd.props
-    if not ownership.may_remove(marks, r.owner):
+    if not ownership.may_remove(rd.props, r.owner):
         raise DriverError(f"{res} is not a checkpoint of this VM ({r.owner.mark}) but of "
-                          f"{marks[ownership.MADE_FOR]}: not restoring it")
+                          f"{rd.props[ownership.MADE_FOR]}: not restoring it")
     device = act.attacher(r.settings).attach(host_name, res)
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))

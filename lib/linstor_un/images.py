@@ -64,17 +64,10 @@ def owner(msg: "ImageMessage", image_id: int) -> Owner:
     return Owner.image(image_id, msg.image.text("REGTIME"))
 
 
-def owner_of_image(doc: Xml, image_id: int) -> Owner:
-    """The same, from the image's own document (one.image.info)."""
-    return Owner.image(image_id, doc.text("REGTIME"))
-
-
-def already_made(api: Linstor, res: str, owner: Owner, report, rd: Optional[ResourceDef] = None,
-                 known: bool = False) -> bool:
-    """A new image's volume that exists already: True if it is this image's, complete (a re-run
-    after the answer was lost: nothing to do again); an unfinished one for this image is removed
-    (False); anything else stops the action with an error naming it (ownership.may_reuse)."""
-    rd = rd if known else api.resource_definition(res)
+def already_made(api: Linstor, rd: Optional[ResourceDef], owner: Owner, report) -> bool:
+    """A new image's volume (`rd`, None if there is none yet): True if it is this image's, complete
+    (a re-run after the answer was lost: nothing to do again); an unfinished one for this image is
+    removed (False); anything else stops the action with an error naming it (ownership.may_reuse)."""
     return rd is not None and ownership.may_reuse(api, rd, owner, report)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+from typing import Optional
 
 from . import disks, host_ops
 from .errors import DriverError
@@ -46,7 +47,7 @@ def run_hook(act, action: str, argv: list[str]) -> None:
     # a live migration to another system datastore (7.2+, DS_LIVE_MIGRATE): the VM runs from the
     # previous datastore's directory on the source and gets the new one on the destination; the
     # running domain may still name the old paths, so the destination has both until postmigrate
-    old_dir = previous_dir(vm, args.vm_dir, args.system_ds)
+    old_dir, old_ds = previous_location(vm, args.vm_dir, args.system_ds)
     src_dir = old_dir or args.vm_dir
     if settings is not None and our_disks(vm):
         api = act.linstor(settings)
@@ -69,16 +70,15 @@ def run_hook(act, action: str, argv: list[str]) -> None:
             else:
                 leaving = args.src_host if action == "postmigrate" else args.dst_host
                 rd = api.resource_definition(res)
-                if rd is not None and TWO_PRIMARIES in rd.props:
-                    api.set_props(res, {}, delete=[TWO_PRIMARIES])
-                if old_dir and action == "postmigrate":
+                # a failed move back to the previous datastore: DS_ID returns there (one request)
+                back = action == "failmigrate" and old_ds is not None and rd is not None and \
+                    disks.owned_by(rd.props, args.vm_id, disk.disk_id)
+                if rd is not None and (TWO_PRIMARIES in rd.props or back):
+                    api.set_props(res, {disks.DS_ID: str(old_ds)} if back else {},
+                                  delete=[TWO_PRIMARIES] if TWO_PRIMARIES in rd.props else [])
+                if old_dir:                 # the old paths the destination had for the running domain
                     quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name),
                                                                            remove_empty_dir=True))
-                if old_dir and action == "failmigrate":
-                    quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name),
-                                                                           remove_empty_dir=True))
-                    if rd is not None and disks.owned_by(rd.props, args.vm_id, disk.disk_id):
-                        api.set_props(res, {disks.DS_ID: old_dir.rstrip("/").split("/")[-2]})
                 release(act, attacher, leaving, res,
                         os.path.join(src_dir if action == "postmigrate" else args.vm_dir, name))
     if args.caller:
@@ -102,13 +102,13 @@ def release(act, attacher, host_name, res, path) -> None:
         act.report.info(f"{res} not released on {host_name}: {err}")
 
 
-def previous_dir(vm: VmDoc, vm_dir: str, system_ds: int):
-    """The VM directory in the previous system datastore, when the migration changes it."""
-    previous = vm.text("HISTORY_RECORDS/HISTORY[last()-1]/DS_ID")
-    if natural(previous) in (None, system_ds):
-        return None
+def previous_location(vm: VmDoc, vm_dir: str, system_ds: int) -> tuple[Optional[str], Optional[int]]:
+    """The VM directory and id of the previous system datastore, when the migration changes it."""
+    previous = natural(vm.text("HISTORY_RECORDS/HISTORY[last()-1]/DS_ID"))
+    if previous in (None, system_ds):
+        return None, None
     datastores = os.path.dirname(os.path.dirname(vm_dir.rstrip("/")))
-    return os.path.join(datastores, previous, os.path.basename(vm_dir.rstrip("/")))
+    return os.path.join(datastores, str(previous), os.path.basename(vm_dir.rstrip("/"))), previous
 
 
 def copy_vm_dir(act, src: str, src_dir: str, dst: str, vm_dir: str) -> None:

@@ -27,7 +27,6 @@ from .one_input import natural
 MADE_FOR = "Aux/one/linstor_un/MADE_FOR"
 BUILDING = "Aux/one/linstor_un/BUILDING"
 SNAPSHOT_TOKEN = "Aux/one/linstor_un/SNAPSHOT/"      # + snapshot name
-MARKS = (MADE_FOR, BUILDING)
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,8 @@ def clear_temporary(api, rd, of: str, of_props: Optional[dict] = None) -> None:
     snapshot's definition properties onto the restored volume), or empty."""
     own_mark = (of_props or {}).get(MADE_FOR)
     made_for = rd.props.get(MADE_FOR)
-    if made_for != f"temporary copy of {of}" and not (own_mark and made_for == own_mark) and \
-            judge(rd.props, rd.size_kib, Owner("x", 0, 0)) is not Verdict.EMPTY:
+    empty = made_for is None and rd.size_kib <= 0
+    if made_for != f"temporary copy of {of}" and not (own_mark and made_for == own_mark) and not empty:
         raise DriverError(f"{rd.name} already exists and is not a temporary copy linstor_un made of {of} "
                           f"({rd.props.get(MADE_FOR) or 'unmarked'}): nothing was changed; delete it if nobody "
                           f"needs it and retry")
