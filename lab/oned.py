@@ -35,7 +35,8 @@ LCM_STATES = {"LCM_INIT": 0, "PROLOG": 1, "BOOT": 2, "RUNNING": 3, "MIGRATE": 4,
               "PROLOG_MIGRATE_SUSPEND": 48, "DISK_SNAPSHOT_POWEROFF": 51, "DISK_SNAPSHOT_REVERT_POWEROFF": 52,
               "DISK_SNAPSHOT_DELETE_POWEROFF": 53, "DISK_SNAPSHOT": 57, "DISK_SNAPSHOT_DELETE": 59,
               "PROLOG_MIGRATE_UNKNOWN": 60, "DISK_RESIZE": 63, "DISK_RESIZE_POWEROFF": 64,
-              "HOTPLUG_PROLOG_POWEROFF": 54, "HOTPLUG_EPILOG_POWEROFF": 55}
+              "HOTPLUG_PROLOG_POWEROFF": 54, "HOTPLUG_EPILOG_POWEROFF": 55, "BACKUP": 69,
+              "BACKUP_POWEROFF": 70, "RESTORE": 71}
 
 
 def _skeleton(name: str) -> etree._Element:
@@ -99,6 +100,7 @@ class Datastore:
     used_mb: int = 0
     images: list[int] = field(default_factory=list)
     cluster_ids: list[int] = field(default_factory=lambda: [0])
+    base_path: str = ""                 # default: <DATASTORE_LOCATION>/<id>
 
     def element(self) -> etree._Element:
         system = self.type == "SYSTEM_DS"
@@ -107,8 +109,8 @@ class Datastore:
         _set(root, "NAME", self.name)
         _set(root, "DS_MAD", "-" if system else self.ds_mad, cdata=True)
         _set(root, "TM_MAD", self.tm_mad, cdata=True)
-        _set(root, "BASE_PATH", f"/var/lib/one//datastores/{self.id}", cdata=True)
-        _set(root, "TYPE", {"IMAGE_DS": 0, "SYSTEM_DS": 1, "FILE_DS": 2}[self.type])
+        _set(root, "BASE_PATH", self.base_path or f"/var/lib/one//datastores/{self.id}", cdata=True)
+        _set(root, "TYPE", {"IMAGE_DS": 0, "SYSTEM_DS": 1, "FILE_DS": 2, "BACKUP_DS": 3}[self.type])
         _set(root, "DISK_TYPE", 2 if self.template.get("DISK_TYPE", "BLOCK") == "BLOCK" else 0)
         for key in ("TOTAL_MB", "FREE_MB", "USED_MB"):
             _set(root, key, getattr(self, key.lower()))
@@ -124,6 +126,8 @@ class Datastore:
                 "RESTRICTED_DIRS": "/", "SAFE_DIRS": "/var/tmp", "PERSISTENT_SNAPSHOTS": "YES"}
         if system:
             base.update({"SHARED": "YES", "DS_MIGRATE": "YES"})
+        elif self.type == "BACKUP_DS":
+            base = {"DS_MAD": self.ds_mad, "TM_MAD": "-", "TYPE": "BACKUP_DS"}
         else:
             base.update({"DS_MAD": self.ds_mad, "LN_TARGET": "NONE", "CLONE_TARGET": "SELF"})
         root.replace(root.find("TEMPLATE"), _template("TEMPLATE", {**base, **self.template}))
@@ -151,6 +155,8 @@ class Image:
     snapshots: list[dict] = field(default_factory=list)
     template: dict = field(default_factory=dict)
     regtime: int = 0                    # registration time (0: one per id, as distinct images have)
+    backup_increments: list[dict] = field(default_factory=list)    # ID, SOURCE, TYPE, PARENT_ID, SIZE
+    backup_disk_ids: list[int] = field(default_factory=list)
 
     def element(self) -> etree._Element:
         root = _skeleton("oneimage-show-3.xml")
@@ -177,6 +183,15 @@ class Image:
                 etree.SubElement(node, "ID").text = str(i)
         root.replace(root.find("TEMPLATE"), _template("TEMPLATE", {"DEV_PREFIX": "vd", **self.template}))
         root.replace(root.find("SNAPSHOTS"), _snapshots_el(None, self.snapshots))
+        incs = root.find("BACKUP_INCREMENTS")
+        for inc in self.backup_increments:
+            el = etree.SubElement(incs, "INCREMENT")
+            for key in ("DATE", "ID", "PARENT_ID", "SIZE", "SOURCE", "TYPE"):
+                etree.SubElement(el, key).text = etree.CDATA(str(inc.get(key, {"DATE": 1796153222, "SIZE": 1,
+                                                                              "PARENT_ID": -1}.get(key, ""))))
+        ids = root.find("BACKUP_DISK_IDS")
+        for i in self.backup_disk_ids:
+            etree.SubElement(ids, "ID").text = str(i)
         return root
 
 
@@ -242,6 +257,8 @@ class VM:
     user_template: dict = field(default_factory=dict)
     deploy_id: str = ""
     stime: int = 0                      # creation time (0: one per id, as distinct VMs have)
+    backup_config: dict = field(default_factory=dict)     # BACKUPS/BACKUP_CONFIG
+    backup_ids: list[int] = field(default_factory=list)
 
     def element(self) -> etree._Element:
         root = _skeleton("onevm-show-1.xml")
@@ -276,6 +293,10 @@ class VM:
         for disk in self.disks:
             if disk.snapshots:
                 anchor.addprevious(_snapshots_el(disk.disk_id, disk.snapshots))
+        anchor.replace(anchor.find("BACKUP_CONFIG"), _template("BACKUP_CONFIG", self.backup_config))
+        ids = anchor.find("BACKUP_IDS")
+        for i in self.backup_ids:
+            etree.SubElement(ids, "ID").text = str(i)
         return root
 
 

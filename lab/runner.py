@@ -145,6 +145,19 @@ class OnedRunner:
             args.append(caller)
         return self._run(f"{script} {self._join(args)}", stdin=b64.encode())
 
+    def backup_step(self, action: str, host: str, vm_dir: str, disk_ids: list[int], deploy_id: str, vm_id: int,
+                    sys_ds: int, vm_xml: str, job_id: Optional[int] = None,
+                    kill_when: Optional[Callable[[], bool]] = None) -> Result:
+        """TM pre/postbackup[_live] as one_vmm_exec runs them: the backup job id (or `-`) after the
+        deploy id from 6.8 on; the VM XML raw on stdin."""
+        args = [f"{host}:{vm_dir}", ":".join(str(d) for d in disk_ids), deploy_id]
+        if self.v >= (6, 8, 0):
+            args.append("-" if job_id is None else job_id)
+        args += [vm_id, sys_ds]
+        script = self.remotes / "tm" / self.driver / action
+        return self._run(f"{script} {self._join([str(a) for a in args])}", stdin=vm_xml.encode(),
+                         kill_when=kill_when)
+
     # ---- DS ------------------------------------------------------------------------------------
     def _ds_style(self, script: Path, data_xml: str, obj_id: int,
                   kill_when: Optional[Callable[[], bool]] = None) -> Result:

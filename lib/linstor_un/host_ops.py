@@ -122,3 +122,25 @@ def _vm_dir(path: str) -> None:
 def remove_dir(host: Host, path: str, check: bool = True) -> None:
     _vm_dir(path)
     host.run(["rm", "-rf", path], f"remove {path}", check=check)
+
+
+def _backup_dir(path: str) -> None:
+    if not re.search(r"/[0-9]+/[0-9]+/backup$", path):
+        raise DriverError(f"refusing to touch '{path}': not a VM's backup directory")
+
+
+def fresh_dir(host: Host, path: str) -> None:
+    """An empty backup directory in a VM directory (what an earlier run left goes first)."""
+    _backup_dir(path)
+    host.run(Shell.join(["rm", "-rf", path], "&&", ["mkdir", "-p", path]), f"prepare {path}")
+
+
+def remove_backup_dir(host: Host, path: str, check: bool = True) -> None:
+    _backup_dir(path)
+    host.run(["rm", "-rf", path], f"remove {path}", check=check)
+
+
+def write_file(host: Host, path: str, data: bytes) -> None:
+    """A small file written whole (a temporary name, then renamed)."""
+    host.run(Shell.join(["cat"], ">", [path + ".part"], "&&", ["mv", "-f", path + ".part", path]),
+             f"write {path}", stdin=data)

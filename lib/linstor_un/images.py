@@ -1,15 +1,20 @@
 """Image datastore helpers: the driver message, bridge hosts, image sources and their formats."""
 from __future__ import annotations
 
+import base64
 import bz2
 import hashlib
 import lzma
 import os
 import struct
+import subprocess
+import tempfile
 import time
 import urllib.request
+import uuid
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Optional
 
 from . import downloads, ownership
@@ -18,6 +23,8 @@ from .linstor_api import Linstor, Replica, ResourceDef
 from .ownership import Owner
 from .one_api import Xml
 from .one_input import natural
+from .remote import Host, Shell
+from .rollback import Rollback
 
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_MAGIC = b"KDMV"
@@ -281,3 +288,47 @@ def _count(src: "Source") -> int:
         if not block:
             return total
         total += len(block)
+
+
+def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5: str = "", sha1: str = "",
+          undo: Optional[Rollback] = None) -> None:
+    """An image stream onto a device on host: raw straight through dd; anything else staged in
+    STAGING_DIR (qemu-img cannot read qcow2 & co. from a pipe) and converted to raw there."""
+    if src.format == "raw":
+        host.run(["dd", f"of={device}", "bs=4M", "iflag=fullblock", "oflag=direct",
+                  "conv=sparse,fsync" if thin else "conv=fsync", "status=none"],
+                 f"write {src.url} to {device}", stdin=src, bulk=True)
+        src.verify(md5, sha1)
+        return
+    tmp = os.path.join(staging, f"linstor_un-import-{uuid.uuid4().hex}")
+    if undo is not None:
+        undo.add(f"remove {tmp}", lambda: host.run(["rm", "-f", tmp], "remove the staging file", check=False))
+    try:
+        host.run(Shell.join(["mkdir", "-p", staging], "&&", ["cat"], ">", [tmp]), f"stage the image in {tmp}",
+                 stdin=src, bulk=True)
+        src.verify(md5, sha1)
+        args = ["qemu-img", "convert", "-q", "-n", "-O", "raw", "-t", "none"]
+        if thin:
+            args.append("--target-is-zero")
+        host.run(args + [tmp, device], f"convert the image to raw on {device}", bulk=True)
+    finally:
+        host.run(["rm", "-f", tmp], "remove the staging file", check=False)
+
+
+def download(remotes: Path, url: str, drv_action: str = "") -> str:
+    """A URL OpenNebula's downloader.sh understands (rsync://, restic://, s3://...) fetched into a
+    local temporary file, as it is (no decompression); returns its path: the caller removes it."""
+    downloader = remotes / "datastore" / "downloader.sh"
+    if not os.access(downloader, os.X_OK):
+        raise DriverError(f"cannot read {url.split('://')[0]}:// sources: OpenNebula's "
+                          f"datastore/downloader.sh is not installed")
+    fd, tmp = tempfile.mkstemp(prefix="linstor_un-download-")
+    os.close(fd)
+    env = dict(os.environ)
+    if drv_action:
+        env["DRV_ACTION"] = base64.b64encode(drv_action.encode()).decode()
+    done = subprocess.run([str(downloader), "--nodecomp", url, tmp], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        os.unlink(tmp)
+        raise DriverError(f"downloading {url} failed: {done.stderr.strip()}")
+    return tmp

@@ -33,6 +33,21 @@ def snapshot(snap_id: int) -> str:
     return f"snapshot-{snap_id}"
 
 
+BACKUP_SNAP_RE = re.compile(r"^linstor_un-backup-([0-9]{1,12})-([0-9]{1,9})$")
+
+
+def backup_snapshot(vm_id: int, increment_id: int) -> str:
+    """The snapshot a VM backup reads from, kept as the base of the next increment: never
+    `snapshot-<id>` (OpenNebula's disk snapshots), so monitoring and snap_* leave it alone."""
+    return f"linstor_un-backup-{vm_id}-{increment_id}"
+
+
+def backup_snapshot_of(name: str):
+    """(vm id, increment id) of a `backup_snapshot` name, else None."""
+    m = BACKUP_SNAP_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def snapshot_id(name: str):
     m = SNAP_RE.match(name)
     return int(m.group(1)) if m else None

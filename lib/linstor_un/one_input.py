@@ -188,3 +188,64 @@ def vmm_stdin(stdin_reader=read_stdin) -> str:
     if data.startswith("<"):
         return data
     return _b64(data, "the VMM driver action data on stdin")
+
+
+@dataclass(frozen=True)
+class BackupArgs:
+    """TM prebackup[_live] / postbackup[_live] (6.6+): `<host>:<vm_dir> <disk_ids a:b> <deploy_id>
+    [<bj_id>|-] <vm_id> <sys_ds>` (the backup job id from 6.8 on) and the VM XML, raw, on stdin."""
+    host: str
+    vm_dir: str
+    disk_ids: tuple[int, ...]
+    deploy_id: str
+    job_id: Optional[int]
+    vm_id: int
+    system_ds: int
+    vm_xml: str
+
+
+def backup_input(argv: list[str], stdin_reader=read_stdin) -> BackupArgs:
+    if len(argv) not in (5, 6):
+        raise DriverError("usage: <host>:<vm_dir> <disk_ids> <deploy_id> [<backup_job_id>] <vm_id> <sys_ds_id>")
+    where = HostPath.parse(argv[0])
+    job = None
+    if len(argv) == 6:
+        job = None if argv[3] == "-" else integer(argv[3], "backup job id")
+    vm_id, ds_id = integer(argv[-2], "VM id"), integer(argv[-1], "datastore id")
+    ids = argv[1].split(":") if argv[1] else []
+    if not ids or any(natural(i) is None for i in ids):
+        raise DriverError(f"invalid disk ids '{argv[1]}': expected numbers joined with ':'")
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", argv[2]):
+        raise DriverError(f"invalid deploy id '{argv[2]}'")
+    VmPath.parse(f"{where.host}:{where.path}").of_vm(vm_id, disk=False)
+    xml = stdin_reader().strip()
+    if not xml.startswith("<"):
+        xml = _b64(xml, "the VM XML on stdin") if xml else ""
+    if not xml:
+        raise DriverError("no VM XML on stdin")
+    return BackupArgs(where.host, where.path, tuple(dict.fromkeys(int(i) for i in ids)), argv[2], job,
+                      vm_id, ds_id, xml)
+
+
+@dataclass(frozen=True)
+class RestoreArgs:
+    """TM restore (6.10+): `<host>:<vm_dir> <vm_id> <backup_image_id> <increment_id> <disk_id>`
+    (-1: the last increment, every disk); stdin is empty."""
+    host: str
+    vm_dir: str
+    system_ds: int
+    vm_id: int
+    image_id: int
+    increment_id: int
+    disk_id: int
+
+
+def restore_input(argv: list[str]) -> RestoreArgs:
+    if len(argv) != 5:
+        raise DriverError("usage: restore <host>:<vm_dir> <vm_id> <backup_image_id> <increment_id> <disk_id>")
+    vm_id = integer(argv[1], "VM id")
+    where = VmPath.parse(argv[0]).of_vm(vm_id, disk=False)
+    numbers = [integer(argv[i], what) for i, what in ((2, "backup image id"), (3, "increment id"), (4, "disk id"))]
+    if numbers[0] < 0 or numbers[1] < -1 or numbers[2] < -1:
+        raise DriverError(f"invalid restore arguments: {' '.join(argv[1:])}")
+    return RestoreArgs(where.host, where.path, where.system_ds, vm_id, *numbers)

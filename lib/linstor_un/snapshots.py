@@ -2,7 +2,8 @@
 system datastore monitor reports (`Aux/one/SNAPSHOT_<id>/DISK_SIZE`, KiB)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 from . import host_ops, names, ownership
 from .attach import Attacher
@@ -135,3 +136,30 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
                 api.delete_snapshot(res, safety)
         finally:
             api.delete_definition(tmp)
+
+
+@contextmanager
+def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, step: str,
+             suffix: str = "tmp") -> Iterator[str]:
+    """`res`'s snapshot as a device on `host`, for reading: restored into `<res>-<suffix>` on one
+    node that holds the snapshot (the host itself when it does: no network in the way), attached
+    to the host if it is elsewhere. The temporary resource is always removed; one an interrupted
+    run left is removed first (if it is one)."""
+    tmp = f"{res}-{suffix}"
+    defs = api.definitions(tmp, res)
+    if defs[tmp] is not None:
+        ownership.clear_temporary(api, defs[tmp], res, defs[res].props if defs[res] else None)
+    found = next((s for s in api.snapshots(res) if s.name == snap), None)
+    if found is None:
+        raise DriverError(f"snapshot {snap} of {res} does not exist")
+    local = [n for n in found.nodes if n.lower() == host.lower()]
+    try:
+        api.restore_snapshot(res, snap, tmp, None, props=ownership.temporary(res, step),
+                             nodes=(local or found.nodes)[:1])
+        device = attacher.borrow(host, tmp)
+        try:
+            yield device
+        finally:
+            attacher.give_back(host, tmp)
+    finally:
+        api.delete_definition(tmp)

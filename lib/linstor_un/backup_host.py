@@ -1,0 +1,235 @@
+"""The part of a backup that runs on the hypervisor host: one pass over a block device (a restored
+LINSTOR snapshot) that writes the qcow2 file OpenNebula's backup datastores copy away.
+
+The driver sends this file's text over SSH (`python3 -c <text> ...`): nothing to install on the
+hosts, standard library only, Python 3.6 or newer (RHEL 8's python3). It imports nothing of the
+driver.
+
+    python3 -c <text> <full|increment> <device> <output> <block_size> [<base_device>]
+
+stdin   the digests of the disk at the previous backup: 16 bytes per block (SHA-256, cut), an
+        all-zero digest for an all-zero block. Empty: none kept (a full backup, or the
+        front-end lost them: then <base_device>, the previous backup's snapshot, is read instead,
+        and without it every block counts as changed).
+stdout  the digests of the device now, in the same form (the next increment compares with them).
+stderr  errors as one line; on success a last line of JSON counts.
+
+The qcow2 (version 3, clusters of <block_size>, no backing file: OpenNebula's downloaders and
+`increment_flatten` give increments their backing file with `qemu-img rebase -u`):
+- full: every block that holds data is written; zero blocks stay unallocated (they read as zeros);
+- increment: a block whose digest did not change stays unallocated (it reads through to the
+  previous backup); a changed block is written, and a changed block that is now all zeros
+  becomes a zero cluster, which reads as zeros whatever lies below it in the chain. So the chain
+  gives back the disk exactly, zeroed blocks included.
+The file is written as `<output>.part` and renamed when complete: a killed or failed run never
+leaves a short file under the name the backup datastore copies.
+"""
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+DIGEST = 16
+ZERO_DIGEST = bytes(DIGEST)
+READ_CHUNK = 4 << 20
+COPIED = 1 << 63            # qcow2: refcount is exactly 1
+ZERO_CLUSTER = 1            # qcow2 v3 L2 entry: reads as zeros
+
+
+def digests_of(buf, block):
+    zero = bytes(block)
+    out = []
+    for at in range(0, len(buf), block):
+        piece = buf[at:at + block]
+        if piece == zero[:len(piece)]:
+            out.append(ZERO_DIGEST)
+        else:
+            out.append(hashlib.sha256(piece).digest()[:DIGEST])
+    return out
+
+
+def read_exact(fd, n, offset):
+    parts = []
+    while n > 0:
+        data = os.pread(fd, n, offset)
+        if not data:
+            break
+        parts.append(data)
+        n -= len(data)
+        offset += len(data)
+    return b"".join(parts)
+
+
+def scan(fd, size, block, pool, depth):
+    """(block index, bytes, digest) for every block of the device, read once, hashed in threads."""
+    pending = deque()
+    pos = 0
+    while pos < size or pending:
+        while pos < size and len(pending) < depth:
+            buf = read_exact(fd, min(READ_CHUNK, size - pos), pos)
+            if not buf:
+                raise OSError("short read at byte %d" % pos)
+            pending.append((pos, buf, pool.submit(digests_of, buf, block)))
+            pos += len(buf)
+        at, buf, digests = pending.popleft()
+        first = at // block
+        for i, digest in enumerate(digests.result()):
+            yield first + i, buf[i * block:(i + 1) * block], digest
+
+
+def base_digests(path, size, block, pool, depth):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        base_size = os.lseek(fd, 0, os.SEEK_END)
+        return b"".join(d for _, _, d in scan(fd, min(size, base_size), block, pool, depth))
+    finally:
+        os.close(fd)
+
+
+class Qcow2Writer:
+    """A qcow2 v3 file written front to back: header cluster, data and L2 tables as they come,
+    then the L1 table and the refcounts of every cluster, then the header that points at them."""
+
+    def __init__(self, fd, size, cluster_bits):
+        self.fd = fd
+        self.cluster = 1 << cluster_bits
+        self.bits = cluster_bits
+        self.size = size
+        self.per_l2 = self.cluster // 8
+        clusters = -(-size // self.cluster)
+        self.l1 = [0] * max(1, -(-clusters // self.per_l2))
+        self.end = self.cluster                 # cluster 0 is the header
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, bytes(self.cluster), 0)
+        self.l2 = None
+        self.l2_index = -1
+        self.written = 0
+
+    def _alloc(self, data):
+        offset = self.end
+        os.pwrite(self.fd, data, offset)
+        self.end += -(-len(data) // self.cluster) * self.cluster
+        self.written += len(data)
+        return offset
+
+    def _table_for(self, index):
+        table = index // self.per_l2
+        if table != self.l2_index:
+            self._flush_l2()
+            self.l2 = bytearray(self.cluster)
+            self.l2_index = table
+        return (index % self.per_l2) * 8
+
+    def _flush_l2(self):
+        if self.l2 is not None and any(self.l2):
+            self.l1[self.l2_index] = self._alloc(bytes(self.l2)) | COPIED
+        self.l2 = None
+
+    def data(self, index, buf):
+        slot = self._table_for(index)
+        if len(buf) < self.cluster:
+            buf = buf + bytes(self.cluster - len(buf))
+        struct.pack_into(">Q", self.l2, slot, self._alloc(buf) | COPIED)
+
+    def zero(self, index):
+        slot = self._table_for(index)
+        struct.pack_into(">Q", self.l2, slot, ZERO_CLUSTER)
+
+    def finish(self):
+        self._flush_l2()
+        l1_offset = self._alloc(b"".join(struct.pack(">Q", e) for e in self.l1))
+        # refcount blocks (16-bit entries) and the table pointing at them count themselves too
+        per_block = self.cluster // 2
+        used = self.end // self.cluster
+        blocks = table_clusters = 0
+        while True:
+            total = used + blocks + table_clusters
+            need_blocks = -(-total // per_block)
+            need_table = -(-(need_blocks * 8) // self.cluster)
+            if (need_blocks, need_table) == (blocks, table_clusters):
+                break
+            blocks, table_clusters = need_blocks, need_table
+        total = used + blocks + table_clusters
+        first_block = self.end
+        for b in range(blocks):
+            count = min(per_block, total - b * per_block)
+            self._alloc(struct.pack(">%dH" % count, *([1] * count)))
+        table = b"".join(struct.pack(">Q", first_block + b * self.cluster) for b in range(blocks))
+        table_offset = self._alloc(table.ljust(table_clusters * self.cluster, b"\0"))
+        header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, self.bits, self.size, 0,
+                             len(self.l1), l1_offset, table_offset, table_clusters, 0, 0, 0, 0, 0, 4, 104)
+        os.pwrite(self.fd, header, 0)
+        os.ftruncate(self.fd, self.end)
+        os.fsync(self.fd)
+
+
+def main(argv):
+    mode, device, output, block = argv[0], argv[1], argv[2], int(argv[3])
+    base = argv[4] if len(argv) > 4 else None
+    if mode not in ("full", "increment") or block < 512 or block & (block - 1) or block > (2 << 20):
+        raise SystemExit("usage: full|increment <device> <output> <block_size> [<base_device>]")
+    started = time.time()
+    previous = sys.stdin.buffer.read() if mode == "increment" else b""
+    fd = os.open(device, os.O_RDONLY)
+    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (AttributeError, OSError):
+        pass
+    workers = max(1, min(4, (os.cpu_count() or 1)))
+    part = output + ".part"
+    out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+    counts = {"blocks": 0, "changed": 0, "zeroed": 0, "data_bytes": 0}
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            if mode == "increment" and not previous and base:
+                previous = base_digests(base, size, block, pool, workers * 2)
+            known = len(previous) // DIGEST
+            writer = Qcow2Writer(out, size, block.bit_length() - 1)
+            digests = bytearray()
+            for index, buf, digest in scan(fd, size, block, pool, workers * 2):
+                digests += digest
+                counts["blocks"] += 1
+                if mode == "increment" and index < known \
+                        and previous[index * DIGEST:(index + 1) * DIGEST] == digest:
+                    continue                        # unchanged: read through to the last backup
+                if digest == ZERO_DIGEST:
+                    if mode == "increment":
+                        writer.zero(index)          # now zeros, whatever it held before
+                        counts["zeroed"] += 1
+                    continue
+                writer.data(index, buf)
+                counts["changed"] += 1
+                counts["data_bytes"] += len(buf)
+            writer.finish()
+        os.close(out)
+        out = -1
+        os.rename(part, output)
+    except BaseException as err:
+        if isinstance(err, OSError) and not err.filename:
+            err.filename = output               # a write failed (the backup directory is full...)
+        if out >= 0:
+            os.close(out)
+        try:
+            os.unlink(part)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+    sys.stdout.buffer.write(bytes(digests))
+    sys.stdout.flush()
+    counts.update(size=size, file_bytes=os.path.getsize(output), seconds=round(time.time() - started, 3))
+    sys.stderr.write(json.dumps(counts) + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except OSError as err:
+        sys.stderr.write("%s: %s\n" % (err.filename or "backup", err.strerror or err))
+        sys.exit(1)
