@@ -1288,7 +1288,7 @@ class Controller:
         rd = self._rd(name)
         return self._snap_json(rd, self._snap(rd, snap))
 
-    def _create_snapshot(self, rd: dict, snap_name: str, nodes: list[str]) -> list[Rc]:
+    def _create_snapshot(self, rd: dict, snap_name: str, nodes: list[str], check_only: bool = False) -> list[Rc]:
         self._check_name(snap_name, C.FAIL_INVLD_SNAPSHOT_NAME, "snapshot", C.MASK_SNAPSHOT)
         refs = {"RscDfn": rd["name"], "Snapshot": snap_name}
         if snap_name.upper() in rd["snaps"]:
@@ -1313,6 +1313,8 @@ class Controller:
                 raise ApiError(Rc(C.FAIL_SNAPSHOTS_NOT_SUPPORTED,
                                   f"Storage driver '{pool['provider_kind']}' does not support snapshots.",
                                   C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
+        if check_only:
+            return []
         loops = self._loops(rd)
         vds = []
         for vnr in sorted(rd["vds"], key=int):
@@ -1335,8 +1337,14 @@ class Controller:
         return 201, [m.to_json() for m in self._create_snapshot(rd, body.get("name", ""), body.get("nodes") or [])]
 
     def snapshot_multi(self, query: dict, body: Any):
+        # CtrlSnapshotCrtApiCallHandler.createSnapshot: every snapshot of the request in one
+        # transaction, so one refusal creates none of them (checked all first here)
+        items = body.get("snapshots") or []
+        for item in items:
+            self._create_snapshot(self._rd(item.get("resource_name", "")), item.get("name", ""),
+                                  item.get("nodes") or [], check_only=True)
         msgs: list[Rc] = []
-        for item in body.get("snapshots") or []:
+        for item in items:
             rd = self._rd(item.get("resource_name", ""))
             msgs += self._create_snapshot(rd, item.get("name", ""), item.get("nodes") or [])
         return 201, [m.to_json() for m in msgs]

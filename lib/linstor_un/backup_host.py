@@ -21,12 +21,13 @@ The qcow2 (version 3, clusters of <block_size>, no backing file: OpenNebula's do
   previous backup); a changed block is written, and a changed block that is now all zeros
   becomes a zero cluster, which reads as zeros whatever lies below it in the chain. So the chain
   gives back the disk exactly, zeroed blocks included.
-The file is written as `<output>.part` and renamed when complete: a killed or failed run never
+The file is written as `<output>.part.<pid>` and renamed when complete: a killed or failed run never
 leaves a short file under the name the backup datastore copies.
 """
 import hashlib
 import json
 import os
+import select
 import struct
 import sys
 import time
@@ -64,11 +65,29 @@ def read_exact(fd, n, offset):
     return b"".join(parts)
 
 
+class Watchdog:
+    """Notices that whoever started this is gone (the driver killed, its SSH session closed):
+    stdout's reader closed, or this process handed to another parent. Nobody would use the
+    file, and a later backup of the same disk must not meet this one."""
+
+    def __init__(self):
+        self.parent = os.getppid()
+        self.poll = select.poll()
+        self.poll.register(sys.stdout.fileno(), select.POLLOUT)
+
+    def check(self):
+        gone = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in self.poll.poll(0))
+        if gone or os.getppid() != self.parent:
+            raise SystemExit("backup abandoned: the driver that started it is gone")
+
+
 def scan(fd, size, block, pool, depth):
     """(block index, bytes, digest) for every block of the device, read once, hashed in threads."""
     pending = deque()
     pos = 0
+    watch = Watchdog()
     while pos < size or pending:
+        watch.check()
         while pos < size and len(pending) < depth:
             buf = read_exact(fd, min(READ_CHUNK, size - pos), pos)
             if not buf:
@@ -181,7 +200,7 @@ def main(argv):
     except (AttributeError, OSError):
         pass
     workers = max(1, min(4, (os.cpu_count() or 1)))
-    part = output + ".part"
+    part = "%s.part.%d" % (output, os.getpid())
     out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
     counts = {"blocks": 0, "changed": 0, "zeroed": 0, "data_bytes": 0}
     try:
