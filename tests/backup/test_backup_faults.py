@@ -37,7 +37,7 @@ def test_killed_in_the_middle_then_the_retry_succeeds(benv):
     assert not killed.ok
     # the reader on the host notices that its driver is gone and stops
     deadline = time.monotonic() + 10
-    while env.lab.host("node1").run_inside("pgrep -f Qcow2Writer", check=False).returncode == 0:
+    while env.lab.host("node1").run_inside("pgrep -f [Q]cow2Writer", check=False).returncode == 0:
         assert time.monotonic() < deadline, "the backup reader on the host outlived the killed action"
         time.sleep(0.2)
     # postbackup (oned runs it after a failed pre) took the temporary resources and the files
