@@ -31,8 +31,9 @@ SYS = f"/var/lib/one//datastores/{SYSTEM_DS}"
 MINIMUM = {
     "ln": (3, 1, "make-available; list (the device); owner props (persistent image); one remote ln"),
     "mvds": (3, 1, "list (is the host's replica diskless?); clear owner props; list snapshots (clear the "
-                   "VM's props they copied); one remote rm"),
-    "delete": (1, 1, "list (the shared image's replica stays: another VM disk there uses it); one remote rm"),
+                   "VM's props they copied, remove its backup chain); one remote rm"),
+    "delete": (2, 1, "list (the shared image's replica stays: another VM disk there uses it); list snapshots "
+                     "(this VM's backup chain on the image goes); one remote rm"),
     "resize": (2, 0, "read the volume size (refuse shrinking) + resize"),
     "snap_create": (4, 0, "ownership token on the definition (the snapshot copies it); create the snapshot; "
                           "list (its allocated size); record the size and clear the token"),
@@ -562,6 +563,110 @@ def profile(names: list[str]) -> list[dict]:
     return out
 
 
+def backups(size_mb: int, rounds: int = 3) -> dict:
+    """Backups of a disk of `size_mb`, half written: the full backup (TM prebackup, increment 0)
+    against `dd` of the same device to a file on the same host (whole device, and its written
+    half), then an increment with 1 % of the 64 KiB blocks rewritten at scattered places: bytes
+    written and wall time. Interleaved rounds; medians."""
+    import random
+    import subprocess
+    import time
+    from lab.backup_ds import BackupDatastore
+    block = 64 << 10
+    with Lab(LabConfig(hosts=2, validate_schema=False)) as lab:
+        r = lab.runner()
+        bds = BackupDatastore(lab)
+        vm = VM(700, lcm_state="RUNNING", disks=[Disk(0, SYSTEM_DS, size=size_mb)], history=[History("node1", SYSTEM_DS)])
+        lab.oned.add(vm)
+        disk = f"{SYS}/700/disk.0"
+        if not r.tm("mkimage", size_mb, "raw", f"node1:{disk}", 700, SYSTEM_DS).ok:
+            raise RuntimeError("mkimage failed")
+        host = lab.host("node1")
+        host.run_inside(f"dd if=/dev/urandom of={disk} bs=1M count={size_mb // 2} oflag=direct status=none",
+                        timeout=600)
+        ssh = f"ssh -F {lab.home}/.ssh/config node1"
+        rnd = random.Random(1)
+        samples: dict[str, list] = {"dd_whole": [], "dd_half": [], "full": [], "increment": [], "inc_bytes": [],
+                                    "changed": []}
+
+        def timed(cmd: str) -> float:
+            start = time.monotonic()
+            subprocess.run(cmd, shell=True, check=True)
+            return time.monotonic() - start
+
+        for _ in range(rounds):
+            out = f"{SYS}/700/dd.out"
+            samples["dd_whole"].append(timed(f"{ssh} dd if={disk} of={out} bs=4M status=none"))
+            samples["dd_half"].append(timed(f"{ssh} dd if={disk} of={out} bs=4M count={size_mb // 8} "
+                                            f"status=none"))
+            host.run_inside(f"rm -f {out}")
+            vm.backup_config = {"MODE": "INCREMENT", "LAST_INCREMENT_ID": -1}
+            full = bds.backup(r, vm, [0], live=False)
+            if not full.ok:
+                raise RuntimeError(str(full.pre))
+            samples["full"].append(full.pre.seconds)
+            blocks = size_mb * 1024 * 1024 // block
+            picked = rnd.sample(range(blocks), max(1, blocks // 100))
+            script = "; ".join(f"dd if=/dev/urandom of={disk} bs=64k seek={b} count=1 conv=notrunc status=none"
+                               for b in picked)
+            host.run_inside(script + "; sync", timeout=600)
+            inc = bds.backup(r, vm, [0], live=False)
+            if not inc.ok:
+                raise RuntimeError(str(inc.pre))
+            samples["increment"].append(inc.pre.seconds)
+            samples["changed"].append(len(picked) * block)
+            samples["inc_bytes"].append((bds.root / "700" / inc.source / "disk.0.1").stat().st_size)
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        half_mb = size_mb / 2
+        return {"disk_mb": size_mb, "written_mb": half_mb, "rounds": rounds,
+                "dd_whole_s": round(med["dd_whole"], 2), "dd_written_half_s": round(med["dd_half"], 2),
+                "full_backup_s": round(med["full"], 2),
+                "full_vs_dd_half": round(med["dd_half"] / med["full"], 2),
+                "increment_s": round(med["increment"], 2), "increment_vs_full": round(med["increment"] / med["full"], 2),
+                "changed_mib": round(med["changed"] / 2**20, 2), "increment_file_mib": round(med["inc_bytes"] / 2**20, 2),
+                "increment_bytes_limit_mib": round((1.1 * med["changed"] + 2**20) / 2**20, 2)}
+
+
+def freeze_times(disks: int = 4, rounds: int = 5) -> dict:
+    """How long a live backup keeps the guest frozen, on a real QEMU domain with `disks` disks:
+    from the domfsfreeze to the domfsthaw as virsh on the host sees them (a guest agent stand-in
+    answers both, as tests/vmm/test_backup_live.py does)."""
+    from lab.backup_ds import BackupDatastore
+    from tests.vmm.test_backup_live import AGENT_VIRSH
+    from tests.vmm.test_save_restore import boot
+    with Lab(LabConfig(hosts=2, libvirt=True, validate_schema=False)) as lab:
+        r = lab.runner()
+        bds = BackupDatastore(lab)
+        vm = VM(710, lcm_state="RUNNING", disks=[Disk(d, SYSTEM_DS, size=16) for d in range(disks)],
+                history=[History("node1", SYSTEM_DS)])
+        lab.oned.add(vm)
+        for d in range(disks):
+            if not r.tm("mkimage", 16, "raw", f"node1:{SYS}/710/disk.{d}", 710, SYSTEM_DS).ok:
+                raise RuntimeError("mkimage failed")
+
+        class _Env:
+            pass
+        env = _Env()
+        env.lab = lab
+        boot(env, 710, "node1", f"{SYS}/710/disk.0")
+        shim = lab.host("node1").path("/usr/local/bin") / "virsh"
+        shim.write_text(AGENT_VIRSH)
+        shim.chmod(0o755)
+        log = lab.host("node1").path("/var/lib/one/datastores") / "virsh.log"
+        frozen, walls = [], []
+        for _ in range(rounds):
+            log.unlink(missing_ok=True)
+            vm.backup_config = {"MODE": "FULL"}
+            run_ = bds.backup(r, vm, list(range(disks)), live=True)
+            if not run_.ok:
+                raise RuntimeError(str(run_.pre))
+            stamps = [float(line.split()[0]) for line in log.read_text().splitlines()]
+            frozen.append(stamps[1] - stamps[0])
+            walls.append(run_.pre.seconds)
+        return {"disks": disks, "rounds": rounds, "frozen_median_s": round(statistics.median(frozen), 3),
+                "frozen_max_s": round(max(frozen), 3), "prebackup_live_median_s": round(statistics.median(walls), 2)}
+
+
 def markdown(results: dict) -> str:
     """The README's tables, from results.json (so every figure there comes from a run)."""
     out = ["| action | median s | p90 s | LINSTOR requests (min) | HTTP requests | SSH conn. | remote cmds (min) "
@@ -584,6 +689,22 @@ def markdown(results: dict) -> str:
                 "|---|---|---|---|---|---|"]
         out += [f"| {t['image']} | {t['mb']} | {t['cp_seconds']} | {t['openssh_pipe_seconds']} | {t['ratio']} | "
                 + ", ".join(f"{k}: {v}" for k, v in t.get("steps", {}).items()) + " |" for t in results["throughput"]]
+    if "backups" in results:
+        b = results["backups"]
+        out += ["", "| backup of a disk half written | MiB | wall s | against | ratio | file MiB |",
+                "|---|---|---|---|---|---|",
+                f"| `dd` of the whole device to a file (same host) | {b['disk_mb']} | {b['dd_whole_s']} | | | |",
+                f"| `dd` of the written half | {b['written_mb']:.0f} | {b['dd_written_half_s']} | | | |",
+                f"| full backup (prebackup, increment 0) | {b['disk_mb']} | {b['full_backup_s']} | dd of the written "
+                f"half | {b['full_vs_dd_half']} | |",
+                f"| increment, 1 % of the blocks rewritten ({b['changed_mib']} MiB) | {b['disk_mb']} | "
+                f"{b['increment_s']} | the full backup | {b['increment_vs_full']} | {b['increment_file_mib']} "
+                f"(limit {b['increment_bytes_limit_mib']}) |"]
+    if "freeze" in results:
+        f = results["freeze"]
+        out += ["", f"Guest frozen during a live backup of {f['disks']} disks ({f['rounds']} runs): median "
+                f"{f['frozen_median_s']} s, longest {f['frozen_max_s']} s (prebackup_live median "
+                f"{f['prebackup_live_median_s']} s)."]
     if "monitor_scale" in results:
         out += ["", "| monitor | resources | wall s | driver CPU s | waiting s | peak MB | LINSTOR requests |",
                 "|---|---|---|---|---|---|---|"]
@@ -603,6 +724,7 @@ def main() -> int:
     p.add_argument("--scale", default="1000,10000", help="resource counts for the monitor test ('' to skip)")
     p.add_argument("--throughput-mb", type=int, default=1024)
     p.add_argument("--clones", type=int, default=15)
+    p.add_argument("--backup-mb", type=int, default=1024, help="disk size for the backup rows (0: skip)")
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
     p.add_argument("--markdown", action="store_true",
@@ -637,6 +759,12 @@ def main() -> int:
     if args.throughput_mb:
         results["throughput"] = t = throughput(args.throughput_mb, rounds=3 if args.throughput_mb >= 256 else 1)
         print("\n" + table(t, list(t[0])))
+    if args.backup_mb:
+        results["backups"] = bk = backups(args.backup_mb)
+        print("\n" + json.dumps(bk))
+        if args.vmm:
+            results["freeze"] = fz = freeze_times()
+            print(json.dumps(fz))
     if args.scale:
         results["monitor_scale"] = m = scale([int(x) for x in args.scale.split(",")])
         print("\n" + table(m, list(m[0])))

@@ -133,7 +133,7 @@ class BackupDatastore:
 
     # ---- one backup, as one_vmm_exec and oned do it ----------------------------------------------
     def backup(self, runner, vm, disk_ids: list[int], live: bool, host: Optional[str] = None,
-               kill_when=None, job_id: Optional[int] = None) -> BackupRun:
+               kill_when=None, job_id: Optional[int] = None, kill_signal: int = 9) -> BackupRun:
         from .lab import SYSTEM_DS
         host = host or vm.history[-1].hostname
         vm_dir = f"/var/lib/one//datastores/{SYSTEM_DS}/{vm.id}"
@@ -144,7 +144,8 @@ class BackupDatastore:
         deploy = vm.deploy_id or f"one-{vm.id}"
         try:
             run = BackupRun(runner.backup_step("prebackup" + suffix, host, vm_dir, disk_ids, deploy, vm.id,
-                                               SYSTEM_DS, xml, job_id, kill_when=kill_when))
+                                               SYSTEM_DS, xml, job_id, kill_when=kill_when,
+                                               kill_signal=kill_signal))
             if run.pre.ok:
                 try:
                     run.source = self.copy_away(host, vm.id, vm_dir)

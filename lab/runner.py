@@ -58,9 +58,10 @@ class OnedRunner:
 
     # ---- plumbing ------------------------------------------------------------------------------
     def _run(self, command: str, stdin: bytes = b"", extra_env: Optional[dict] = None,
-             kill_when: Optional[Callable[[], bool]] = None) -> Result:
+             kill_when: Optional[Callable[[], bool]] = None, kill_signal: int = 9) -> Result:
         """kill_when: polled while the action runs; when it says so, the action (its whole process
-        group) gets SIGKILL, as a crash or `kill -9` of the driver would (rc -9)."""
+        group) gets SIGKILL, as a crash or `kill -9` of the driver would (rc -9), or `kill_signal`
+        (SIGTERM: a cancel), once."""
         import os
         import signal
         import tempfile
@@ -74,17 +75,27 @@ class OnedRunner:
                 proc.stdin.close()
             except BrokenPipeError:                    # the action did not read it all: its business
                 pass
+            signalled = False
             while True:
                 try:
                     rc = proc.wait(timeout=0.02)       # returns as soon as the action ends
                     break
                 except subprocess.TimeoutExpired:
                     if kill_when is not None and kill_when():
-                        os.killpg(proc.pid, signal.SIGKILL)
+                        os.killpg(proc.pid, kill_signal)
+                        if kill_signal != signal.SIGKILL:
+                            kill_when = None        # once; the action then ends by itself
+                            signalled = True
                     elif time.monotonic() - start > self.timeout:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
                         raise subprocess.TimeoutExpired(command, self.timeout)
+            while signalled and time.monotonic() - start < self.timeout:
+                try:                                   # the shell went at once; the action undoes its work
+                    os.killpg(proc.pid, 0)
+                    time.sleep(0.05)
+                except ProcessLookupError:
+                    break
             out.seek(0)
             err.seek(0)
             result = Result(command, rc, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
@@ -147,7 +158,7 @@ class OnedRunner:
 
     def backup_step(self, action: str, host: str, vm_dir: str, disk_ids: list[int], deploy_id: str, vm_id: int,
                     sys_ds: int, vm_xml: str, job_id: Optional[int] = None,
-                    kill_when: Optional[Callable[[], bool]] = None) -> Result:
+                    kill_when: Optional[Callable[[], bool]] = None, kill_signal: int = 9) -> Result:
         """TM pre/postbackup[_live] as one_vmm_exec runs them: the backup job id (or `-`) after the
         deploy id from 6.8 on; the VM XML raw on stdin."""
         args = [f"{host}:{vm_dir}", ":".join(str(d) for d in disk_ids), deploy_id]
@@ -156,7 +167,7 @@ class OnedRunner:
         args += [vm_id, sys_ds]
         script = self.remotes / "tm" / self.driver / action
         return self._run(f"{script} {self._join([str(a) for a in args])}", stdin=vm_xml.encode(),
-                         kill_when=kill_when)
+                         kill_when=kill_when, kill_signal=kill_signal)
 
     # ---- DS ------------------------------------------------------------------------------------
     def _ds_style(self, script: Path, data_xml: str, obj_id: int,

@@ -1,5 +1,6 @@
 """A short pass of the benchmarks, so they keep working (numbers are not checked here)."""
-from benchmarks.run import ABOVE_MINIMUM, MINIMUM, concurrency, run, scale, table, throughput, vmm_rows
+from benchmarks.run import (ABOVE_MINIMUM, MINIMUM, backups, concurrency, freeze_times, run, scale, table, throughput,
+                            vmm_rows)
 
 
 def test_benchmarks_run_once():
@@ -21,3 +22,10 @@ def test_scale_throughput_concurrency_small():
     assert {x["image"] for x in t} == {"raw", "qcow2"}
     c = concurrency(3)
     assert c["succeeded"] == 3
+
+
+def test_backup_rows_small():
+    b = backups(64, rounds=1)
+    assert b["increment_file_mib"] <= b["increment_bytes_limit_mib"]
+    f = freeze_times(disks=2, rounds=1)
+    assert 0 < f["frozen_median_s"] < 30

@@ -127,7 +127,16 @@ class Action:
             f.write(json.dumps(record) + "\n")
 
 
+def _terminated(signum, frame) -> None:
+    from .errors import Terminated
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)       # once: the undo must not be cut short
+    raise Terminated("terminated (SIGTERM): stopped and undone")
+
+
 def run(main: Callable[[Action, list[str]], None]) -> None:
+    import signal
+    signal.signal(signal.SIGTERM, _terminated)
     act = Action(sys.argv[0])
     rc = 0
     try:

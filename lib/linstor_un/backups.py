@@ -14,7 +14,7 @@ A backup of disks D of a VM:
 oned tells which backup succeeded only through the next one: BACKUP_CONFIG/LAST_INCREMENT_ID. So
 each backup keeps the base named by it and removes every other backup snapshot of the VM's disks
 (a failed or killed run's, an older chain's). The digests live on the front-end
-(`<state>/backups/vm-<id>-<stime>/`); where they are missing (another front-end, a lost disk) the
+(`<state>/digests/vm-<id>-<stime>/`, state: /var/lib/one/linstor_un); where they are missing (another front-end, a lost disk) the
 base snapshot is read instead, and without either, an increment holds the whole disk (correct,
 only larger).
 """
@@ -96,7 +96,7 @@ class DigestStore:
 
     @classmethod
     def of(cls, vm: VmDoc) -> "DigestStore":
-        return cls(state_dir() / "backups" / f"vm-{vm.id}-{natural(vm.text('STIME')) or 0}")
+        return cls(state_dir() / "digests" / f"vm-{vm.id}-{natural(vm.text('STIME')) or 0}")
 
     def _file(self, disk_id: int, increment: int) -> Path:
         return self.root / f"disk.{disk_id}.{increment}.digests"
@@ -109,11 +109,17 @@ class DigestStore:
         except OSError:
             return b""
 
-    def save(self, disk_id: int, increment: int, digests: bytes) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def save(self, disk_id: int, increment: int, digests: bytes, report: Report) -> None:
+        """Kept if the front-end lets us: without them the next increment reads its base
+        snapshot as well (slower, as exact)."""
         tmp = self._file(disk_id, increment).with_suffix(".part")
-        tmp.write_bytes(digests)
-        os.replace(tmp, self._file(disk_id, increment))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(digests)
+            os.replace(tmp, self._file(disk_id, increment))
+        except OSError as err:
+            report.info(f"could not keep the block digests of disk {disk_id} in {self.root} ({err.strerror}): "
+                        f"the next increment reads the base snapshot too")
 
     def keep_only(self, disk_id: int, keep: set[int]) -> None:
         for path in self.root.glob(f"disk.{disk_id}.*"):
@@ -123,7 +129,7 @@ class DigestStore:
 
     @staticmethod
     def forget_vm(vm_id: int) -> None:
-        for path in (state_dir() / "backups").glob(f"vm-{vm_id}-*"):
+        for path in (state_dir() / "digests").glob(f"vm-{vm_id}-*"):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -164,9 +170,10 @@ def tidy(disk: BackupDisk, vm_id: int, keep: Optional[int], taking: str) -> bool
     return kept
 
 
-def forget(api: Linstor, res: str, vm_id: int, owner: Owner) -> None:
-    """The VM no longer backs this volume up (detached, terminated, restored): its chain goes."""
-    for snap in api.snapshots(res):
+def forget(api: Linstor, res: str, vm_id: int, owner: Owner, snaps: Optional[list[Snapshot]] = None) -> None:
+    """The VM no longer backs this volume up (detached, terminated, restored): its chain goes
+    (`snaps`: the listing the caller just read)."""
+    for snap in api.snapshots(res) if snaps is None else snaps:
         if mine(snap, vm_id, owner) is not None:
             api.delete_snapshot(res, snap.name)
 
@@ -274,7 +281,7 @@ def take(act, args: BackupArgs, live: bool) -> None:
             digests = read_disk(act, host, d, snap, base if have_base[d.disk_id] else None, increment,
                                 previous, f"{backup_dir}/disk.{d.disk_id}.{increment}")
             if cfg.incremental:
-                store.save(d.disk_id, increment, digests)
+                store.save(d.disk_id, increment, digests, act.report)
                 undo.add(f"forget digests of disk {d.disk_id}",
                          lambda d=d: store.keep_only(d.disk_id, {base_id} if base_id is not None else set()))
         host_ops.write_file(host, f"{backup_dir}/vm.xml", base64.b64encode(args.vm_xml.encode()))

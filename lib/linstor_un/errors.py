@@ -19,3 +19,7 @@ class HungCommand(DriverError):
 
 class HostUnreachable(DriverError):
     """A host could not be reached over SSH at all: nothing was run there."""
+
+
+class Terminated(DriverError):
+    """SIGTERM (a cancel, oned shutting down): the action stops where it is and undoes its work."""

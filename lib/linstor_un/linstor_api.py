@@ -332,9 +332,18 @@ class Linstor:
         return {n.name for n in reply.nodes}
 
     # ---- writes ----------------------------------------------------------------------------------
-    def delete_definition(self, name: str, snapshots: Optional[list[Snapshot]] = None) -> None:
+    def delete_definition(self, name: str, snapshots: Optional[list[Snapshot]] = None, patience: float = 0) -> None:
         """Delete a resource definition with its snapshots (listed here unless the caller just
-        did); a missing one is fine."""
+        did); a missing one is fine. With `patience`, refusals (a device still in use) are retried
+        for that many seconds."""
+        import time
+        until = time.monotonic() + patience
+        while patience and time.monotonic() < until:
+            try:
+                return self.delete_definition(name, snapshots)
+            except DriverError as err:
+                self.report.info(f"{err}; waiting")
+                time.sleep(1)
         for attempt in (1, 2):         # a cleanup must not give up on one transient refusal
             try:
                 for snap in (snapshots if snapshots is not None and attempt == 1 else self.snapshots(name)):

@@ -161,5 +161,12 @@ def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, s
             yield device
         finally:
             attacher.give_back(host, tmp)
-    finally:
-        api.delete_definition(tmp)
+    except BaseException:
+        # a reader on the host that was cut off may hold the device a moment longer; the error
+        # that brought us here is the one to report
+        try:
+            api.delete_definition(tmp, patience=15)
+        except DriverError as err:
+            api.report.error(f"could not remove {tmp}: {err}")
+        raise
+    api.delete_definition(tmp)

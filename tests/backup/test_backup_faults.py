@@ -112,7 +112,7 @@ def test_terminate_takes_the_chain_with_it(benv):
     backed_up(env, vm)
     image_res = f"one-image-{101 + 44 * 2}"
     assert {s for s in env.snapshots(image_res) if s.startswith("linstor_un-backup")}
-    digests = env.lab.one_location / "var" / "linstor_un" / "backups"
+    digests = env.lab.one_location / "var" / "linstor_un" / "digests"
     assert list(digests.glob("vm-44-*"))
     assert env.r.tm("mvds", f"node1:{disk_path(44, 1)}", vm.disks[1].source, 44, IMAGE_DS).ok
     assert env.r.tm("delete", f"node1:{disk_path(44, 0)}", 44, IMAGE_DS).ok
@@ -120,3 +120,26 @@ def test_terminate_takes_the_chain_with_it(benv):
     assert not {s for s in env.snapshots(image_res) if s.startswith("linstor_un-")}
     assert "one-vm-44-disk-0" not in env.rds()
     assert not list(digests.glob("vm-44-*"))
+
+
+def test_cancelled_with_sigterm_undoes_itself(benv):
+    env = benv
+    vm = env.vm_with_disks(45, sizes=(64, 16))
+    env.write(vm, 0, os.urandom(8 * MiB), 0)
+    backed_up(env, vm)
+    before = leftovers(env, 45)
+    env.write(vm, 0, os.urandom(MiB), 40 * MiB)
+    part = env.lab.host("node1").path(f"/var/lib/one/datastores/{SYSTEM_DS}/45/backup")
+    # postbackup is not run here: what is left is what prebackup itself left
+    vm.lcm_state = "BACKUP_POWEROFF"
+    from lab.oned import to_xml
+    result = env.r.backup_step("prebackup", "node1", f"/var/lib/one//datastores/{SYSTEM_DS}/45", [0, 1], "one-45",
+                               45, SYSTEM_DS, to_xml(vm.element()),
+                               kill_when=lambda: part.exists() and any(".part." in p.name for p in part.iterdir()),
+                               kill_signal=15)
+    vm.lcm_state = "RUNNING"
+    assert "terminated (SIGTERM)" in result.stderr, str(result)
+    assert leftovers(env, 45) == before
+    run = backed_up(env, vm)
+    assert run.increment == 1
+    assert env.bds.restored_bytes(run.image_id, 0, 1) == env.disk_bytes(vm, 0)
