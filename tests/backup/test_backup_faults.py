@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from lab.lab import IMAGE_DS, SYSTEM_DS
 
 from tests.tm.conftest import SYS, disk_path
@@ -24,15 +26,31 @@ def leftovers(env, vm_id: int) -> dict:
     return {"temporary": rds, "snapshots": snaps, "files": files}
 
 
-def test_killed_in_the_middle_then_the_retry_succeeds(benv):
+def kill_point(env, vm_id: int, point: str):
+    """When to SIGKILL prebackup: right after the snapshot request, while a disk is read on the
+    host, or once the second disk's temporary resource exists."""
+    backup = env.lab.host("node1").path(f"/var/lib/one/datastores/{SYSTEM_DS}/{vm_id}/backup")
+    if point == "reading":
+        return lambda: backup.exists() and any(".part." in p.name for p in backup.iterdir())
+
+    def seen(path: str):
+        return lambda: any(r["method"] == "POST" and r["path"] == path for r in env.lab.linstor.requests())
+    if point == "snapshotted":
+        return seen("/v1/actions/snapshot/multi")
+    return seen(f"/v1/resource-definitions/one-image-{101 + vm_id * 2}/snapshot-restore-resource/"
+                f"linstor_un-backup-{vm_id}-1")
+
+
+@pytest.mark.parametrize("point", ["snapshotted", "reading", "second disk"])
+def test_killed_at_each_step_then_the_retry_succeeds(benv, point):
     env = benv
-    vm = env.vm_with_disks(40, sizes=(64, 16))
+    vm_id = {"snapshotted": 46, "reading": 40, "second disk": 47}[point]
+    vm = env.vm_with_disks(vm_id, sizes=(64, 16))
     env.write(vm, 0, os.urandom(8 * MiB), 20 * MiB)
     backed_up(env, vm)                                              # increment 0
     env.write(vm, 0, os.urandom(MiB), 50 * MiB)
-    part = env.lab.host("node1").path(f"/var/lib/one/datastores/{SYSTEM_DS}/40/backup")
-    killed = env.bds.backup(env.r, vm, [0, 1], live=False,
-                            kill_when=lambda: part.exists() and any(".part." in p.name for p in part.iterdir()))
+    env.lab.linstor.clear_requests()
+    killed = env.bds.backup(env.r, vm, [0, 1], live=False, kill_when=kill_point(env, vm_id, point))
     assert killed.pre.rc == -9, str(killed.pre)
     assert not killed.ok
     # the reader on the host notices that its driver is gone and stops
@@ -41,15 +59,15 @@ def test_killed_in_the_middle_then_the_retry_succeeds(benv):
         assert time.monotonic() < deadline, "the backup reader on the host outlived the killed action"
         time.sleep(0.2)
     # postbackup (oned runs it after a failed pre) took the temporary resources and the files
-    left = leftovers(env, 40)
+    left = leftovers(env, vm_id)
     assert left["temporary"] == [] and left["files"] == [], left
     run = backed_up(env, vm)                                        # the retry: increment 1 again
     assert run.increment == 1
     before = env.disk_bytes(vm, 0)
     assert env.bds.restored_bytes(run.image_id, 0, 1) == before
-    left = leftovers(env, 40)
+    left = leftovers(env, vm_id)
     assert left["temporary"] == [] and left["files"] == []
-    assert left["snapshots"]["one-vm-40-disk-0"] == ["linstor_un-backup-40-0", "linstor_un-backup-40-1"]
+    assert left["snapshots"][f"one-vm-{vm_id}-disk-0"] == [f"linstor_un-backup-{vm_id}-{i}" for i in (0, 1)]
 
 
 def test_backup_directory_full_is_one_clear_error_and_nothing_stays(benv):
@@ -143,3 +161,27 @@ def test_cancelled_with_sigterm_undoes_itself(benv):
     run = backed_up(env, vm)
     assert run.increment == 1
     assert env.bds.restored_bytes(run.image_id, 0, 1) == env.disk_bytes(vm, 0)
+
+
+def test_controller_down_is_one_line_and_touches_nothing(benv):
+    import socket
+    env = benv
+    vm = env.vm_with_disks(48, sizes=(16, 8))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    templates = [env.lab.oned.datastores[ds].template for ds in (IMAGE_DS, SYSTEM_DS)]
+    saved = [t["LS_CONTROLLERS"] for t in templates]
+    for t in templates:
+        t["LS_CONTROLLERS"] = f"http://127.0.0.1:{dead}"
+    try:
+        run = env.bds.backup(env.r, vm, [0, 1], live=False)
+    finally:
+        for t, value in zip(templates, saved):
+            t["LS_CONTROLLERS"] = value
+    assert run.pre.rc == 1
+    errors = [ln for ln in run.pre.stderr.strip().splitlines() if not ln.startswith("INFO")]
+    assert len(errors) == 1 and "127.0.0.1" in errors[0], run.pre.stderr
+    assert leftovers(env, 48)["files"] == []
+    run = backed_up(env, vm)
+    assert env.bds.restored_bytes(run.image_id, 0) == env.disk_bytes(vm, 0)
