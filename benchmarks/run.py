@@ -586,8 +586,16 @@ def backups(size_mb: int, rounds: int = 3) -> dict:
                         timeout=600)
         ssh = f"ssh -F {lab.home}/.ssh/config node1"
         rnd = random.Random(1)
-        samples: dict[str, list] = {"dd_whole": [], "dd_half": [], "full": [], "increment": [], "inc_bytes": [],
-                                    "changed": []}
+        stats = Path(tempfile.mkstemp(prefix="linstor_un-stats-")[1])
+        r.env["LINSTOR_UN_STATS"] = str(stats)
+        samples: dict[str, list] = {"dd_whole": [], "dd_half": [], "dd_direct": [], "full": [], "full_read": [],
+                                    "increment": [], "inc_read": [], "inc_bytes": [], "changed": []}
+
+        def read_step() -> float:
+            """The host's read of the snapshot (the rest is LINSTOR: snapshot, restore, attach, delete)."""
+            steps = json.loads(stats.read_text().splitlines()[0])["remote_steps"]
+            stats.write_text("")
+            return sum(secs for _, step, secs in steps if step.startswith("back up disk"))
 
         def timed(cmd: str) -> float:
             start = time.monotonic()
@@ -599,30 +607,38 @@ def backups(size_mb: int, rounds: int = 3) -> dict:
             samples["dd_whole"].append(timed(f"{ssh} dd if={disk} of={out} bs=4M status=none"))
             samples["dd_half"].append(timed(f"{ssh} dd if={disk} of={out} bs=4M count={size_mb // 8} "
                                             f"status=none"))
+            samples["dd_direct"].append(timed(f"{ssh} dd if={disk} of={out} bs=4M iflag=direct status=none"))
             host.run_inside(f"rm -f {out}")
             vm.backup_config = {"MODE": "INCREMENT", "LAST_INCREMENT_ID": -1}
+            stats.write_text("")
             full = bds.backup(r, vm, [0], live=False)
             if not full.ok:
                 raise RuntimeError(str(full.pre))
             samples["full"].append(full.pre.seconds)
+            samples["full_read"].append(read_step())
             blocks = size_mb * 1024 * 1024 // block
             picked = rnd.sample(range(blocks), max(1, blocks // 100))
             script = "; ".join(f"dd if=/dev/urandom of={disk} bs=64k seek={b} count=1 conv=notrunc status=none"
                                for b in picked)
             host.run_inside(script + "; sync", timeout=600)
+            stats.write_text("")
             inc = bds.backup(r, vm, [0], live=False)
             if not inc.ok:
                 raise RuntimeError(str(inc.pre))
             samples["increment"].append(inc.pre.seconds)
+            samples["inc_read"].append(read_step())
             samples["changed"].append(len(picked) * block)
             samples["inc_bytes"].append((bds.root / "700" / inc.source / "disk.0.1").stat().st_size)
         med = {k: statistics.median(v) for k, v in samples.items()}
         half_mb = size_mb / 2
         return {"disk_mb": size_mb, "written_mb": half_mb, "rounds": rounds,
                 "dd_whole_s": round(med["dd_whole"], 2), "dd_written_half_s": round(med["dd_half"], 2),
-                "full_backup_s": round(med["full"], 2),
+                "dd_whole_direct_s": round(med["dd_direct"], 2),
+                "full_backup_s": round(med["full"], 2), "full_read_s": round(med["full_read"], 2),
                 "full_vs_dd_half": round(med["dd_half"] / med["full"], 2),
-                "increment_s": round(med["increment"], 2), "increment_vs_full": round(med["increment"] / med["full"], 2),
+                "full_read_vs_dd_half": round(med["dd_half"] / med["full_read"], 2),
+                "increment_s": round(med["increment"], 2), "increment_read_s": round(med["inc_read"], 2),
+                "increment_vs_full": round(med["increment"] / med["full"], 2),
                 "changed_mib": round(med["changed"] / 2**20, 2), "increment_file_mib": round(med["inc_bytes"] / 2**20, 2),
                 "increment_bytes_limit_mib": round((1.1 * med["changed"] + 2**20) / 2**20, 2)}
 
@@ -695,11 +711,15 @@ def markdown(results: dict) -> str:
                 "|---|---|---|---|---|---|",
                 f"| `dd` of the whole device to a file (same host) | {b['disk_mb']} | {b['dd_whole_s']} | | | |",
                 f"| `dd` of the written half | {b['written_mb']:.0f} | {b['dd_written_half_s']} | | | |",
+                f"| `dd iflag=direct` of the whole device | {b['disk_mb']} | {b.get('dd_whole_direct_s', '')} | | | |",
                 f"| full backup (prebackup, increment 0) | {b['disk_mb']} | {b['full_backup_s']} | dd of the written "
                 f"half | {b['full_vs_dd_half']} | |",
+                f"| — of which the host's read of the snapshot | {b['disk_mb']} | {b.get('full_read_s', '')} | dd of "
+                f"the written half | {b.get('full_read_vs_dd_half', '')} | |",
                 f"| increment, 1 % of the blocks rewritten ({b['changed_mib']} MiB) | {b['disk_mb']} | "
                 f"{b['increment_s']} | the full backup | {b['increment_vs_full']} | {b['increment_file_mib']} "
-                f"(limit {b['increment_bytes_limit_mib']}) |"]
+                f"(limit {b['increment_bytes_limit_mib']}) |",
+                f"| — of which the host's read of the snapshot | {b['disk_mb']} | {b.get('increment_read_s', '')} | | | |"]
     if "freeze" in results:
         f = results["freeze"]
         out += ["", f"Guest frozen during a live backup of {f['disks']} disks ({f['rounds']} runs): median "

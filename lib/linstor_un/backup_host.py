@@ -24,8 +24,10 @@ The qcow2 (version 3, clusters of <block_size>, no backing file: OpenNebula's do
 The file is written as `<output>.part.<pid>` and renamed when complete: a killed or failed run never
 leaves a short file under the name the backup datastore copies.
 """
+import errno
 import hashlib
 import json
+import mmap
 import os
 import select
 import struct
@@ -53,16 +55,55 @@ def digests_of(buf, block):
     return out
 
 
-def read_exact(fd, n, offset):
-    parts = []
-    while n > 0:
-        data = os.pread(fd, n, offset)
-        if not data:
-            break
-        parts.append(data)
-        n -= len(data)
-        offset += len(data)
-    return b"".join(parts)
+class Device:
+    """The device, read with O_DIRECT where it can be: no read-ahead into the host's page cache
+    (a backup must not push the VMs' cached data out), and on a freshly restored snapshot
+    markedly faster than through the block device's own cache. Buffered where O_DIRECT is
+    refused (some filesystems) or Python lacks preadv (3.6). Reads may run in several threads
+    at once (pread/preadv release the interpreter): more requests in flight."""
+
+    def __init__(self, path):
+        self.path = path
+        flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
+        try:
+            self.fd = os.open(path, flags) if hasattr(os, "preadv") and flags != os.O_RDONLY else -1
+        except OSError:
+            self.fd = -1
+        self.direct = self.fd >= 0
+        if self.direct:
+            try:
+                self._direct(4096, 0)           # a filesystem may take the flag and refuse the read
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                os.close(self.fd)
+                self.direct = False
+        if not self.direct:
+            self.fd = os.open(path, os.O_RDONLY)
+        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+
+    def _direct(self, n, offset):
+        buf = mmap.mmap(-1, (n + 4095) // 4096 * 4096)          # page-aligned, as O_DIRECT wants
+        try:
+            return buf[:min(os.preadv(self.fd, [buf], offset), n)]
+        finally:
+            buf.close()
+
+    def read(self, n, offset):
+        if self.direct:
+            return self._direct(n, offset)
+        parts = []
+        while n > 0:
+            data = os.pread(self.fd, n, offset)
+            if not data:
+                break
+            parts.append(data)
+            n -= len(data)
+            offset += len(data)
+        return b"".join(parts)
+
+    def close(self):
+        os.close(self.fd)
 
 
 class Watchdog:
@@ -81,32 +122,38 @@ class Watchdog:
             raise SystemExit("backup abandoned: the driver that started it is gone")
 
 
-def scan(fd, size, block, pool, depth):
-    """(block index, bytes, digest) for every block of the device, read once, hashed in threads."""
+def read_and_hash(device, n, offset, block):
+    buf = device.read(n, offset)
+    if not buf:
+        raise OSError(errno.EIO, "short read at byte %d" % offset, device.path)
+    return buf, digests_of(buf, block)
+
+
+def scan(device, size, block, pool, depth):
+    """(block index, bytes, digest) for every block of the device, in order; each part read once,
+    `depth` parts read and hashed at a time."""
     pending = deque()
     pos = 0
     watch = Watchdog()
     while pos < size or pending:
         watch.check()
         while pos < size and len(pending) < depth:
-            buf = read_exact(fd, min(READ_CHUNK, size - pos), pos)
-            if not buf:
-                raise OSError("short read at byte %d" % pos)
-            pending.append((pos, buf, pool.submit(digests_of, buf, block)))
-            pos += len(buf)
-        at, buf, digests = pending.popleft()
+            n = min(READ_CHUNK, size - pos)
+            pending.append((pos, pool.submit(read_and_hash, device, n, pos, block)))
+            pos += n
+        at, job = pending.popleft()
+        buf, digests = job.result()
         first = at // block
-        for i, digest in enumerate(digests.result()):
+        for i, digest in enumerate(digests):
             yield first + i, buf[i * block:(i + 1) * block], digest
 
 
 def base_digests(path, size, block, pool, depth):
-    fd = os.open(path, os.O_RDONLY)
+    device = Device(path)
     try:
-        base_size = os.lseek(fd, 0, os.SEEK_END)
-        return b"".join(d for _, _, d in scan(fd, min(size, base_size), block, pool, depth))
+        return b"".join(d for _, _, d in scan(device, min(size, device.size), block, pool, depth))
     finally:
-        os.close(fd)
+        device.close()
 
 
 class Qcow2Writer:
@@ -182,8 +229,7 @@ class Qcow2Writer:
         header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, self.bits, self.size, 0,
                              len(self.l1), l1_offset, table_offset, table_clusters, 0, 0, 0, 0, 0, 4, 104)
         os.pwrite(self.fd, header, 0)
-        os.ftruncate(self.fd, self.end)
-        os.fsync(self.fd)
+        os.ftruncate(self.fd, self.end)       # no fsync: the backup datastore reads it at once
 
 
 def main(argv):
@@ -193,12 +239,8 @@ def main(argv):
         raise SystemExit("usage: full|increment <device> <output> <block_size> [<base_device>]")
     started = time.time()
     previous = sys.stdin.buffer.read() if mode == "increment" else b""
-    fd = os.open(device, os.O_RDONLY)
-    size = os.lseek(fd, 0, os.SEEK_END)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except (AttributeError, OSError):
-        pass
+    source = Device(device)
+    size = source.size
     workers = max(1, min(4, (os.cpu_count() or 1)))
     part = "%s.part.%d" % (output, os.getpid())
     out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -210,7 +252,7 @@ def main(argv):
             known = len(previous) // DIGEST
             writer = Qcow2Writer(out, size, block.bit_length() - 1)
             digests = bytearray()
-            for index, buf, digest in scan(fd, size, block, pool, workers * 2):
+            for index, buf, digest in scan(source, size, block, pool, workers * 2):
                 digests += digest
                 counts["blocks"] += 1
                 if mode == "increment" and index < known \
@@ -239,7 +281,7 @@ def main(argv):
             pass
         raise
     finally:
-        os.close(fd)
+        source.close()
     sys.stdout.buffer.write(bytes(digests))
     sys.stdout.flush()
     counts.update(size=size, file_bytes=os.path.getsize(output), seconds=round(time.time() - started, 3))
