@@ -203,6 +203,15 @@ class BackupDatastore:
         merged[-1].update(TYPE="FULL", PARENT_ID=-1)
         image.backup_increments = incs[len(incs) - keep_last:]
 
+    def backup_with_snapshots_refused(self, runner, vm, disk_ids: list[int], live: bool, message: str) -> BackupRun:
+        """A backup while the controller refuses the snapshot request (and its one retry)."""
+        self.lab.linstor.add_fault(r"/v1/actions/snapshot/multi", "rc", method="POST", count=2,
+                                   ret_code=-4611686018427386906, message=message)
+        try:
+            return self.backup(runner, vm, disk_ids, live=live)
+        finally:
+            self.lab.linstor.clear_faults()
+
     # ---- reading a backup back -------------------------------------------------------------------
     def urls(self, image_id: int, increment: int = -1) -> dict[int, str]:
         import json

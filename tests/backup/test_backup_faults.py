@@ -98,12 +98,7 @@ def test_controller_refusing_the_snapshots_changes_nothing(benv):
     vm = env.vm_with_disks(42, sizes=(16, 8))
     backed_up(env, vm)
     before = leftovers(env, 42)
-    env.lab.linstor.add_fault(r"/v1/actions/snapshot/multi", "rc", method="POST", count=2,
-                              ret_code=-4611686018427386906, message="Injected: satellite unreachable")
-    try:
-        run = env.bds.backup(env.r, vm, [0, 1], live=False)
-    finally:
-        env.lab.linstor.clear_faults()
+    run = env.bds.backup_with_snapshots_refused(env.r, vm, [0, 1], False, "Injected: satellite unreachable")
     assert run.pre.rc == 1
     errors = [ln for ln in run.pre.stderr.strip().splitlines() if not ln.startswith("INFO")]
     assert len(errors) == 1 and "snapshot" in errors[0] and "Injected" in errors[0], run.pre.stderr

@@ -68,12 +68,7 @@ def test_frozen_only_around_one_snapshot_request_and_thawed_on_failure(lenv):
     shim.write_text(AGENT_VIRSH)
     shim.chmod(0o755)
     try:
-        env.lab.linstor.add_fault(r"/v1/actions/snapshot/multi", "rc", method="POST", count=2,
-                                  ret_code=-4611686018427386906, message="Injected: snapshot refused")
-        try:
-            failed = env.bds.backup(env.r, vm, [0, 1], live=True)
-        finally:
-            env.lab.linstor.clear_faults()
+        failed = env.bds.backup_with_snapshots_refused(env.r, vm, [0, 1], True, "Injected: snapshot refused")
         assert failed.pre.rc == 1 and "Injected" in failed.pre.stderr
         calls = [line.split()[-2:] for line in log.read_text().splitlines()]
         assert calls == [["domfsfreeze", "one-51"], ["domfsthaw", "one-51"]], calls     # thawed anyway
