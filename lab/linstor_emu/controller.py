@@ -1439,10 +1439,11 @@ class Controller:
                                   C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
         version = tuple(int(x) for x in re.findall(r"\d+", self.config.get("version", "1.33.2"))[:3])
         newest = max(rd["snaps"].values(), key=lambda x: x["ts"])
-        if version < (1, 31, 0) and newest is not s:
-            # before 1.31 LVM-thin rolled back with lvconvert --merge: only the newest snapshot
-            raise ApiError(Rc(C.FAIL_UNKNOWN_ERROR, f"Rollback of resource '{rd['name']}' to snapshot "
-                              f"'{s['name']}' failed: only the most recent snapshot can be rolled back",
+        if version < (1, 31, 2) and newest is not s:
+            # CtrlSnapshotRollbackApiCallHandler.ensureMostRecentSnapshot (up to v1.31.1): only the
+            # most recent snapshot; from v1.31.2 a rollback deletes the resources and restores them
+            # from the snapshot (ZFS's old "zfs rollback" strategy keeps the rule: not emulated)
+            raise ApiError(Rc(C.FAIL_EXISTS_SNAPSHOT_DFN, "Rollback is only allowed with the most recent snapshot",
                               C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
         loops = self._loops(rd)
         for vd in s["vds"]:

@@ -13,7 +13,9 @@ from .ownership import Owner
 from .remote import Host
 from .report import Report
 
-ANY_ROLLBACK_SINCE = (1, 31, 0)     # LINSTOR rolls back to any snapshot from here on (reference §3.10)
+# LINSTOR rolls back to any snapshot from v1.31.2 on; up to v1.31.1 only to the most recent one
+# (linstor-server CtrlSnapshotRollbackApiCallHandler.ensureMostRecentSnapshot, FAIL_EXISTS_SNAPSHOT_DFN)
+ANY_ROLLBACK_SINCE = (1, 31, 2)
 
 
 def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
