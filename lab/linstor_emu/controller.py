@@ -419,16 +419,27 @@ class Controller:
             for vnr in rd["vds"]:
                 self.data.delete_volume(rd["name"], int(vnr))
 
+    def _tiebreaker_enabled(self, rd: dict) -> bool:
+        # CtrlRscAutoTieBreakerHelper.isAutoTieBreakerEnabled: the property (definition, group,
+        # controller) equalsIgnoreCase "true"
+        return str(self._prop_chain(rd, TIEBREAKER_PROP, "true")).lower() == "true"
+
+    def _tiebreaker_needed(self, rd: dict, leaving: Optional[str] = None) -> bool:
+        """CtrlRscAutoTieBreakerHelper.shouldTieBreakerExist: an even number (>= 2) of diskful DRBD
+        resources and no diskless one that is not the tie-breaker (`leaving`: one being deleted)."""
+        if "DRBD" not in rd["layers"] or not self._tiebreaker_enabled(rd):
+            return False
+        diskful = [k for k in self._diskful_nodes(rd) if k != leaving]
+        diskless = [k for k, r in rd["rscs"].items() if self._diskless(r) and "TIE_BREAKER" not in r["flags"]
+                    and "DELETE" not in r["flags"] and k != leaving]
+        return len(diskful) >= 2 and len(diskful) % 2 == 0 and not diskless
+
     def _auto_tiebreaker(self, rd: dict) -> list[Rc]:
+        tiebreakers = [k for k, r in rd["rscs"].items() if "TIE_BREAKER" in r["flags"]]
+        need = self._tiebreaker_needed(rd)
+        msgs = []
         if "DRBD" not in rd["layers"]:
             return []
-        if str(self._prop_chain(rd, TIEBREAKER_PROP, "true")).lower() not in ("true", "yes"):
-            return []
-        diskful = self._diskful_nodes(rd)
-        diskless = [k for k, r in rd["rscs"].items() if self._diskless(r) and "TIE_BREAKER" not in r["flags"]]
-        tiebreakers = [k for k, r in rd["rscs"].items() if "TIE_BREAKER" in r["flags"]]
-        need = len(diskful) == 2 and not diskless
-        msgs = []
         if need and not tiebreakers:
             for key in sorted(self.s["nodes"]):
                 node = self.s["nodes"][key]
@@ -836,6 +847,9 @@ class Controller:
             rd["rg"] = self._rg(body["resource_group"])["name"]
         msgs.append(success(f"Resource definition '{rd['name']}' modified.", C.MASK_RSC_DFN, C.MASK_MOD,
                             obj_refs={"RscDfn": rd["name"]}))
+        # the auto-tiebreaker turned off removes the tie-breaker (CtrlRscAutoTieBreakerHelper.manage:
+        # not enabled -> marked for deletion), on the definition's next change: this one
+        msgs += self._auto_tiebreaker(rd)
         return [m.to_json() for m in msgs]
 
     def delete_rd(self, name: str, query: dict, body: Any):
@@ -1043,6 +1057,15 @@ class Controller:
             raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Resource definition '{rd['name']}' has no volumes.",
                               C.MASK_RSC, C.MASK_CRT))
         layers = [x.upper() for x in item.get("layer_list") or []] or None
+        existing = rd["rscs"].get(node["name"].upper())
+        if existing is not None and "TIE_BREAKER" in existing["flags"] and "DISKLESS" in flags:
+            # CtrlRscCrtApiHelper: a diskless resource asked for where the tie-breaker is takes it
+            # over (it becomes an ordinary diskless resource) instead of failing as "exists"
+            existing["flags"] = [f for f in existing["flags"] if f != "TIE_BREAKER"]
+            existing["props"].update(props)
+            return [success(f"Tiebreaker resource '{rd['name']}' on '{node['name']}' taken over as a diskless "
+                            "resource", C.MASK_RSC, C.MASK_CRT,
+                            obj_refs={"RscDfn": rd["name"], "Node": node["name"]})]
         _, msgs = self._new_resource(rd, node, pool, flags, props, layers)
         return msgs
 
@@ -1088,15 +1111,28 @@ class Controller:
             raise ApiError(Rc(C.FAIL_IN_USE,
                               f"Last resource of '{rd['name']}' with disk still has diskless resources attached.",
                               C.MASK_RSC, C.MASK_DEL, obj_refs=refs))
-        keep_tb = (query.get("keep_tiebreaker") or ["false"])[0].lower() == "true"
-        if (self._diskless(rsc) and "TIE_BREAKER" not in rsc["flags"] and len(diskful) == 2
-                and str(self._prop_chain(rd, TIEBREAKER_PROP, "true")).lower() in ("true", "yes")
-                and not any(self._diskless(r) and k != node.upper() for k, r in rd["rscs"].items())
-                and "DRBD" in rd["layers"]):
+        key = node.upper()
+        has_tiebreaker = any("TIE_BREAKER" in r["flags"] for r in rd["rscs"].values())
+        if "TIE_BREAKER" in rsc["flags"] and self._tiebreaker_needed(rd):
+            # CtrlRscAutoTieBreakerHelper.manage: a tie-breaker deleted by hand turns the automatic
+            # tie-breaker off on the definition (else it would come right back)
+            rd["props"][TIEBREAKER_PROP] = "False"
+            self._remove_resource(rd, key)
+            return [success(f"Resource '{rd['name']}' on '{rsc['node']}' deleted.", C.MASK_RSC, C.MASK_DEL,
+                            obj_refs=refs).to_json(),
+                    Rc(C.MASK_INFO | 2, f"Disabling auto-tiebreaker on resource-definition "
+                       f"'{rd['name']}' as tiebreaker resource was manually deleted", C.MASK_RSC_DFN,
+                       C.MASK_MOD).to_json()]
+        if "TIE_BREAKER" not in rsc["flags"] and not has_tiebreaker and self._tiebreaker_needed(rd, leaving=key) \
+                and (self._diskless(rsc) or DISKLESS_POOL.upper() in self.s["pools"].get(key, {})):
+            # CtrlRscAutoTieBreakerHelper.manage/takeover: the resource being deleted is kept as the
+            # tie-breaker the remaining ones need (a diskful one gives up its disk)
+            if not self._diskless(rsc):
+                rsc["flags"] = sorted(set(rsc["flags"]) | {"DISKLESS", "DRBD_DISKLESS"})
+                rsc["pool"] = DISKLESS_POOL
             rsc["flags"] = sorted(set(rsc["flags"]) | {"TIE_BREAKER"})
-            return [Rc(C.MASK_INFO | 6, f"Resource '{rd['name']}' on '{rsc['node']}' will be taken over as a linstor "
-                       "managed tiebreaker resource", C.MASK_RSC, C.MASK_DEL, obj_refs=refs).to_json()]
-        del keep_tb
+            return [Rc(C.MASK_INFO | 6, "The given resource will not be deleted but will be taken over as a linstor "
+                       "managed tiebreaker resource.", C.MASK_RSC, C.MASK_DEL, obj_refs=refs).to_json()]
         if self.s["nodes"][node.upper()]["status"] != "ONLINE":
             rsc["flags"] = sorted(set(rsc["flags"]) | {"DELETE", "DRBD_DELETE"})
             return [Rc(C.WARN_NOT_CONNECTED, f"No active connection to satellite '{rsc['node']}'. The resource will "

@@ -530,3 +530,67 @@ def test_emulator_records_schema_violations(emulator):
     problems = emulator.violations()
     assert problems and "GET /v1/nodes" in problems[0]["problem"]
     (emulator.dir / "schema-violations.jsonl").unlink()       # expected here; keep the fixture's check clean
+
+
+# ---- tie-breakers (linstor-server CtrlRscAutoTieBreakerHelper) ----------------------------------------
+def _flags(client, rsc) -> dict:
+    return {r.node_name: set(r.flags) for r in client.resource_list_raise(filter_by_resources=[rsc]).resources}
+
+
+def _tiebreakers(client, rsc) -> list:
+    return sorted(n for n, f in _flags(client, rsc).items() if "TIE_BREAKER" in f)
+
+
+def test_tiebreaker_for_every_even_diskful_count(tmp_path):
+    """shouldTieBreakerExist: diskful >= 2 and even, and no diskless resource besides it."""
+    import linstor
+    nodes = [{"name": f"n{i}", "address": f"127.0.1.{i}",
+              "pools": [{"name": "data", "provider_kind": "LVM_THIN", "total_kib": 1 << 22}]} for i in range(1, 6)]
+    emu = LinstorEmulator(EmulatorConfig(state_dir=tmp_path / "linstor", nodes=nodes))
+    emu.start()
+    try:
+        with linstor.MultiLinstor([emu.url]) as c:
+            ok(c.resource_dfn_create("even"))
+            ok(c.volume_dfn_create("even", 64 * MIB))
+            for count in (1, 2, 3, 4):
+                free = sorted({f"n{i}" for i in range(1, 6)} - set(_flags(c, "even")))[0]
+                ok(c.resource_create([linstor.ResourceData(free, "even", storage_pool="data")]))
+                assert len(_tiebreakers(c, "even")) == (1 if count % 2 == 0 else 0), count
+            # a diskless resource asked for where the tie-breaker is takes it over
+            [tb] = _tiebreakers(c, "even")
+            ok(c.resource_create([linstor.ResourceData(tb, "even", diskless=True)]))
+            assert "TIE_BREAKER" not in _flags(c, "even")[tb] and "DISKLESS" in _flags(c, "even")[tb]
+    finally:
+        emu.shutdown()
+
+
+def test_deleting_the_tiebreaker_turns_the_automatic_one_off(client):
+    spawn(client, "tbdel")
+    [tb] = _tiebreakers(client, "tbdel")
+    replies = ok(client.resource_delete(tb, "tbdel"))
+    assert any("Disabling auto-tiebreaker" in r.message for r in replies)
+    assert _tiebreakers(client, "tbdel") == [] and tb not in _flags(client, "tbdel")
+    props = client.resource_dfn_list_raise(filter_by_resource_definitions=["tbdel"]).resource_definitions[0].properties
+    assert props["DrbdOptions/auto-add-quorum-tiebreaker"].lower() == "false"
+
+
+def test_a_diskful_replica_being_deleted_becomes_the_tiebreaker(client):
+    ok(client.resource_dfn_create("tbtake"))
+    ok(client.volume_dfn_create("tbtake", 64 * MIB))
+    import linstor
+    ok(client.resource_create([linstor.ResourceData(n, "tbtake", storage_pool="data")
+                               for n in ("node1", "node2", "node3")]))
+    assert _tiebreakers(client, "tbtake") == []
+    replies = ok(client.resource_delete("node3", "tbtake"))
+    assert any("taken over as a linstor managed tiebreaker" in r.message for r in replies)
+    flags = _flags(client, "tbtake")
+    assert {"TIE_BREAKER", "DISKLESS"} <= flags["node3"]
+    assert not flags["node1"] & {"DISKLESS"} and not flags["node2"] & {"DISKLESS"}
+
+
+def test_turning_the_property_off_removes_the_tiebreaker(client):
+    spawn(client, "tboff")
+    assert len(_tiebreakers(client, "tboff")) == 1
+    ok(client.resource_dfn_modify("tboff", {"DrbdOptions/auto-add-quorum-tiebreaker": "false"}))
+    assert _tiebreakers(client, "tboff") == []
+    assert len(_flags(client, "tboff")) == 2
