@@ -28,6 +28,18 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 DISKLESS_POOL = "DfltDisklessStorPool"
 DEFAULT_RG = "DfltRscGrp"
 TIEBREAKER_PROP = "DrbdOptions/auto-add-quorum-tiebreaker"
+
+
+def _pool_props(kind: str, name: str) -> dict:
+    """The storage pool properties `linstor storage-pool create <kind> ...` leaves (python-linstor's
+    storage pool create: lvmthin takes `vg/thinpool` and sets LvmVg and ThinPool, zfs ZPool,
+    zfsthin ZPoolThin; file pools their directory)."""
+    vg = "linstor_" + name.lower()
+    return {"LVM": {"StorDriver/LvmVg": vg},
+            "LVM_THIN": {"StorDriver/LvmVg": vg, "StorDriver/ThinPool": "thinpool"},
+            "ZFS": {"StorDriver/ZPool": vg}, "ZFS_THIN": {"StorDriver/ZPoolThin": vg},
+            "FILE": {"StorDriver/FileDir": f"/var/lib/linstor-pools/{name}"},
+            "FILE_THIN": {"StorDriver/FileDir": f"/var/lib/linstor-pools/{name}"}}.get(kind, {})
 REST_API_VERSION = "1.27.0"      # what LINSTOR 1.33.x reports
 
 Handler = Callable[..., tuple[int, Any]]
@@ -95,7 +107,7 @@ class Controller:
                 pools[pool["name"].upper()] = {
                     "name": pool["name"], "provider_kind": pool.get("provider_kind", "LVM_THIN"),
                     "total_kib": int(pool.get("total_kib", 100 * 1024 * 1024)),
-                    "props": dict(pool.get("props", {"StorDriver/LvmVg": "linstor_" + pool["name"].lower()})),
+                    "props": dict(pool.get("props") or _pool_props(pool.get("provider_kind", "LVM_THIN"), pool["name"])),
                     "uuid": _uuid(),
                 }
             s["pools"][name.upper()] = pools
@@ -328,7 +340,8 @@ class Controller:
             return f"/dev/mapper/{name}_{vnr:05d}", []
         node_pools = self.s["pools"][rsc["node"].upper()]
         pool = node_pools.get(rsc["pool"].upper(), {"props": {}, "name": rsc["pool"]})
-        vg = pool["props"].get("StorDriver/LvmVg") or pool["props"].get("StorDriver/ZPool") or pool["name"]
+        vg = (pool["props"].get("StorDriver/LvmVg") or pool["props"].get("StorDriver/ZPool")
+              or pool["props"].get("StorDriver/ZPoolThin") or pool["name"])
         return f"/dev/{vg}/{name}_{vnr:05d}", []
 
     def _in_use(self, rd: dict, rsc: dict) -> bool:

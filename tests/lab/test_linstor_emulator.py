@@ -86,6 +86,9 @@ def test_pool_capacity_follows_volumes(client, emulator):
     assert free("thick") == thick_before and free("data") == thin_before
     pool = client.storage_pool_list_raise(filter_by_nodes=["node1"], filter_by_stor_pools=["data"]).storage_pools[0]
     assert pool.is_thin() and pool.supports_snapshots()
+    # as `linstor storage-pool create lvmthin node1 data linstor_data/thinpool` leaves it
+    assert pool.properties["StorDriver/LvmVg"] == "linstor_data"
+    assert pool.properties["StorDriver/ThinPool"] == "thinpool"
 
 
 # ---- resource groups, definitions, volumes --------------------------------------------------------
