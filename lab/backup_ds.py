@@ -94,6 +94,7 @@ class BackupRun:
     source: str = ""
     image_id: Optional[int] = None
     increment: Optional[int] = None
+    error: str = ""                     # the backup datastore's step, when it failed
 
     @property
     def ok(self) -> bool:
@@ -150,7 +151,6 @@ class BackupDatastore:
                 try:
                     run.source = self.copy_away(host, vm.id, vm_dir)
                 except RuntimeError as err:
-                    run.source = ""
                     run.error = str(err)
             run.post = runner.backup_step("postbackup" + suffix, host, vm_dir, disk_ids, deploy, vm.id, SYSTEM_DS,
                                           xml, job_id)

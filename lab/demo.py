@@ -271,7 +271,7 @@ class Demo:
             run = bds.backup(self.r, self.vm, [1, 2], live=True, host=self.host)
             self.driver_seconds += run.pre.seconds + (run.post.seconds if run.post else 0)
             if not run.ok:
-                last = ((run.pre.stderr if not run.pre.ok else getattr(run, "error", "")).strip().splitlines()
+                last = ((run.pre.stderr if not run.pre.ok else run.error).strip().splitlines()
                         or ["(no message)"])[-1]
                 raise StepFailed(f"backup: {last}")
             for d in (1, 2):

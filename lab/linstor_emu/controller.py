@@ -451,8 +451,6 @@ class Controller:
         tiebreakers = [k for k, r in rd["rscs"].items() if "TIE_BREAKER" in r["flags"]]
         need = self._tiebreaker_needed(rd)
         msgs = []
-        if "DRBD" not in rd["layers"]:
-            return []
         if need and not tiebreakers:
             for key in sorted(self.s["nodes"]):
                 node = self.s["nodes"][key]

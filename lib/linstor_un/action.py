@@ -13,12 +13,13 @@ oned's one-line failure and exit code 1; stdout stays for what the action prints
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback
 from typing import Callable, Optional
 
-from .errors import DriverError
+from .errors import DriverError, Terminated
 from .one_input import read_version, remotes_dir
 from .report import Report
 
@@ -128,14 +129,11 @@ class Action:
 
 
 def _terminated(signum, frame) -> None:
-    from .errors import Terminated
-    import signal
     signal.signal(signal.SIGTERM, signal.SIG_IGN)       # once: the undo must not be cut short
     raise Terminated("terminated (SIGTERM): stopped and undone")
 
 
 def run(main: Callable[[Action, list[str]], None]) -> None:
-    import signal
     signal.signal(signal.SIGTERM, _terminated)
     act = Action(sys.argv[0])
     rc = 0

@@ -224,18 +224,16 @@ def read_disk(act, host: Host, disk: BackupDisk, snap: str, base: Optional[str],
     mode = "increment" if increment > 0 else "full"
     with snapshots.restored(disk.api, attacher, host.name, disk.resource, snap, "prebackup",
                             suffix="backup") as device:
-        extra = []
-        base_ctx = nullcontext(None)
+        base_read = nullcontext(None)
         if mode == "increment" and not previous and base is not None:
             act.report.info(f"no digests of disk {disk.disk_id} at the last backup here: reading {base} too")
-            base_ctx = snapshots.restored(disk.api, attacher, host.name, disk.resource, base, "prebackup",
-                                          suffix="backup-base")
+            base_read = snapshots.restored(disk.api, attacher, host.name, disk.resource, base, "prebackup",
+                                           suffix="backup-base")
         elif mode == "increment" and not previous:
             act.report.info(f"disk {disk.disk_id} has no base at the last backup: the increment holds all of it")
-        with base_ctx as base_device:
-            if base_device:
-                extra = [base_device]
-            out = host.run(["python3", "-c", HOST_PROGRAM.read_text(), mode, device, target, str(BLOCK), *extra],
+        with base_read as base_device:
+            out = host.run(["python3", "-c", HOST_PROGRAM.read_text(), mode, device, target, str(BLOCK),
+                            *([base_device] if base_device else [])],
                            f"back up disk {disk.disk_id} ({disk.resource}) to {target}", stdin=previous, bulk=True)
     counts = out.stderr.decode(errors="replace").strip().splitlines()[-1:]
     try:
@@ -270,7 +268,7 @@ def take(act, args: BackupArgs, live: bool) -> None:
         groups.setdefault(id(d.api), []).append(d)
     with Rollback(act.report) as undo:
         host_ops.fresh_dir(host, backup_dir)
-        undo.add(f"remove {backup_dir}", lambda: host_ops.remove_backup_dir(host, backup_dir, check=False))
+        undo.add(f"remove {backup_dir}", lambda: host_ops.remove_dir(host, backup_dir, check=False))
         undo.add(f"delete snapshots {snap}", lambda: [d.api.delete_snapshot(d.resource, snap) for d in todo])
         quiet = guest_quiet(host, args.deploy_id, cfg.fs_freeze, act.report) if live else nullcontext()
         with quiet:
@@ -299,7 +297,7 @@ def clean_up(act, args: BackupArgs) -> None:
     """After the backup datastore copied the files (or failed to): the files go, and the
     temporary resources a killed prebackup may have left."""
     vm = VmDoc.parse(args.vm_xml)
-    host_ops.remove_backup_dir(act.hosts[args.host], f"{args.vm_dir}/backup", check=False)
+    host_ops.remove_dir(act.hosts[args.host], f"{args.vm_dir}/backup", check=False)
     for d in backup_disks(act, vm, args.disk_ids, args.system_ds):
         found = d.api.definitions(d.resource, f"{d.resource}-backup", f"{d.resource}-backup-base")
         source = found.pop(d.resource)

@@ -114,30 +114,22 @@ def leave_dir(src: Host, src_path: str, dst: Host, dst_path: str, remove: bool =
     return names
 
 
-def _vm_dir(path: str) -> None:
-    if not re.search(r"/[0-9]+/[0-9]+$", path):
-        raise DriverError(f"refusing to remove '{path}': not a VM directory")
+def _vm_dir(path: str, below: str = "") -> None:
+    """`path` is a VM directory (`.../<sys_ds>/<vm>`), or `below` names what in one it may be."""
+    if not re.search(rf"/[0-9]+/[0-9]+{below}$", path):
+        raise DriverError(f"refusing to touch '{path}': not a VM directory{' or its backup directory' if below else ''}")
 
 
 def remove_dir(host: Host, path: str, check: bool = True) -> None:
-    _vm_dir(path)
+    """A VM directory, or the backup directory in one."""
+    _vm_dir(path, below="(/backup)?")
     host.run(["rm", "-rf", path], f"remove {path}", check=check)
-
-
-def _backup_dir(path: str) -> None:
-    if not re.search(r"/[0-9]+/[0-9]+/backup$", path):
-        raise DriverError(f"refusing to touch '{path}': not a VM's backup directory")
 
 
 def fresh_dir(host: Host, path: str) -> None:
     """An empty backup directory in a VM directory (what an earlier run left goes first)."""
-    _backup_dir(path)
+    _vm_dir(path, below="/backup")
     host.run(Shell.join(["rm", "-rf", path], "&&", ["mkdir", "-p", path]), f"prepare {path}")
-
-
-def remove_backup_dir(host: Host, path: str, check: bool = True) -> None:
-    _backup_dir(path)
-    host.run(["rm", "-rf", path], f"remove {path}", check=check)
 
 
 def write_file(host: Host, path: str, data: bytes) -> None:

@@ -24,7 +24,6 @@ from .ownership import Owner
 from .one_api import Xml
 from .one_input import natural
 from .remote import Host, Shell
-from .rollback import Rollback
 
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_MAGIC = b"KDMV"
@@ -290,8 +289,7 @@ def _count(src: "Source") -> int:
         total += len(block)
 
 
-def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5: str = "", sha1: str = "",
-          undo: Optional[Rollback] = None) -> None:
+def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5: str = "", sha1: str = "") -> None:
     """An image stream onto a device on host: raw straight through dd; anything else staged in
     STAGING_DIR (qemu-img cannot read qcow2 & co. from a pipe) and converted to raw there."""
     if src.format == "raw":
@@ -301,8 +299,6 @@ def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5:
         src.verify(md5, sha1)
         return
     tmp = os.path.join(staging, f"linstor_un-import-{uuid.uuid4().hex}")
-    if undo is not None:
-        undo.add(f"remove {tmp}", lambda: host.run(["rm", "-f", tmp], "remove the staging file", check=False))
     try:
         host.run(Shell.join(["mkdir", "-p", staging], "&&", ["cat"], ">", [tmp]), f"stage the image in {tmp}",
                  stdin=src, bulk=True)

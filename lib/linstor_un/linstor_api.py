@@ -338,13 +338,9 @@ class Linstor:
         for that many seconds."""
         import time
         until = time.monotonic() + patience
-        while patience and time.monotonic() < until:
-            try:
-                return self.delete_definition(name, snapshots)
-            except DriverError as err:
-                self.report.info(f"{err}; waiting")
-                time.sleep(1)
-        for attempt in (1, 2):         # a cleanup must not give up on one transient refusal
+        attempt = 0
+        while True:                    # a cleanup must not give up on one transient refusal
+            attempt += 1
             try:
                 for snap in (snapshots if snapshots is not None and attempt == 1 else self.snapshots(name)):
                     self.delete_snapshot(name, snap.name)
@@ -352,9 +348,11 @@ class Linstor:
                         done=lambda: self.resource_definition(name) is None)
                 return
             except DriverError as err:
-                if attempt == 2:
+                if attempt >= 2 and time.monotonic() >= until:
                     raise
                 self.report.info(f"{err}; trying once more")
+                if attempt >= 2:
+                    time.sleep(1)
 
     def set_props(self, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         delete = list(delete or [])

@@ -207,7 +207,6 @@ class BackupArgs:
 def backup_input(argv: list[str], stdin_reader=read_stdin) -> BackupArgs:
     if len(argv) not in (5, 6):
         raise DriverError("usage: <host>:<vm_dir> <disk_ids> <deploy_id> [<backup_job_id>] <vm_id> <sys_ds_id>")
-    where = HostPath.parse(argv[0])
     job = None
     if len(argv) == 6:
         job = None if argv[3] == "-" else integer(argv[3], "backup job id")
@@ -217,7 +216,7 @@ def backup_input(argv: list[str], stdin_reader=read_stdin) -> BackupArgs:
         raise DriverError(f"invalid disk ids '{argv[1]}': expected numbers joined with ':'")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", argv[2]):
         raise DriverError(f"invalid deploy id '{argv[2]}'")
-    VmPath.parse(f"{where.host}:{where.path}").of_vm(vm_id, disk=False)
+    where = VmPath.parse(argv[0]).of_vm(vm_id, disk=False)
     xml = stdin_reader().strip()
     if not xml.startswith("<"):
         xml = _b64(xml, "the VM XML on stdin") if xml else ""

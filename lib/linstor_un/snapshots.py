@@ -108,36 +108,25 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
         return
     report.info(f"{snap} is not the newest snapshot of {res}: restoring it through {res}-tmp")
     host = host_for()              # only this path copies bytes on a host
-    tmp = f"{res}-tmp"
-    found = api.definitions(tmp, res)
-    if found[tmp] is not None:
-        ownership.clear_temporary(api, found[tmp], res,       # left by an earlier, interrupted revert
-                                  found[res].props if found[res] else None)
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)
-    safety_made = copied = False
-    try:
-        api.restore_snapshot(res, snap, tmp, found[res].resource_group if found[res] else None,
-                             props=ownership.temporary(res, "snap_revert"))
+    with restored(api, attacher, host.name, res, snap, "snap_revert") as src_dev:
         # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
         dst_dev = attacher.borrow(host.name, res)
-        src_dev = attacher.borrow(host.name, tmp)
-        # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
-        safety_made = api.create_snapshot(res, safety)
-        host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
-        copied = True
-    finally:
-        attacher.give_back(host.name, tmp)
-        attacher.give_back(host.name, res)      # detached first: LINSTOR rolls back only unused volumes
+        safety_made = copied = False
         try:
+            # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
+            safety_made = api.create_snapshot(res, safety)
+            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
+            copied = True
+        finally:
+            attacher.give_back(host.name, res)      # detached first: LINSTOR rolls back only unused volumes
             if safety_made and not copied:
                 report.info(f"copy failed: rolling {res} back to its state before the revert")
                 api.rollback(res, safety)
-            if safety_made:                     # kept if the rollback failed: the state before
+            if safety_made:                         # kept if the rollback failed: the state before
                 api.delete_snapshot(res, safety)
-        finally:
-            api.delete_definition(tmp)
 
 
 @contextmanager

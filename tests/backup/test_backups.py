@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from lab.backup_ds import BackupDatastore
-from lab.lab import FRONTEND, IMAGE_DS, SYSTEM_DS
+from lab.lab import IMAGE_DS, SYSTEM_DS
 from lab.oned import Image, to_xml
 from lab.runner import ds_action_data
 
@@ -20,7 +19,7 @@ MiB = 1 << 20
 
 def backed_up(env, vm, live=False, disks=(0, 1)):
     run = env.bds.backup(env.r, vm, list(disks), live=live)
-    assert run.ok, f"{run.pre}\n{run.post}\n{getattr(run, 'error', '')}"
+    assert run.ok, f"{run.pre}\n{run.post}\n{run.error}"
     return run
 
 
