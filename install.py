@@ -46,7 +46,7 @@ MARK = "# linstor_un: added by install.py"
 OVERRIDES = ["save=save_linstor_un", "restore=restore_linstor_un"]
 VMM_FILES = ["save_linstor_un", "restore_linstor_un"]
 STATE_NAME = "install-state.json"
-LIBRARY_CHECK = "import linstor_un.action, linstor_un.linstor_api, linstor, lxml.etree, paramiko"
+LIBRARY_CHECK = "import linstor_un.action, linstor_un.linstor_api, linstor, lxml.etree"
 CONF_TEMPLATE = """\
 # linstor_un driver settings (KEY=VALUE). Datastore attributes override what they share.
 # Block size of the driver's dd copies.
@@ -868,7 +868,7 @@ def ensure_venv(tx: Transaction, args, state: dict) -> tuple[str, bool]:
             pip += ["--no-index", "--find-links", str(absolute(args.wheels))]
         if args.no_deps:
             pip.append("--no-deps")
-        t0 = step("installing the library and its dependencies (python-linstor, lxml, paramiko)"
+        t0 = step("installing the library and its dependencies (python-linstor, lxml)"
                   + (f" offline from {args.wheels}" if args.wheels else "") + " ... (20-60 s)")
         run_step(pip + [str(src)], "installing the library and its dependencies"
                  + (f" (offline from {args.wheels})" if args.wheels else ""))

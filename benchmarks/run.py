@@ -307,6 +307,83 @@ def run(runs: int) -> list[dict]:
     return rows
 
 
+# the actions that touch hosts, measured per SSH mode (ssh_modes)
+SSH_ACTIONS = ["ln", "mvds", "delete", "mkimage", "mkswap", "clone (snapshot)", "clone (copy)", "premigrate",
+               "postmigrate", "failmigrate", "context"]
+# the last commit whose driver reached hosts through paramiko (one connection per host per action)
+PARAMIKO_BASELINE = "af6310e"
+
+
+def baseline_tree(rev: str) -> Path:
+    """The driver as it was at `rev` (git archive of lib, tm, datastore, vmm) in a temporary directory."""
+    import subprocess
+    tree = Path(tempfile.mkdtemp(prefix="linstor_un-baseline-"))
+    done = subprocess.run(f"git -C {REPO} archive {rev} lib tm datastore vmm | tar -x -C {tree}", shell=True,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot extract the baseline {rev}: {done.stderr.strip()}")
+    return tree
+
+
+def ssh_modes(runs: int, rev: str = PARAMIKO_BASELINE) -> list[dict]:
+    """Each host-touching action three ways, interleaved round by round on one lab (a packaged
+    front-end's ssh configuration, no jump host: every mode connects straight to the host):
+    warm - OpenSSH, OpenNebula's master connection to the host already up (the usual case: any
+           action or monitoring probe in the last 70 s made it);
+    cold - OpenSSH, no master yet (the action makes it and leaves it to the next one);
+    paramiko - the driver as it was at `rev`: its own connection per host per action."""
+    import shutil
+    import subprocess
+    old = baseline_tree(rev)
+    rows = []
+    try:
+        with Lab(LabConfig(hosts=3, validate_schema=False, jump=False)) as lab:
+            stats = Path(tempfile.mkstemp(prefix="linstor_un-stats-")[1])
+            b = Bench(lab, stats)
+            # paramiko reads no Include: the baseline gets the same host blocks in one file
+            flat = lab.workdir / "home-flat"
+            (flat / ".ssh").mkdir(parents=True)
+            (flat / ".ssh" / "config").write_text((lab.home / ".ssh" / "config.d" / "hosts.conf").read_text())
+            (flat / ".one").symlink_to(lab.home / ".one")
+            envs = {"new": dict(b.r.env), "old": {**b.r.env, "HOME": str(flat), "PYTHONPATH": str(old / "lib")}}
+
+            def use(which: str) -> None:
+                lab.install_driver(REPO if which == "new" else old)
+                b.r.env.clear()
+                b.r.env.update(envs[which])
+
+            def warm_up() -> None:
+                for host in lab.node_names:
+                    subprocess.run([str(lab.ssh_override / "ssh"), host, "true"], env={**envs["new"]},
+                                   capture_output=True, check=True)
+
+            specs = scenarios(b)
+            for name in SSH_ACTIONS:
+                prepare, action = specs[name]
+                samples: dict[str, list] = {"warm": [], "cold": [], "paramiko": []}
+                for _ in range(runs):
+                    for mode in samples:
+                        use("old" if mode == "paramiko" else "new")
+                        ctx = prepare()
+                        if mode == "cold":
+                            lab.close_masters()
+                        else:
+                            warm_up()           # (paramiko: what it would find is the same)
+                        b.start()
+                        samples[mode].append(b.measure(action(ctx)))
+                use("new")
+                row = {"action": name, "runs": runs}
+                for mode, got in samples.items():
+                    row[f"{mode}_median_s"] = round(statistics.median(s["seconds"] for s in got), 3)
+                row["remote_commands"] = max(s["remote_commands"] for s in samples["warm"])
+                row["target_warm_s"] = 0.15
+                rows.append(row)
+            stats.unlink()
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    return rows
+
+
 DOMAIN = """<domain type='qemu'><name>one-{vm}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
 <devices><disk type='block' device='disk'><driver name='qemu' type='raw' cache='none'/>
@@ -505,12 +582,11 @@ def table(rows: list[dict], head: list = None) -> str:
 
 
 # where an action's wall time goes, from a cProfile of one run: cumulative time of these
-# functions (the remote commands' share has the connect and the paramiko import taken out)
+# functions (the remote commands' share has the ssh configuration look-up taken out)
 PROFILE_FUNCS = {
-    "connect": ("linstor_un/remote.py", "connect"),
+    "connect": ("linstor_un/remote.py", "argv"),        # `ssh -G <host>`: once per host
     "run": ("linstor_un/remote.py", "run"),
     "stream": ("linstor_un/remote.py", "stream"),
-    "paramiko": ("linstor_un/remote.py", "_paramiko"),
     "linstor": ("linstor_un/linstor_api.py", "_call"),
     "linstor_connect": ("linstor_un/linstor_api.py", "_connect"),
     "oned": ("linstor_un/one_api.py", "_call"),
@@ -551,10 +627,9 @@ def profile(names: list[str]) -> list[dict]:
             total = max(c for (_, _, _, c, _) in st.stats.values())
             row = {"action": name, "wall_s": round(result.seconds, 3), "profiled_s": round(total, 3),
                    "imports_before_main_s": round(module - ct["main"], 3),
-                   "paramiko_import_s": round(ct["paramiko"], 3),
-                   "ssh_connect_s": round(ct["connect"], 3),
-                   # commands and host-to-host streams, their connects and the paramiko import taken out
-                   "remote_commands_s": round(ct["run"] + ct["stream"] - ct["connect"] - ct["paramiko"], 3),
+                   "ssh_config_s": round(ct["connect"], 3),
+                   # commands and host-to-host streams (ssh clients, the master's round trips)
+                   "remote_commands_s": round(ct["run"] + ct["stream"] - ct["connect"], 3),
                    "linstor_s": round(ct["linstor"] + ct["linstor_connect"], 3),
                    "oned_s": round(ct["oned"], 3)}
             out.append(row)
@@ -700,6 +775,11 @@ def markdown(results: dict) -> str:
         out += ["", "| profile of one run (cProfile) | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
                 "|---|" + "---|" * len(keys)]
         out += [f"| {p['action']} | " + " | ".join(str(p[k]) for k in keys) + " |" for p in results["profiles"]]
+    if "ssh_modes" in results:
+        out += ["", "| host-touching action | remote cmds | warm master s | cold s | paramiko (before) s | "
+                "target warm s |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['action']} | {r['remote_commands']} | {r['warm_median_s']:.3f} | {r['cold_median_s']:.3f} | "
+                f"{r['paramiko_median_s']:.3f} | < {r['target_warm_s']} |" for r in results["ssh_modes"]]
     if "throughput" in results:
         out += ["", "| import of | MiB | DS cp s | `cat \\| ssh dd` s | ratio | bridge steps s |",
                 "|---|---|---|---|---|---|"]
@@ -743,6 +823,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20, help="0: skip the per-action table")
     p.add_argument("--scale", default="1000,10000", help="resource counts for the monitor test ('' to skip)")
     p.add_argument("--throughput-mb", type=int, default=1024)
+    p.add_argument("--ssh-runs", type=int, default=10, help="rounds of the warm/cold/paramiko table (0: skip)")
     p.add_argument("--clones", type=int, default=15)
     p.add_argument("--backup-mb", type=int, default=1024, help="disk size for the backup rows (0: skip)")
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
@@ -776,6 +857,9 @@ def main() -> int:
         if args.vmm:
             rows += vmm_rows(args.runs)
         print(table(rows))
+    if args.ssh_runs:
+        results["ssh_modes"] = sm = ssh_modes(args.ssh_runs)
+        print("\n" + table(sm, list(sm[0])))
     if args.throughput_mb:
         results["throughput"] = t = throughput(args.throughput_mb, rounds=3 if args.throughput_mb >= 256 else 1)
         print("\n" + table(t, list(t[0])))

@@ -251,14 +251,61 @@ def make_keys(ssh_dir: Path) -> tuple[Path, Path]:
 
 
 def write_client_config(ssh_dir: Path, hosts: list[SimHost], client_key: Path, host_key: Path,
-                        user: str = "root") -> Path:
-    """An oneadmin-style ~/.ssh: config (Host -> HostName, Port, User, IdentityFile) and known_hosts."""
+                        user: str = "root", packaged: bool = True, socks: Optional[Path] = None,
+                        jumps: Optional[dict[str, str]] = None) -> Path:
+    """oneadmin's ~/.ssh: known_hosts and config. The host blocks (HostName, Port, User,
+    IdentityFile; ProxyJump for the hosts in `jumps`) live in config.d/hosts.conf, Included from
+    config. `packaged`: then a `Host *` block like the one OpenNebula's packages install
+    (accept-new, ServerAliveInterval 10, ControlMaster no, ControlPersist 70s, a ControlPath in
+    `socks`), which OpenNebula's ssh wrapper (override_wrapper) turns into master connections."""
     pub = (host_key.with_suffix(".pub") if host_key.suffix else Path(str(host_key) + ".pub")).read_text().split()
     known = ssh_dir / "known_hosts"
     known.write_text("".join(f"[{h.address}]:{h.port},[{h.name}]:{h.port} {pub[0]} {pub[1]}\n" for h in hosts))
-    config = ssh_dir / "config"
-    config.write_text("".join(
+    included = ssh_dir / "config.d" / "hosts.conf"
+    included.parent.mkdir(exist_ok=True)
+    jumps = jumps or {}
+    included.write_text("".join(
         f"Host {h.name}\n  HostName {h.address}\n  Port {h.port}\n  User {user}\n  IdentityFile {client_key}\n"
-        f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n\n" for h in hosts))
-    os.chmod(config, 0o600)
+        f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
+        + (f"  ProxyJump {jumps[h.name]}\n" if h.name in jumps else "") + "\n" for h in hosts))
+    config = ssh_dir / "config"
+    text = f"# oneadmin's ssh configuration on the lab's front-end\nInclude {included.parent}/*.conf\n\n"
+    if packaged:
+        text += ("# as OpenNebula's packages install it (opennebula-common)\n"
+                 "Host *\n  StrictHostKeyChecking accept-new\n  ServerAliveInterval 10\n  ControlMaster no\n"
+                 f"  ControlPersist 70s\n  ControlPath {socks}/ctl-M-%C.sock\n")
+    config.write_text(text)
+    for f in (config, included):
+        os.chmod(f, 0o600)
     return config
+
+
+# The lab runs as root, whose passwd home is /root: OpenSSH reads ~/.ssh/config from the passwd
+# entry, not from $HOME. This stands in for "oneadmin's home": the configuration under $HOME.
+LAB_SSH = """#!/bin/sh
+# the lab's ssh: oneadmin's configuration is the one under $HOME (the lab is root, home /root)
+exec /usr/bin/ssh -F "$HOME/.ssh/config" "$@"
+"""
+
+# What OpenNebula's /usr/lib/one/sh/override/ssh does (share/ssh/bin/ssh in OpenNebula's source),
+# written again for the lab: unless the command line sets ControlMaster already, add
+# `-o ControlMaster=${SSH_OPT_CONTROL_MASTER:-auto}`.
+OVERRIDE_SSH = """#!/bin/bash
+# the lab's stand-in for OpenNebula's ssh wrapper (/usr/lib/one/sh/override/ssh)
+for arg in "$@"; do
+    case "${arg,,}" in
+        -o*controlmaster*|controlmaster*) exec "{lab_ssh}" "$@" ;;
+    esac
+done
+exec "{lab_ssh}" -o "ControlMaster=${SSH_OPT_CONTROL_MASTER:-auto}" "$@"
+"""
+
+
+def write_ssh_programs(bin_dir: Path, override_dir: Path) -> None:
+    """<bin_dir>/ssh (the lab's OpenSSH with oneadmin's config) and <override_dir>/ssh (OpenNebula's wrapper)."""
+    for d in (bin_dir, override_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "ssh").write_text(LAB_SSH)
+    (override_dir / "ssh").write_text(OVERRIDE_SSH.replace("{lab_ssh}", str(bin_dir / "ssh")))
+    for f in (bin_dir / "ssh", override_dir / "ssh"):
+        f.chmod(0o755)

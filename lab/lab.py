@@ -9,6 +9,12 @@ self-contained OpenNebula install under `<workdir>/one` (ONE_LOCATION): var/remo
 files, etc/monitord.conf pointing at the lab's onemonitord listener. oneadmin's HOME is
 `<workdir>/home` with ~/.ssh (config, key, known_hosts) and ~/.one (one_auth, one_endpoint).
 The front-end is also reachable over SSH as host `one-frontend`, like a real one (tm/mv to it).
+
+SSH is a packaged front-end's (ssh_profile="packaged", the default): OpenNebula's ssh wrapper first
+on PATH (the lab's stand-in, lab/hosts.py), the packaged `Host *` block with ControlMaster,
+ControlPersist 70s and a ControlPath, the host blocks in an Included file, and in labs of three
+nodes or more the last node behind a jump host (ProxyJump). ssh_profile="plain": no wrapper and no
+Control* options (a front-end set up by hand): the driver makes its own per-action masters.
 """
 from __future__ import annotations
 
@@ -24,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .hosts import SimHost, make_keys, write_client_config
+from .hosts import SimHost, make_keys, write_client_config, write_ssh_programs
 from .linstor_emu.process import EmulatorConfig, LinstorEmulator, free_port
 from .oned import Datastore, Host, OnedEndpoint
 from .runner import OnedRunner, mad_environment
 
 REPO = Path(__file__).resolve().parents[1]
 FRONTEND = "one-frontend"
+JUMP = "jump"               # an SSH jump host (no LINSTOR node, no hypervisor)
 IMAGE_DS = 100
 SYSTEM_DS = 101
 POOL = "data"
@@ -50,6 +57,8 @@ class LabConfig:
     controller_props: dict = field(default_factory=dict)
     install_driver: bool = True
     linstor_version: str = "1.33.2"
+    ssh_profile: str = "packaged"       # or "plain" (see the module's doc)
+    jump: Optional[bool] = None         # the last node behind a jump host (default: with 3+ nodes)
 
 
 class MonitorListener:
@@ -95,6 +104,9 @@ class Lab:
         self.oned: Optional[OnedEndpoint] = None
         self.monitor: Optional[MonitorListener] = None
         self.tls: Optional[dict] = None
+        self.socks: Optional[Path] = None       # ControlPath directory (short: sun_path is 108 bytes)
+        self.ssh_bin = self.workdir / "bin"
+        self.ssh_override = self.workdir / "override"
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -115,13 +127,18 @@ class Lab:
         authorized = self.workdir / "authorized_keys"
         authorized.write_text(Path(str(client_key) + ".pub").read_text())
         names = [f"node{i}" for i in range(1, cfg.hosts + 1)]
-        for i, name in enumerate(names + [FRONTEND]):
-            address = f"127.0.0.{11 + i}" if name != FRONTEND else "127.0.0.10"
+        jumped = cfg.jump if cfg.jump is not None else cfg.hosts >= 3
+        for i, name in enumerate(names + [FRONTEND] + ([JUMP] if jumped else [])):
+            address = {FRONTEND: "127.0.0.10", JUMP: "127.0.0.9"}.get(name, f"127.0.0.{11 + i}")
             host = SimHost(name, address, free_port(address), self.workdir / "hosts" / name,
-                           libvirt=cfg.libvirt and name != FRONTEND)
+                           libvirt=cfg.libvirt and name not in (FRONTEND, JUMP))
             self.hosts[name] = host
             host.start(authorized, host_key)
-        write_client_config(ssh_dir, list(self.hosts.values()), client_key, host_key)
+        self.socks = Path(tempfile.mkdtemp(prefix="lsu-socks-"))
+        write_client_config(ssh_dir, list(self.hosts.values()), client_key, host_key,
+                            packaged=cfg.ssh_profile == "packaged", socks=self.socks,
+                            jumps={names[-1]: JUMP} if jumped else {})
+        write_ssh_programs(self.ssh_bin, self.ssh_override)
         if cfg.tls:
             from .certs import make_tls
             self.tls = make_tls(self.workdir / "tls")
@@ -148,11 +165,25 @@ class Lab:
                                 template=self.datastore_template()))
         self._frontend_tree()
 
+    def close_masters(self) -> None:
+        """End every SSH master connection to the lab's hosts (OpenNebula's shared ones)."""
+        import subprocess
+        for name in self.hosts:
+            subprocess.run([str(self.ssh_bin / "ssh"), "-O", "exit", name], env={**os.environ, "HOME": str(self.home)},
+                           capture_output=True, timeout=10)
+
     def stop(self) -> None:
         if self.linstor:
             self.linstor.shutdown()
+        if self.socks is not None and self.hosts:
+            try:
+                self.close_masters()
+            except Exception:
+                pass
         for host in self.hosts.values():
             host.stop()
+        if self.socks is not None:
+            shutil.rmtree(self.socks, ignore_errors=True)
         if self.oned:
             self.oned.stop()
         if self.monitor:
@@ -183,19 +214,20 @@ class Lab:
         if self.config.install_driver:
             self.install_driver()
 
-    def install_driver(self) -> None:
-        """Put the repository's driver files into the lab's remotes, the way install.py would:
-        same layout, executable, the interpreter that has the driver's dependencies."""
+    def install_driver(self, root: Path = REPO) -> None:
+        """Put the repository's driver files (or another tree's: benchmarks against an older
+        version) into the lab's remotes, the way install.py would: same layout, executable, the
+        interpreter that has the driver's dependencies."""
         remotes = self.one_location / "var" / "remotes"
         for rel in ("tm/linstor_un", "datastore/linstor_un"):
-            src = REPO / rel
+            src = root / rel
             if src.is_dir():
                 dst = remotes / rel
                 shutil.rmtree(dst, ignore_errors=True)
                 shutil.copytree(src, dst, symlinks=True)
                 for f in dst.iterdir():
                     self._fix_interpreter(f)
-        for f in (REPO / "vmm" / "kvm").glob("*") if (REPO / "vmm" / "kvm").is_dir() else []:
+        for f in (root / "vmm" / "kvm").glob("*") if (root / "vmm" / "kvm").is_dir() else []:
             dst = remotes / "vmm" / "kvm" / f.name
             shutil.copy2(f, dst)
             self._fix_interpreter(dst)
@@ -214,12 +246,12 @@ class Lab:
         version = version or self.config.version
         if version != self.config.version:
             (self.one_location / "var" / "remotes" / "VERSION").write_text(version + "\n")
-        env = mad_environment(self.home, self.one_location, extra_path=str(REPO / "lib"))
+        env = mad_environment(self.home, self.one_location, extra_path=str(REPO / "lib"), ssh_dirs=self.ssh_dirs)
         return OnedRunner(self.one_location, version, env, **kw)
 
     def datastore_template(self, **extra: str) -> dict:
         url = self.linstor.https_url if self.tls else self.linstor.url
-        t = {"LS_CONTROLLERS": url, "BRIDGE_LIST": " ".join(n for n in self.hosts if n != FRONTEND),
+        t = {"LS_CONTROLLERS": url, "BRIDGE_LIST": " ".join(self.node_names),
              "RESOURCE_GROUP": RESOURCE_GROUP, "DISK_TYPE": "BLOCK"}
         if self.tls:
             t.update({"LS_CERTFILE": self.tls["client_cert"], "LS_KEYFILE": self.tls["client_key"],
@@ -227,12 +259,23 @@ class Lab:
         t.update(extra)
         return t
 
+    @property
+    def ssh_dirs(self) -> list[Path]:
+        """What goes in front of the MADs' PATH: OpenNebula's wrapper (packaged), the lab's ssh."""
+        return ([self.ssh_override] if self.config.ssh_profile == "packaged" else []) + [self.ssh_bin]
+
+    def ssh(self, host: str, command: str, **kw):
+        """`ssh host command` as oneadmin on the front-end (for tests; no master: plain connection)."""
+        import subprocess
+        return subprocess.run([str(self.ssh_bin / "ssh"), "-o", "ControlPath=none", host, command],
+                              env={**os.environ, "HOME": str(self.home)}, capture_output=True, **kw)
+
     def host(self, name: str) -> SimHost:
         return self.hosts[name]
 
     @property
     def node_names(self) -> list[str]:
-        return [n for n in self.hosts if n != FRONTEND]
+        return [n for n in self.hosts if n not in (FRONTEND, JUMP)]
 
     def client(self):
         """A python-linstor client on the emulator (for setting up and checking state)."""

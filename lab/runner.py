@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 
 def parse_version(v: str) -> tuple[int, ...]:
@@ -220,10 +220,13 @@ def vmm_action_data(vm_xml: str, datastore_xml: str, host: str, deploy_id: str, 
             f"{vm_xml}{datastore_xml}</VMM_DRIVER_ACTION_DATA>")
 
 
-def mad_environment(home: Path, one_location: Path, extra_path: Optional[str] = None) -> dict[str, str]:
-    """The environment a MAD started by oned passes on: oneadmin's HOME, the packaged PATH,
+def mad_environment(home: Path, one_location: Path, extra_path: Optional[str] = None,
+                    ssh_dirs: Sequence[Path] = ()) -> dict[str, str]:
+    """The environment a MAD started by oned passes on: oneadmin's HOME, the packaged PATH
+    (OpenNebula's override directory first; `ssh_dirs`, the lab's stand-ins, in front of it),
     ONE_LOCATION for the self-contained layout, defaultrc's variables. No ONE_AUTH/ONE_XMLRPC."""
-    path = "/usr/lib/one/sh/override:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    path = ":".join([*(str(d) for d in ssh_dirs), "/usr/lib/one/sh/override", "/usr/local/sbin",
+                     "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
     env = {"HOME": str(home), "PATH": path, "ONE_LOCATION": str(one_location), "USER": "oneadmin",
            "LOGNAME": "oneadmin", "ONE_MAD_DEBUG": "", "PRIORITY": "19"}
     if extra_path:

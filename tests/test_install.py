@@ -51,7 +51,7 @@ def test_installed_driver_runs_from_its_virtual_environment(tmp_path, wheelhouse
         assert "creating the virtual environment" in out and "installing the library" in out
         assert os.path.realpath(venv / "bin" / "python3").startswith("/usr/bin/")
         env = Env(lab)
-        env.r = OnedRunner(one, "7.0.0", mad_environment(lab.home, one))       # no PYTHONPATH
+        env.r = OnedRunner(one, "7.0.0", mad_environment(lab.home, one, ssh_dirs=lab.ssh_dirs))  # no PYTHONPATH
         img = env.image(3, data=PATTERN)
         env.vm(4, [Disk(0, IMAGE_DS, image_id=3, source=img.source, size=32)])
         result = env.clone(img, 4, 0)

@@ -1,27 +1,39 @@
-"""Commands on hypervisor hosts over SSH (paramiko), the way oneadmin's ssh would reach them.
+"""Commands on hypervisor hosts through the OpenSSH client: exactly where, and how, oneadmin's own
+`ssh` goes.
 
-~/.ssh/config is honoured (HostName, Port, User, IdentityFile, UserKnownHostsFile,
-StrictHostKeyChecking, ConnectTimeout), the ssh-agent is used when present, and host keys are
-checked against known_hosts (an unknown or changed key is refused unless the config says
-StrictHostKeyChecking no/accept-new). One connection per host per action carries all its
-commands. Commands are argument lists, quoted here; nothing from a template reaches a shell
-unquoted. A failure names the host, the step, the exit code and the remote stderr.
+The `ssh` is the one on PATH, as oned's environment has it (on a packaged front-end OpenNebula's
+wrapper in /usr/lib/one/sh/override), so ~/.ssh/config applies whole: Include, Match, ProxyJump,
+ProxyCommand, certificates, agents, GSSAPI, host key checking as configured. Where the
+configuration names a ControlPath (the packaged one does: /run/one/ssh-socks/ctl-M-%C.sock with
+ControlPersist), every command rides the host's master connection, the one OpenNebula's own
+drivers share, and makes it with `ControlMaster=auto` when there is none yet, as OpenNebula's
+wrapper does (SSH_OPT_CONTROL_MASTER overrides it the same way). Where it names none, the action
+makes a private master for itself: one connection per host per action, closed at its end.
+
+Commands are argument lists, quoted here; nothing from a template reaches a shell unquoted. On
+the host each command runs under `timeout` (SSH_COMMAND_TIMEOUT for commands that are not bulk
+copies) in its own process group, and a command that reads no input is watched through the
+channel: when the driver is gone (killed, timed out, SIGTERM) the channel's input ends and the
+command's whole process group is killed, so nothing of an action outlives it on a host. A
+failure names the host, the step, the exit code and the meaningful stderr lines.
 """
 from __future__ import annotations
 
-import inspect
 import os
+import selectors
 import shlex
-import socket
-import sys
-from dataclasses import dataclass
-from pathlib import Path
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
 from typing import BinaryIO, Optional, Sequence, Union
 
 from .errors import DriverError, HostUnreachable, HungCommand
 from .report import Report, meaningful
 
 Command = Union[Sequence[str], "Shell"]
+Input = Union[bytes, BinaryIO, None]
 
 
 class Shell:
@@ -54,44 +66,108 @@ class Output:
     stderr: bytes
 
 
-def _paramiko():
-    """paramiko, imported without `invoke`: paramiko loads it only to evaluate `Match exec` in
-    ~/.ssh/config, and it costs ~70 ms of every action's start. A config that uses `Match exec`
-    still works: _config loads invoke then (see there)."""
-    if "paramiko" not in sys.modules and "invoke" not in sys.modules:
-        sys.modules["invoke"] = None            # makes `import invoke` fail fast inside paramiko
-        try:
-            import paramiko
-        finally:
-            del sys.modules["invoke"]
-    import paramiko
-    return paramiko
-
-
-def _gcm_first_transport(*args, **kwargs):
-    """AES-GCM first when both ends have it: no separate MAC per packet, much faster bulk copies
-    (image imports); the server still picks from the usual list when it lacks GCM."""
-    paramiko = _paramiko()
-    transport = paramiko.Transport(*args, **kwargs)
-    opts = transport.get_security_options()
-    gcm = [c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if c in opts.ciphers]
-    opts.ciphers = tuple(gcm + [c for c in opts.ciphers if c not in gcm])
-    return transport
-
-
 # a command that is not a bulk copy and runs longer than this (seconds) is hung: linstor_un.conf
 # SSH_COMMAND_TIMEOUT changes it
 COMMAND_TIMEOUT = 300
+KILL_AFTER = 5            # seconds from a command's TERM to its KILL on the host
+TRANSPORT_GRACE = 15      # the driver's own clock waits this much longer than the host's `timeout`
+PRIVATE_PERSIST = 30      # an action's private master outlives a SIGKILLed action by this (seconds)
+SSH_FAILED = 255          # ssh's own exit code (connection, authentication, host key)
+CHUNK = 1 << 20
+# the first line each remote command writes to stderr: a 255 without it is ssh's own failure
+STARTED = b"linstor_un: started\n"
+_STARTED_SH = "printf 'linstor_un: started\\n' >&2"
+
+
+def remote_line(command: Command, limit: float, watched: bool) -> str:
+    """The line the host's login shell runs: C locale, the command under `timeout` (0 = no limit;
+    either way it gets its own process group that a TERM reaches whole), and, when the command
+    reads no input, a watcher on the channel's input that TERMs that group when the input ends."""
+    if isinstance(command, Shell):
+        body = ["sh", "-c", command.text]
+    else:
+        body = list(command)
+    run = quote(["timeout", "-k", str(KILL_AFTER), f"{max(0, int(limit + 0.999))}", *body])
+    head = f"{_STARTED_SH}; export LANG=C LC_ALL=C; "
+    if not watched:
+        return head + "exec " + run
+    return (head + "exec 3<&0 </dev/null; " + run + " 3<&- & c=$!; "
+            "{ while read -r _ <&3; do :; done; kill -TERM $c; } >/dev/null 2>&1 & w=$!; "
+            "wait $c; rc=$?; kill $w 2>/dev/null; exit $rc")
+
+
+def ssh_program() -> str:
+    found = shutil.which("ssh", path=os.environ.get("PATH", os.defpath))
+    if not found:
+        raise DriverError("no ssh client on PATH (openssh-client)")
+    return found
+
+
+@dataclass
+class HostConfig:
+    """What `ssh -G <host>` says the configuration is for one host (keys in lower case)."""
+    options: dict[str, str]
+
+    @classmethod
+    def of(cls, ssh: str, name: str) -> "HostConfig":
+        done = subprocess.run([ssh, "-G", "--", name], stdin=subprocess.DEVNULL, capture_output=True)
+        if done.returncode != 0:
+            raise DriverError(f"{name}: the ssh configuration cannot be read: {meaningful(done.stderr)}")
+        options: dict[str, str] = {}
+        for line in done.stdout.decode(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            options.setdefault(key.lower(), value.strip())
+        return cls(options)
+
+    def set(self, key: str) -> bool:
+        return self.options.get(key, "none") not in ("", "none", "0")
+
+    @property
+    def shared_master(self) -> bool:
+        return self.set("controlpath")
+
+
+@dataclass
+class Masters:
+    """The action's private ControlPath directory, for hosts whose configuration names none."""
+    directory: Optional[str] = None
+
+    def path(self) -> str:
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="lsu-ssh-")
+        return os.path.join(self.directory, "%C")
+
+
+def _ssh_failure(name: str, stderr: bytes) -> DriverError:
+    text = stderr.decode(errors="replace")
+    if "IDENTIFICATION HAS CHANGED" in text or "has changed and you have requested strict" in text:
+        return DriverError(f"{name}: host key does not match known_hosts; refusing to connect")
+    if "Host key verification failed" in text:
+        return DriverError(f"{name}: host key not in known_hosts (StrictHostKeyChecking); refusing to connect")
+    said = b"\n".join(ln for ln in stderr.splitlines() if not ln.startswith(b"Warning: Permanently added"))
+    return HostUnreachable(f"{name}: cannot connect over SSH: {meaningful(said)}")
+
+
+def _started(stderr: bytearray) -> tuple[bool, bytes]:
+    if stderr.startswith(STARTED):
+        return True, bytes(stderr[len(STARTED):])
+    at = stderr.find(b"\n" + STARTED)     # ssh's own warnings come first
+    if at >= 0:
+        return True, bytes(stderr[:at + 1] + stderr[at + 1 + len(STARTED):])
+    return False, bytes(stderr)
 
 
 class Host:
-    def __init__(self, name: str, report: Report, timeout: float = COMMAND_TIMEOUT, connect_timeout: float = 20):
+    def __init__(self, name: str, report: Report, timeout: float = COMMAND_TIMEOUT, connect_timeout: float = 20,
+                 masters: Optional[Masters] = None):
         self.steps: list[tuple[str, float]] = []       # (step, seconds) of each command: benchmarks
         self.name = name
         self.report = report
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._client = None         # paramiko.SSHClient, imported on first use (it is slow to import)
+        self.masters = masters if masters is not None else Masters()
+        self._argv: Optional[list[str]] = None
+        self._private = False
 
     @property
     def commands(self) -> int:
@@ -99,226 +175,223 @@ class Host:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None
+        return self._argv is not None
 
-    def _config(self) -> dict:
-        paramiko = _paramiko()
-        path = Path(os.environ.get("HOME", "/var/lib/one")) / ".ssh" / "config"
-        if not path.is_file():
-            return {"hostname": self.name}
-        config = paramiko.SSHConfig.from_path(str(path))
-        try:
-            return config.lookup(self.name)
-        except ImportError:             # `Match exec` needs invoke, which _paramiko() skipped
-            import invoke
-            import paramiko.config
-            paramiko.config.invoke = invoke
-            return config.lookup(self.name)
-
-    def connect(self):
-        if self._client is not None:
-            return self._client
-        paramiko = _paramiko()
-        cfg = self._config()
-        client = paramiko.SSHClient()
-        home = Path(os.environ.get("HOME", "/var/lib/one"))
-        known = [os.path.expanduser(k) for k in str(cfg.get("userknownhostsfile", "")).split() if k]
-        for k in known or [str(home / ".ssh" / "known_hosts")]:
-            if os.path.isfile(k):
-                client.load_host_keys(k)
-        strict = str(cfg.get("stricthostkeychecking", "yes")).lower()
-        if strict in ("no", "off"):
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        elif strict == "accept-new":
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    def argv(self) -> list[str]:
+        """`ssh <options> -- <host>`: the configuration's own, plus what a driver needs (no prompts;
+        a master to share; a connect timeout and keepalives only where the configuration sets none)."""
+        if self._argv is not None:
+            return self._argv
+        ssh = ssh_program()
+        config = HostConfig.of(ssh, self.name)
+        argv = [ssh, "-o", "BatchMode=yes"]
+        if config.shared_master:
+            argv += ["-o", f"ControlMaster={os.environ.get('SSH_OPT_CONTROL_MASTER') or 'auto'}"]
         else:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        keys = [os.path.expanduser(k) for k in cfg.get("identityfile", [])]
-        keys = [k for k in keys if os.path.isfile(k)]
-        timeout = float(cfg.get("connecttimeout", self.connect_timeout))
-        extra = {}
-        if "transport_factory" in inspect.signature(client.connect).parameters:
-            extra["transport_factory"] = _gcm_first_transport
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.masters.path()}",
+                     "-o", f"ControlPersist={PRIVATE_PERSIST}"]
+            self._private = True
+        if not config.set("connecttimeout"):
+            argv += ["-o", f"ConnectTimeout={int(self.connect_timeout)}"]
+        if not config.set("serveraliveinterval"):
+            argv += ["-o", "ServerAliveInterval=15"]
+        self._argv = argv + ["--", self.name]
+        return self._argv
+
+    def spawn(self, command: Command, step: str, limit: float, watched: bool, stdout=subprocess.PIPE,
+              stdin=subprocess.PIPE) -> subprocess.Popen:
         try:
-            client.connect(cfg.get("hostname", self.name), port=int(cfg.get("port", 22)),
-                           username=cfg.get("user") or os.environ.get("USER") or None,
-                           key_filename=keys or None, timeout=timeout, banner_timeout=timeout,
-                           auth_timeout=timeout, allow_agent=True, look_for_keys=not keys, **extra)
-        except paramiko.BadHostKeyException:
-            raise DriverError(f"{self.name}: host key does not match known_hosts; refusing to connect")
-        except paramiko.SSHException as err:
-            raise HostUnreachable(f"{self.name}: SSH connection failed: {err}")
-        except (OSError, socket.timeout) as err:
-            raise HostUnreachable(f"{self.name}: cannot connect over SSH: {err}")
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(15)
-            # bulk copies from a host (tar streams): a wide window, fewer round trips
-            transport.default_window_size = 64 * 1024 * 1024
-        self._client = client
-        return client
+            argv = self.argv()
+        except DriverError as err:
+            raise type(err)(f"{step}: {err}")
+        return subprocess.Popen(argv + [remote_line(command, limit, watched)], stdin=stdin, stdout=stdout,
+                                stderr=subprocess.PIPE)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Ends the action's private master (a shared one is OpenNebula's: it stays)."""
+        if self._private and self._argv is not None:
+            subprocess.run(self._argv[:-2] + ["-O", "exit", "--", self.name], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        self._argv = None
+        self._private = False
 
-    def _command_line(self, command: Command) -> str:
-        text = command.text if isinstance(command, Shell) else quote(command)
-        return f"export LANG=C LC_ALL=C; {text}"
+    def failed(self, step: str, rc: int, stderr: bytearray) -> Optional[DriverError]:
+        """The error of a finished command (None if it succeeded), and its stderr without the marker."""
+        started, text = _started(stderr)
+        if rc == SSH_FAILED and not started:
+            err = _ssh_failure(self.name, text)
+            return type(err)(f"{step}: {err}")
+        return None
 
-    def run(self, command: Command, step: str, stdin: Union[bytes, BinaryIO, None] = None,
+    def run(self, command: Command, step: str, stdin: Input = None,
             check: bool = True, timeout: Optional[float] = None, bulk: bool = False) -> Output:
         """Run a command; with check, a non-zero exit raises DriverError naming host and step.
 
         It may run `timeout` seconds (the host's command timeout by default), then it counts as
-        hung: the channel is closed and the step fails. A bulk copy (bulk=True: dd, qemu-img,
-        virsh save...) takes as long as the data needs."""
-        import time
-        limit = None if bulk else (timeout or self.timeout)
-        deadline = time.monotonic() + limit if limit else None
-        paramiko = _paramiko()
-        try:
-            client = self.connect()
-        except DriverError as err:          # which step could not even start
-            raise type(err)(f"{step}: {err}")
+        hung: the host kills it and the step fails. A bulk copy (bulk=True: dd, qemu-img, virsh
+        save...) takes as long as the data needs."""
+        limit = 0.0 if bulk else float(timeout or self.timeout)
         started = time.monotonic()
-        line = self._command_line(command)
+        proc = self.spawn(command, step, limit, watched=stdin is None)
+        feed = _Feed(stdin)
         try:
-            chan = client.get_transport().open_session(timeout=self.connect_timeout)
-        except (paramiko.SSHException, OSError) as err:
-            raise DriverError(f"{step} on {self.name}: SSH session failed: {err}")
-        chan.settimeout(timeout or self.timeout)
-        try:
-            chan.exec_command(line)
-            if stdin is not None:
-                try:
-                    if isinstance(stdin, bytes):
-                        chan.sendall(stdin)
-                    else:
-                        while True:
-                            block = stdin.read(1 << 20)
-                            if not block:
-                                break
-                            chan.sendall(block)
-                except (OSError, EOFError, paramiko.SSHException):
-                    pass            # the command stopped reading: its exit code and stderr say why
-            try:
-                chan.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-            out, err = bytearray(), bytearray()
-            while True:
-                if chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                elif chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                elif (chan.eof_received or chan.closed) and chan.exit_status_ready() \
-                        and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break           # EOF too: sshd may send the exit status before the last output
-                else:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise socket.timeout()
-                    import select
-                    select.select([chan], [], [], 1.0 if deadline is None else
-                                  max(0.01, min(1.0, deadline - time.monotonic())))
-            rc = chan.recv_exit_status()
-        except socket.timeout:
-            chan.close()
-            raise HungCommand(f"{step} on {self.name}: no answer after {limit or self.timeout:.0f}s (hung?)")
-        except (paramiko.SSHException, OSError) as err:
-            raise DriverError(f"{step} on {self.name}: {err}")
+            [(out, err)] = _exchange([(proc, feed)], started + limit + TRANSPORT_GRACE if limit else None)
+            rc = proc.wait()
+        except _Expired:
+            rc = None
         finally:
-            chan.close()
+            _finish(proc)
             self.steps.append((step, round(time.monotonic() - started, 3)))
-        result = Output(rc, bytes(out), bytes(err))
+        took = time.monotonic() - started
+        if rc is None or (limit and rc in (124, 137) and took >= limit - 0.5):
+            raise HungCommand(f"{step} on {self.name}: no answer after {limit:.0f}s (hung?)")
+        failure = self.failed(step, rc, err)
+        if failure is not None:
+            raise failure
+        if isinstance(feed.error, DriverError):
+            raise feed.error
+        if feed.error is not None:
+            raise DriverError(f"{step} on {self.name}: reading its input failed: {feed.error}")
+        result = Output(rc, bytes(out), _started(err)[1])
         if check and rc != 0:
-            msg = meaningful(result.stderr)
-            raise DriverError(f"{step} on {self.name} failed (exit {rc}): {msg}")
+            raise DriverError(f"{step} on {self.name} failed (exit {rc}): {meaningful(result.stderr)}")
         return result
 
 
-def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
-    """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys)."""
-    import select
-    import time
-    paramiko = _paramiko()
-    started = time.monotonic()
+class _Expired(Exception):
+    pass
+
+
+@dataclass
+class _Feed:
+    """What goes into a command's stdin: bytes or a readable stream, in chunks."""
+    source: Input
+    pending: memoryview = field(default_factory=lambda: memoryview(b""))
+    error: Optional[BaseException] = None
+
+    def next(self) -> memoryview:
+        if not self.pending:
+            if isinstance(self.source, (bytes, bytearray)):
+                self.pending, self.source = memoryview(self.source), b""
+            elif self.source is not None:
+                self.pending = memoryview(self.source.read(CHUNK) or b"")
+        return self.pending
+
+
+def _exchange(procs: list[tuple[subprocess.Popen, _Feed]], deadline: Optional[float]) -> list[tuple[bytearray, bytearray]]:
+    """Feed each command's stdin (where there is input) while collecting stdouts and stderrs,
+    until all of them end. With no input, a stdin stays open until then: its end is what tells the
+    host the driver is gone."""
+    sel = selectors.DefaultSelector()
+    results = []
+    for proc, feed in procs:
+        out, err = bytearray(), bytearray()
+        results.append((out, err))
+        if proc.stdout is not None:
+            sel.register(proc.stdout, selectors.EVENT_READ, out)
+        sel.register(proc.stderr, selectors.EVENT_READ, err)
+        if feed.source is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE, (proc, feed))
     try:
-        a = src.connect().get_transport().open_session(timeout=src.connect_timeout)
-        b = dst.connect().get_transport().open_session(timeout=dst.connect_timeout)
-    except (paramiko.SSHException, OSError) as err:
-        raise DriverError(f"{step}: SSH session failed: {err}")
-    a.settimeout(timeout)
-    b.settimeout(timeout)
-    try:
-        a.exec_command(src._command_line(src_cmd))
-        b.exec_command(dst._command_line(dst_cmd))
-        a_err, b_err = bytearray(), bytearray()
-        dst_gone = False
-        # until the source's EOF, not its exit status: sshd may send the exit status while
-        # output is still on its way, and stopping there cut streams short
-        while True:
-            if a.recv_stderr_ready():
-                a_err += a.recv_stderr(1 << 16)
-                continue
-            if a.recv_ready() or a.eof_received:
-                data = a.recv(1 << 20)
-                if not data:
-                    break
+        while any(isinstance(key.data, bytearray) for key in sel.get_map().values()):
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise _Expired()
+            for key, _ in sel.select(wait):
+                if isinstance(key.data, bytearray):
+                    block = os.read(key.fd, 1 << 16)
+                    if block:
+                        key.data.extend(block)
+                    else:
+                        sel.unregister(key.fileobj)
+                    continue
+                proc, feed = key.data
                 try:
-                    b.sendall(data)
-                except (OSError, paramiko.SSHException):
-                    dst_gone = True      # the receiving command ended: its exit code says why
-                    break
-                continue
-            select.select([a], [], [], 1.0)
-        if dst_gone:
-            a.close()                    # nobody reads the rest
-        else:
-            while not a.exit_status_ready():
-                select.select([a], [], [], 1.0)
-            while a.recv_stderr_ready():
-                a_err += a.recv_stderr(1 << 16)
-            b.shutdown_write()
-        while not b.exit_status_ready():
-            if b.recv_stderr_ready():
-                b_err += b.recv_stderr(1 << 16)
-            elif b.recv_ready():
-                b.recv(1 << 16)
-            else:
-                select.select([b], [], [], 1.0)
-        while b.recv_stderr_ready():
-            b_err += b.recv_stderr(1 << 16)
-        rc_a = a.recv_exit_status() if a.exit_status_ready() else -1
-        rc_b = b.recv_exit_status()
-    except (socket.timeout, paramiko.SSHException, OSError) as err:
-        raise DriverError(f"{step}: {err}")
+                    chunk = feed.next()
+                except Exception as error:      # the source failed (a download cut off...)
+                    feed.error = error
+                    chunk = memoryview(b"")
+                try:
+                    if not chunk:
+                        raise BrokenPipeError()
+                    feed.pending = chunk[os.write(key.fd, chunk):]
+                except BlockingIOError:
+                    pass
+                except OSError:                 # all sent, or the command stopped reading:
+                    sel.unregister(proc.stdin)  # its exit code and stderr say why
+                    proc.stdin.close()
     finally:
-        a.close()
-        b.close()
+        sel.close()
+    return results
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    """The local ssh gone, whatever happened: closing its input ends a watched command on the host."""
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, timeout: float = 3600) -> None:
+    """Pipe src_cmd's stdout into dst_cmd's stdin through the front-end (no host-to-host keys):
+    the two ssh clients share one pipe, the bytes never pass through Python."""
+    started = time.monotonic()
+    a = src.spawn(src_cmd, step, 0, watched=True)
+    try:
+        b = dst.spawn(dst_cmd, step, 0, watched=False, stdin=a.stdout)
+    except BaseException:
+        _finish(a)
+        raise
+    a.stdout.close()
+    a.stdout = None
+    deadline = started + timeout
+    try:
+        [(_, a_err), (_, b_err)] = _exchange([(a, _Feed(None)), (b, _Feed(None))], deadline)
+        rc_a, rc_b = a.wait(), b.wait()
+    except _Expired:
+        raise DriverError(f"{step} from {src.name} to {dst.name}: not done after {timeout:.0f}s")
+    finally:
+        _finish(a)
+        _finish(b)
         for host in (src, dst):             # a command on each end
             host.steps.append((step, round(time.monotonic() - started, 3)))
+    for host, rc, err in ((src, rc_a, a_err), (dst, rc_b, b_err)):
+        failure = host.failed(step, rc, err)
+        if failure is not None:
+            raise failure
     if rc_a != 0 or rc_b != 0:
-        msg = meaningful(bytes(b_err + b"\n" + a_err) if dst_gone else bytes(a_err + b"\n" + b_err))
+        a_text, b_text = _started(a_err)[1], _started(b_err)[1]
+        msg = meaningful(b_text + b"\n" + a_text if rc_b != 0 else a_text + b"\n" + b_text)
         raise DriverError(f"{step} from {src.name} to {dst.name} failed (exit {rc_a}/{rc_b}): {msg}")
 
 
 class Hosts:
-    """One SSH connection per host for the whole action."""
+    """The hosts one action talks to: one master connection each (OpenNebula's or the action's own)."""
 
     def __init__(self, report: Report, command_timeout: float = COMMAND_TIMEOUT):
         self.report = report
         self.command_timeout = command_timeout
+        self.masters = Masters()
         self._hosts: dict[str, Host] = {}
 
     def __getitem__(self, name: str) -> Host:
         if name not in self._hosts:
-            self._hosts[name] = Host(name, self.report, timeout=self.command_timeout)
+            self._hosts[name] = Host(name, self.report, timeout=self.command_timeout, masters=self.masters)
         return self._hosts[name]
 
     def stats(self) -> tuple[int, int]:
-        """(SSH connections made, remote commands run)."""
+        """(hosts reached over SSH, remote commands run)."""
         return (sum(h.connected for h in self._hosts.values()), sum(h.commands for h in self._hosts.values()))
 
     def steps(self) -> list[tuple[str, str, float]]:
@@ -327,4 +400,10 @@ class Hosts:
 
     def close(self) -> None:
         for h in self._hosts.values():
-            h.close()
+            try:
+                h.close()
+            except (OSError, subprocess.SubprocessError):
+                pass
+        if self.masters.directory is not None:
+            shutil.rmtree(self.masters.directory, ignore_errors=True)
+            self.masters.directory = None

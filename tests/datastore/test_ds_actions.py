@@ -94,6 +94,11 @@ def test_import_local_raw_and_qcow2(denv):
     # no staging file is left on any host
     for host in env.lab.node_names:
         assert env.lab.host(host).run_inside("ls /var/tmp | grep -c linstor_un-import || true").stdout.strip() == b"0"
+    # a compressed qcow2 (as cloud images are) in one pass too, over a thick volume's old bytes
+    zq = src.with_suffix(".z.qcow2")
+    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(src), str(zq)], check=True)
+    out = ok(ds(env, "cp", Image(3, "c", IMAGE_DS, path=str(zq), size=64))).stdout
+    assert image_bytes(env, "one-image-3") == PATTERN and image_bytes(env, "one-image-3", 1 << 20) == PATTERN
 
 
 def test_import_gzip_over_http_with_checksum(denv, web):

@@ -41,9 +41,16 @@ def test_cp_qcow2_faults(fenv):
     src = raw_file(env.lab.workdir / "images" / "q.raw", 16)
     qcow = src.with_suffix(".qcow2")
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(src), str(qcow)], check=True)
+    # qcow2: the one-pass importer (python3 on the bridge)
     run_fault_matrix(env, lambda i: None,
                      lambda i: ds(env, "cp", Image(200 + i, "q", IMAGE_DS, path=str(qcow), size=16)),
-                     ["qemu-img", "cat"], image_rename(200))
+                     ["python3"], image_rename(200))
+    # other formats are staged, then converted
+    vmdk = src.with_suffix(".vmdk")
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(src), str(vmdk)], check=True)
+    run_fault_matrix(env, lambda i: None,
+                     lambda i: ds(env, "cp", Image(250 + i, "v", IMAGE_DS, path=str(vmdk), size=16)),
+                     ["qemu-img", "cat"], image_rename(250))
     for host in env.lab.node_names:          # no staging file left by any failure
         assert env.lab.host(host).run_inside("ls /var/tmp").stdout.count(b"linstor_un-import") == 0
 

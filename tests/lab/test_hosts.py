@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import linstor
-import paramiko
 import pytest
 
 MIB = 1024
@@ -107,19 +106,6 @@ def test_in_use_follows_an_open_device(lab):
                 break
             time.sleep(0.2)
         assert states["node1"] is False
-
-
-def test_paramiko_reaches_hosts_through_the_ssh_config(lab):
-    config = paramiko.SSHConfig.from_path(str(lab.home / ".ssh" / "config"))
-    entry = config.lookup("node2")
-    client = paramiko.SSHClient()
-    client.load_host_keys(entry["userknownhostsfile"])
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(entry["hostname"], port=int(entry["port"]), username=entry["user"],
-                   key_filename=entry["identityfile"][0], look_for_keys=False, allow_agent=False)
-    _, out, _ = client.exec_command("hostname >/dev/null; echo $LAB_HOST")
-    assert out.read().strip() == b"node2"
-    client.close()
 
 
 def test_unknown_host_key_is_refused(lab, tmp_path):

@@ -12,16 +12,17 @@ from .conftest import NO_LEFTOVERS, leftovers, state
 
 def test_disk_full_while_staging_an_import(renv, scenario):
     env = renv
-    sc = scenario("disk full on the bridge host while a qcow2 import is staged there",
+    sc = scenario("disk full on the bridge host while a vmdk import is staged there",
                   "one-line error naming the host, the step and 'No space left'; no volume, no staging "
                   "file, state as before; the same import then succeeds with room")
     images = env.lab.workdir / "full-images"
     images.mkdir(exist_ok=True)
     raw = images / "big.raw"
     with open(raw, "wb") as f:
-        f.write(__import__("os").urandom(8 << 20))              # incompressible: the qcow2 is ~8 MiB
-    qcow = images / "big.qcow2"
-    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(qcow)], check=True)
+        f.write(__import__("os").urandom(8 << 20))              # incompressible: the vmdk is ~8 MiB
+    # (qcow2 is imported in one pass, without staging: vmdk still goes through STAGING_DIR)
+    qcow = images / "big.vmdk"
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(raw), str(qcow)], check=True)
     host = env.lab.host("node2")
     host.run_inside("mkdir -p /var/tmp/one/small && mount -t tmpfs -o size=2m tmpfs /var/tmp/one/small")
     template = env.lab.oned.datastores[IMAGE_DS].template

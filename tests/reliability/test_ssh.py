@@ -60,7 +60,7 @@ def test_ssh_failures_are_clear_bounded_and_rolled_back(renv, scenario):
     # as on a host that ran VMs before: the system datastore's directory exists (a hung link may
     # have made the VM directory in it, which is taken back; the datastore directory is not ours)
     env.lab.host("node1").run_inside(f"mkdir -p {SYS}")
-    config = env.lab.home / ".ssh" / "config"
+    config = env.lab.home / ".ssh" / "config.d" / "hosts.conf"     # the host blocks (Included)
     known = env.lab.home / ".ssh" / "known_hosts"
 
     with socket_free_port() as port, edited(config, node1_block("Port", str(port))):
@@ -77,6 +77,7 @@ def test_ssh_failures_are_clear_bounded_and_rolled_back(renv, scenario):
     def forge(text):
         return "\n".join(f"{ln.split()[0]} {' '.join(forged)}" if ln.startswith((f"[{address}]", address)) else ln
                          for ln in text.splitlines()) + "\n"
+    env.lab.close_masters()         # a host whose key changed was reinstalled: its connections are gone
     with edited(known, forge):
         clone_fails(env, sc, 303, img, ["node1", "host key does not match known_hosts"], 15)
 
@@ -93,6 +94,9 @@ def test_ssh_failures_are_clear_bounded_and_rolled_back(renv, scenario):
     try:
         with edited(conf, lambda t: t + "\nSSH_COMMAND_TIMEOUT=3\n"):
             clone_fails(env, sc, 305, img, ["node1", "link", "no answer after 3s"], 30)
+        # the hung command did not outlive the action on the host
+        left = env.lab.host("node1").run_inside("pgrep -f '[s]leep 3600' || true").stdout.strip()
+        assert left == b"", left
     finally:
         shim.unlink()
         env.lab.host("node1").run_inside("pkill -f 'sleep 3600'", check=False)
