@@ -6,6 +6,7 @@ import bz2
 import hashlib
 import lzma
 import os
+import stat
 import struct
 import subprocess
 import tempfile
@@ -204,8 +205,25 @@ class Source:
     def read(self, n: int = CHUNK) -> bytes:
         while not self._pending and not self._eof:
             self._pending = self._decode(self._read_raw(n))
-        out, self._pending = self._pending[:n], self._pending[n:]
+        if len(self._pending) <= n:         # (no slicing: a copy of every chunk)
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:n], self._pending[n:]
         return out
+
+    def passthrough(self) -> Optional[int]:
+        """The file descriptor the rest of the bytes can be sent from as they are (the kernel
+        copies them: os.sendfile), once read() has given what it holds: a local file read with
+        nothing to compute on the way (no decompression, sums, rate limit or copy kept)."""
+        plain = (self._decoder is None and self.md5 is None and self.sha1 is None and not self.limit
+                 and self.keep is None and not self._pending and not self.url.startswith(("http://", "https://")))
+        if not plain:
+            return None
+        try:
+            fd = self._raw.fileno()
+            return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except (OSError, AttributeError, ValueError):
+            return None
 
     def verify(self, md5: str, sha1: str) -> None:
         if md5 and self.md5 is not None and self.md5.hexdigest() != md5.lower():

@@ -21,7 +21,9 @@ Images this cannot take (a backing file, encryption, an external data file, exte
 zstd compression) are refused with exit code 3 before anything is written: the driver then stages
 the file and lets qemu-img convert it. stderr: errors as one line; on success a JSON line.
 """
+import errno
 import json
+import mmap
 import os
 import struct
 import sys
@@ -68,39 +70,59 @@ class Header:
 
 
 class Device:
+    """The target, written as `dd oflag=direct` does where it can (O_DIRECT from a page-aligned
+    buffer: the host's page cache is not filled with the image), in runs of contiguous clusters."""
+
+    RUN = 8 << 20
+
     def __init__(self, path, size, thin):
         self.fd = os.open(path, os.O_WRONLY)
+        try:
+            self.direct = os.open(path, os.O_WRONLY | getattr(os, "O_DIRECT", 0))
+        except OSError:
+            self.direct = None
         self.size = size
         self.thin = thin
-        self.run_at = None          # a run of contiguous guest writes, written as one pwrite
-        self.run = []
+        self.buf = mmap.mmap(-1, self.RUN)      # page-aligned, as O_DIRECT wants
+        self.run_at = None                      # guest offset of the run in buf
         self.run_len = 0
         self.written = 0
         self.zeroed = 0
+        self.zeros = b""
 
     def put(self, guest, data):
         data = data[:max(0, self.size - guest)]
         if not data:
             return
-        if self.thin and data.count(0) == len(data):
-            return
-        if self.run_at is not None and self.run_at + self.run_len == guest and self.run_len < (8 << 20):
-            self.run.append(data)
-            self.run_len += len(data)
-            return
-        self.flush_run()
-        self.run_at, self.run, self.run_len = guest, [data], len(data)
+        if self.thin:
+            if len(self.zeros) != len(data):
+                self.zeros = bytes(len(data))
+            if data == self.zeros:          # (a compare: it stops at the first byte of data)
+                return
+        if self.run_at is None or self.run_at + self.run_len != guest or self.run_len + len(data) > self.RUN:
+            self.flush_run()
+            self.run_at = guest
+        self.buf[self.run_len:self.run_len + len(data)] = data
+        self.run_len += len(data)
+
+    def _write(self, view, at):
+        fd = self.direct if self.direct is not None and at % 4096 == 0 and len(view) % 4096 == 0 else self.fd
+        while view:
+            try:
+                n = os.pwrite(fd, view, at)
+            except OSError as err:
+                if fd != self.direct or err.errno != errno.EINVAL:
+                    raise
+                fd = self.fd                # the device takes no O_DIRECT after all
+                continue
+            view, at = view[n:], at + n
 
     def flush_run(self):
         if self.run_at is None:
             return
-        buf = b"".join(self.run) if len(self.run) > 1 else self.run[0]
-        view, at = memoryview(buf), self.run_at
-        while view:
-            n = os.pwrite(self.fd, view, at)
-            view, at = view[n:], at + n
-        self.written += len(buf)
-        self.run_at, self.run, self.run_len = None, [], 0
+        self._write(memoryview(self.buf)[:self.run_len], self.run_at)
+        self.written += self.run_len
+        self.run_at, self.run_len = None, 0
 
     def zero(self, guest, length):
         """Zeros over what no cluster wrote (thick targets: their old blocks are not zeros)."""
@@ -112,16 +134,21 @@ class Device:
             import fcntl
             fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("QQ", guest, length))
         except (OSError, ImportError):
-            chunk = bytes(min(length, 4 << 20))
+            self.buf[:] = bytes(self.RUN)
             at, end = guest, guest + length
             while at < end:
-                at += os.pwrite(self.fd, chunk[:end - at], at)
+                n = min(self.RUN, end - at)
+                self._write(memoryview(self.buf)[:n], at)
+                at += n
         self.zeroed += length
 
     def close(self):
         self.flush_run()
         os.fsync(self.fd)
-        os.close(self.fd)
+        for fd in (self.fd, self.direct):
+            if fd is not None:
+                os.close(fd)
+        self.buf.close()
 
 
 class Kept:
