@@ -605,6 +605,9 @@ def profile(names: list[str]) -> list[dict]:
         chosen = {n: sc for n, sc in scenarios(b).items() if n in names}
         for name, (prepare, action) in chosen.items():
             ctx = prepare()
+            for host in lab.node_names:     # OpenNebula's master connections up, as usual
+                __import__("subprocess").run([str(lab.ssh_override / "ssh"), host, "true"], env=b.r.env,
+                                             capture_output=True, check=True)
             prof = Path(tempfile.mkstemp(prefix="linstor_un-prof-")[1])
             plain = b.r._run
             b.r._run = lambda cmd, stdin=b"", extra_env=None, kill_when=None: plain(

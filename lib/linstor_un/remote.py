@@ -110,7 +110,10 @@ class HostConfig:
 
     @classmethod
     def of(cls, ssh: str, name: str) -> "HostConfig":
-        done = subprocess.run([ssh, "-G", "--", name], stdin=subprocess.DEVNULL, capture_output=True)
+        try:        # (a `Match exec` command may hang)
+            done = subprocess.run([ssh, "-G", "--", name], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            raise DriverError(f"{name}: reading the ssh configuration (ssh -G) took over 30 s")
         if done.returncode != 0:
             raise DriverError(f"{name}: the ssh configuration cannot be read: {meaningful(done.stderr)}")
         options: dict[str, str] = {}

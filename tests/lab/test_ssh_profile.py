@@ -47,7 +47,7 @@ def test_actions_ride_opennebulas_master_connection(lab):
 
 def test_a_host_behind_a_jump_host(lab):
     hosts_conf = (lab.home / ".ssh" / "config.d" / "hosts.conf").read_text()
-    assert f"Host node3\n" in hosts_conf and f"ProxyJump {JUMP}" in hosts_conf
+    assert "Host node3\n" in hosts_conf and f"ProxyJump {JUMP}" in hosts_conf
     jumped = accepted(lab, JUMP)
     result = mkswap(lab, "node3", 20)
     assert result.ok, str(result)

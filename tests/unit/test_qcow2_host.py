@@ -5,7 +5,6 @@ come after their data (lib/linstor_un/backup_host.py's writer)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
