@@ -1,6 +1,10 @@
 """A short pass of the benchmarks, so they keep working (numbers are not checked here)."""
-from benchmarks.run import (ABOVE_MINIMUM, MINIMUM, backups, concurrency, freeze_times, run, scale, table, throughput,
-                            vmm_rows)
+import subprocess
+
+import pytest
+
+from benchmarks.run import (ABOVE_MINIMUM, MINIMUM, PARAMIKO_BASELINE, REPO, SSH_ACTIONS, backups, concurrency,
+                            freeze_times, run, scale, ssh_modes, table, throughput, vmm_rows)
 
 
 def test_benchmarks_run_once():
@@ -29,3 +33,11 @@ def test_backup_rows_small():
     assert b["increment_file_mib"] <= b["increment_bytes_limit_mib"]
     f = freeze_times(disks=2, rounds=1)
     assert 0 < f["frozen_median_s"] < 30
+
+
+def test_ssh_modes_once():
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", PARAMIKO_BASELINE], capture_output=True).returncode:
+        pytest.skip(f"this checkout has no history back to {PARAMIKO_BASELINE} (the paramiko baseline)")
+    rows = ssh_modes(1)
+    assert [r["action"] for r in rows] == SSH_ACTIONS
+    assert all(r["warm_median_s"] > 0 and r["cold_median_s"] > 0 and r["paramiko_median_s"] > 0 for r in rows)
