@@ -56,7 +56,9 @@ class LabConfig:
     validate_schema: bool = True
     controller_props: dict = field(default_factory=dict)
     install_driver: bool = True
-    linstor_version: str = "1.33.2"
+    # the controller version the emulator plays; LAB_LINSTOR_VERSION changes the default (the
+    # version matrix: tests/versions)
+    linstor_version: str = field(default_factory=lambda: os.environ.get("LAB_LINSTOR_VERSION", "1.33.2"))
     ssh_profile: str = "packaged"       # or "plain" (see the module's doc)
     jump: Optional[bool] = None         # the last node behind a jump host (default: with 3+ nodes)
 
@@ -238,7 +240,9 @@ class Lab:
             return
         text = path.read_bytes()
         if text.startswith(b"#!") and b"python" in text.split(b"\n", 1)[0]:
-            path.write_bytes(f"#!{sys.executable}\n".encode() + text.split(b"\n", 1)[1])
+            # LAB_DRIVER_PYTHON: another interpreter (the version matrix: the oldest python-linstor)
+            python = os.environ.get("LAB_DRIVER_PYTHON") or sys.executable
+            path.write_bytes(f"#!{python}\n".encode() + text.split(b"\n", 1)[1])
         path.chmod(0o755)
 
     # ---- handles ---------------------------------------------------------------------------------
