@@ -45,7 +45,9 @@ MINIMUM = {
     "clone (snapshot)": (9, 1, "token on the image, snapshot, RD create (marked), VD restore, resource restore, "
                                "clear the image's token, make-available, list (device), owner props (complete); "
                                "one remote ln"),
-    "clone (copy)": (5, 2, "spawn, make-available, list (new device), list (image device), owner props; dd + ln"),
+    "clone (copy)": (8, 1, "both definitions, the image's replicas and the datastore's resource group (does "
+                           "LINSTOR's clone place as the datastore would?), clone + its status, make-available, "
+                           "list (device), owner props; one remote ln (no bytes through the host)"),
     "mkimage": (4, 1, "spawn, make-available, list (device), owner props; one remote mkfs+ln"),
     "mkswap": (4, 2, "spawn, make-available, list (device), owner props; mkswap, ln"),
     "context": (0, 1, "the context ISO is a file in the VM directory (as in the bash driver); "
@@ -536,6 +538,50 @@ def throughput(size_mb: int, rounds: int = 3) -> list[dict]:
     return out
 
 
+def clone_copy(size_mb: int, rounds: int = 3) -> dict:
+    """TM clone in CLONE_MODE=copy of one image of `size_mb` (written whole), interleaved: LINSTOR's
+    resource-definition clone (the system datastore places as the image is placed) against the
+    byte copy through the VM's host (a placement the clone would not give: one replica)."""
+    with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
+        system = lab.oned.datastores[SYSTEM_DS].template
+        system["CLONE_MODE"] = "copy"
+        with lab.client() as c:
+            c.resource_group_spawn("one_rg", "one-image-7", [size_mb * 1024])
+        lab.oned.add(__import__("lab.oned", fromlist=["Image"]).Image(
+            7, "big", IMAGE_DS, source="/dev/drbd/by-res/one-image-7/0", size=size_mb))
+        with lab.client() as c:
+            node = next(r.node_name for r in c.resource_list_raise(filter_by_resources=["one-image-7"]).resources
+                        if "DISKLESS" not in r.flags)
+        lab.host(node).run_inside(f"dd if=/dev/urandom of=/dev/drbd/by-res/one-image-7/0 bs=1M count={size_mb} "
+                                  "oflag=direct status=none", timeout=600)
+        r = lab.runner()
+        samples: dict[str, list] = {"linstor": [], "host": []}
+        vm_id = 700
+        for _ in range(rounds):
+            for mode in samples:
+                if mode == "linstor":
+                    system.update(RESOURCE_GROUP="one_rg")
+                    system.pop("REPLICA_COUNT", None)
+                else:
+                    system.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
+                vm_id += 1
+                lab.oned.add(VM(vm_id, lcm_state="PROLOG", history=[History("node1", SYSTEM_DS)],
+                                disks=[Disk(0, IMAGE_DS, image_id=7, source="/dev/drbd/by-res/one-image-7/0",
+                                            size=size_mb)]))
+                res = r.tm("clone", f"{FRONTEND}:/dev/drbd/by-res/one-image-7/0", f"node1:{SYS}/{vm_id}/disk.0",
+                           vm_id, IMAGE_DS)
+                if not res.ok:
+                    raise RuntimeError(str(res))
+                expect = "copied by LINSTOR" if mode == "linstor" else "copied through node1"
+                if expect not in res.stderr:
+                    raise RuntimeError(f"{mode}: {res.stderr}")
+                samples[mode].append(res.seconds)
+                r.tm("delete", f"node1:{SYS}/{vm_id}/disk.0", vm_id, IMAGE_DS)
+        native, host = statistics.median(samples["linstor"]), statistics.median(samples["host"])
+        return {"mb": size_mb, "rounds": rounds, "linstor_clone_s": round(native, 2), "host_copy_s": round(host, 2),
+                "ratio": round(host / native, 2)}
+
+
 def concurrency(clones: int) -> dict:
     """`clones` clones of one image onto three hosts at once, as oned's -t 15 would run them."""
     import concurrent.futures
@@ -813,6 +859,11 @@ def markdown(results: dict) -> str:
                 "|---|---|---|---|---|---|---|"]
         out += [f"| {m['what']} | {m['resources']} | {m['seconds']} | {m.get('driver_cpu_s', '')} | "
                 f"{m.get('waiting_s', '')} | {m['peak_mb']} | {m['linstor_requests']} |" for m in results["monitor_scale"]]
+    if "clone_copy" in results:
+        k = results["clone_copy"]
+        out += ["", f"TM clone in copy mode of a {k['mb']} MiB image ({k['rounds']} interleaved rounds): LINSTOR's "
+                f"resource-definition clone {k['linstor_clone_s']} s, the byte copy through the VM's host "
+                f"{k['host_copy_s']} s ({k['ratio']}x)."]
     if "concurrency" in results:
         c = results["concurrency"]
         out += ["", f"Concurrency: {c['clones']} clones of one image to three hosts at once: {c['succeeded']} "
@@ -828,6 +879,7 @@ def main() -> int:
     p.add_argument("--throughput-mb", type=int, default=1024)
     p.add_argument("--ssh-runs", type=int, default=10, help="rounds of the warm/cold/paramiko table (0: skip)")
     p.add_argument("--clones", type=int, default=15)
+    p.add_argument("--clone-mb", type=int, default=1024, help="image size for clone: LINSTOR vs host copy (0: skip)")
     p.add_argument("--backup-mb", type=int, default=1024, help="disk size for the backup rows (0: skip)")
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
@@ -875,6 +927,9 @@ def main() -> int:
     if args.scale:
         results["monitor_scale"] = m = scale([int(x) for x in args.scale.split(",")])
         print("\n" + table(m, list(m[0])))
+    if args.clone_mb:
+        results["clone_copy"] = cc = clone_copy(args.clone_mb)
+        print("\n" + json.dumps(cc))
     if args.clones:
         results["concurrency"] = cc = concurrency(args.clones)
         print("\n" + json.dumps(cc))

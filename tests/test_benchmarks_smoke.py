@@ -3,7 +3,8 @@ import subprocess
 
 import pytest
 
-from benchmarks.run import (ABOVE_MINIMUM, MINIMUM, PARAMIKO_BASELINE, REPO, SSH_ACTIONS, backups, concurrency,
+from benchmarks.run import (ABOVE_MINIMUM, MINIMUM, PARAMIKO_BASELINE, REPO, SSH_ACTIONS, backups, clone_copy,
+                            concurrency,
                             freeze_times, run, scale, ssh_modes, table, throughput, vmm_rows)
 
 
@@ -26,6 +27,8 @@ def test_scale_throughput_concurrency_small():
     assert {x["image"] for x in t} == {"raw", "qcow2"}
     c = concurrency(3)
     assert c["succeeded"] == 3
+    k = clone_copy(16, rounds=1)
+    assert k["linstor_clone_s"] > 0 and k["host_copy_s"] > 0
 
 
 def test_backup_rows_small():

@@ -18,7 +18,7 @@ import linstor
 from linstor import sharedconsts as C
 
 from .errors import DriverError
-from .linstor_api import Linstor
+from .linstor_api import Linstor, Replica
 from .report import Report
 from .settings import Placement
 
@@ -34,6 +34,31 @@ class Scheduler:
         """Create resource `name` of `size_kib` and place its replicas; the definition is born with
         `props` (ownership marks). The caller owns the rollback."""
         raise NotImplementedError
+
+    def refuses(self, diskful: list[Replica], host: Optional[str] = None) -> Optional[str]:
+        """Why replicas already placed (a source's diskful replicas, where LINSTOR's clone of it
+        lands: the same nodes and pools) would not be what this policy places; None if they are.
+        Filters it cannot check against existing replicas make it say no."""
+        p = self.p
+        if p.encryption:
+            return "encrypted volumes"
+        if p.layer_list or p.providers or p.replicas_on_same or p.replicas_on_different or \
+                p.do_not_place_with or p.do_not_place_with_regex:
+            return "the datastore's placement filters"
+        if not diskful:
+            return "the image has no disk replica"
+        pools = {x.lower() for x in self._pools_of_policy()}
+        off = sorted({r.pool for r in diskful if pools and r.pool.lower() not in pools})
+        if off:
+            return f"the image is in pool {', '.join(off)}, not in the datastore's {', '.join(sorted(pools))}"
+        if p.prefer_node and host and host.lower() not in {r.node.lower() for r in diskful}:
+            return f"PREFER_NODE and the image has no replica on {host}"
+        return self._refuses_nodes(sorted({r.node for r in diskful}))
+
+    def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
+        want = self.p.replica_count
+        return None if want is None or want == len(nodes) else \
+            f"the image has {len(nodes)} replicas, the datastore places {want}"
 
     # shared steps ---------------------------------------------------------------------------------
     # each create says how to tell, after a lost reply, that the controller did apply it
@@ -93,17 +118,26 @@ class Scheduler:
 
 
 class GroupScheduler(Scheduler):
+    _group: Optional[dict] = None
+
+    def _select_filter(self) -> dict:
+        if self._group is None:             # read once per action
+            self._group = self.api.resource_group(self.p.resource_group)
+        return self._group.get("select_filter") or {}
+
     def _pools_of_policy(self) -> list[str]:
         if self.p.storage_pools:
             return list(self.p.storage_pools)
-        group = self.api.resource_group(self.p.resource_group)
-        return list((group.get("select_filter") or {}).get("storage_pool_list") or [])
+        return list(self._select_filter().get("storage_pool_list") or [])
 
     def _count(self) -> Optional[int]:
         if self.p.replica_count:
             return self.p.replica_count
-        group = self.api.resource_group(self.p.resource_group)
-        return (group.get("select_filter") or {}).get("place_count") or 2
+        return self._select_filter().get("place_count") or 2
+
+    def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
+        want = self._count()
+        return None if want == len(nodes) else f"the image has {len(nodes)} replicas, the datastore places {want}"
 
     def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
                props: Optional[dict] = None) -> None:
@@ -133,6 +167,12 @@ class NodeListScheduler(Scheduler):
                                                  layer_list=self.p.layer_list or None))
         self.api.do(f"place {name} on {' '.join(self.p.node_list)}", lambda c: c.resource_create(replicas),
                     done=lambda: self._placed(name, self.p.node_list))
+
+
+    def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
+        if {n.lower() for n in nodes} == {n.lower() for n in self.p.node_list}:
+            return None
+        return f"the image is on {' '.join(nodes)}, the datastore's NODE_LIST is {' '.join(self.p.node_list)}"
 
 
 class CountScheduler(Scheduler):

@@ -7,7 +7,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 
-from lab.lab import IMAGE_DS
+from lab.lab import IMAGE_DS, SYSTEM_DS
 from lab.oned import Disk
 
 from tests.tm.conftest import PATTERN, SYS
@@ -57,6 +57,9 @@ def test_ssh_failures_are_clear_bounded_and_rolled_back(renv, scenario):
     sc = scenario("SSH: host unreachable (refused, no route), host key changed, command failing, command hanging",
                   "one-line error naming the host and the step; < 30 s; LINSTOR and hosts as before")
     img = env.image(300, data=PATTERN, nodes=["node2", "node3"])
+    # a placement LINSTOR's own clone would not give (the VM disk on node1, the image on node2 and
+    # node3): the copy runs on the host
+    env.lab.oned.datastores[SYSTEM_DS].template.update(NODE_LIST="node1")
     # as on a host that ran VMs before: the system datastore's directory exists (a hung link may
     # have made the VM directory in it, which is taken back; the datastore directory is not ours)
     env.lab.host("node1").run_inside(f"mkdir -p {SYS}")

@@ -48,7 +48,80 @@ def test_clone_twice_is_harmless(env):
     assert env.read("node1", disk_path(8, 0)) == PATTERN
 
 
+def host_copy_placement(env):
+    """A system datastore placement LINSTOR's clone of a two-replica image would not give (one
+    replica, by count): the copy goes through the VM's host."""
+    env.lab.oned.datastores[SYSTEM_DS].template.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
+
+
+def test_clone_copy_mode_is_linstors_own_clone_when_the_placement_matches(env):
+    img = env.image(30, data=PATTERN)
+    env.vm(31, [Disk(0, IMAGE_DS, image_id=30, source=img.source, size=64)])
+    with env.lab.client() as c:
+        c.resource_dfn_modify("one-image-30", {"Aux/one/linstor_un/MADE_FOR": "image 30 born 1"})
+    env.lab.fail_command("node1", "dd")           # no byte may go through the host
+    try:
+        result = env.clone(img, 31, 0)
+    finally:
+        env.lab.clear_command_faults()
+    assert result.ok, str(result)
+    assert "copied by LINSTOR (resource-definition clone of one-image-30)" in result.stderr
+    clones = [r for r in env.lab.linstor.requests() if r["method"] == "POST" and r["path"].endswith("/clone")]
+    assert len(clones) == 1
+    path = disk_path(31, 0)
+    assert env.read("node1", path) == PATTERN and env.read("node1", path, 1 << 20) == PATTERN
+    assert int(env.lab.host("node1").run_inside(f"blockdev --getsize64 {path}").stdout) == 64 << 20
+    props = env.rds()["one-vm-31-disk-0"]
+    assert props["Aux/one/VM_ID"] == "31" and props["Aux/one/linstor_un/MADE_FOR"].startswith("vm 31 ")
+    assert "Aux/one/linstor_un/BUILDING" not in props
+    # on the image's nodes and pools, as the datastore's resource group would place it
+    assert {n for n, f in env.replicas("one-vm-31-disk-0").items() if "DISKLESS" not in f} == \
+        {n for n, f in env.replicas("one-image-30").items() if "DISKLESS" not in f}
+
+
+def test_clone_copy_goes_through_the_host_when_linstors_clone_would_place_it_otherwise(env):
+    host_copy_placement(env)
+    img = env.image(32, data=PATTERN)
+    env.vm(33, [Disk(0, IMAGE_DS, image_id=32, source=img.source, size=32)])
+    result = env.clone(img, 33, 0)
+    assert result.ok, str(result)
+    assert "copied through node1 (the image has 2 replicas, the datastore places 1)" in result.stderr
+    assert env.read("node1", disk_path(33, 0)) == PATTERN
+    assert len([f for f in env.replicas("one-vm-33-disk-0").values() if "DISKLESS" not in f]) == 1
+
+
+def test_a_refused_linstor_clone_falls_back_to_the_host_copy(env):
+    img = env.image(34, data=PATTERN)
+    env.vm(35, [Disk(0, IMAGE_DS, image_id=34, source=img.source, size=32)])
+    env.lab.linstor.add_fault("/clone$", "rc", method="POST", ret_code=-4611686018407201820,
+                              message="Clone of this storage provider is not supported")
+    result = env.clone(img, 35, 0)
+    assert result.ok, str(result)
+    assert "copied through node1 (LINSTOR's clone failed" in result.stderr and "not supported" in result.stderr
+    assert env.read("node1", disk_path(35, 0)) == PATTERN
+
+
+def test_a_clone_that_fails_both_ways_leaves_nothing(env):
+    img = env.image(36, data=PATTERN)
+    env.vm(37, [Disk(0, IMAGE_DS, image_id=36, source=img.source, size=32)])
+    before = set(env.rds())
+    env.lab.linstor.add_fault("/clone$", "rc", method="POST", ret_code=-4611686018407201820,
+                              message="Not enough free space")
+    env.lab.fail_command("node1", "dd")
+    try:
+        result = env.clone(img, 37, 0)
+    finally:
+        env.lab.clear_command_faults()
+    assert result.rc != 0 and "injected failure: dd" in result.stderr, str(result)
+    assert set(env.rds()) == before
+    assert env.link("node1", disk_path(37, 0)) == ""
+    again = env.clone(img, 37, 0)                 # the retry oned would run
+    assert again.ok, str(again)
+    assert env.read("node1", disk_path(37, 0)) == PATTERN
+
+
 def test_clone_fails_cleanly_when_placement_fails(env):
+    host_copy_placement(env)
     img = env.image(9, data=PATTERN)
     env.vm(10, [Disk(0, IMAGE_DS, image_id=9, source=img.source, size=32)])
     before = set(env.rds())
