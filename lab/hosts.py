@@ -140,7 +140,10 @@ class SimHost:
             lines.append(f"mount --bind {self.root / rel} {target}")
         # a hypervisor's login user has a plain shell profile: the lab machine's own ~/.bashrc
         # (Debian's bash reads it for ssh commands too) may run slow tool set-ups in every command
-        home_rc = Path(os.path.expanduser("~")) / ".bashrc"
+        # (the login user's home from passwd, where sshd's shell looks: not $HOME, which the
+        # tests' environment may set elsewhere)
+        import pwd
+        home_rc = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".bashrc"
         if home_rc.is_file():
             (self.root / "bashrc").write_text("# the simulated host's shell profile: empty\n")
             lines.append(f"mount --bind {self.root / 'bashrc'} {home_rc}")
