@@ -40,10 +40,12 @@ def sparse_copy(src: Path, dst_fd: int, size: int) -> None:
                 break
             hole_at = os.lseek(sfd, data_at, os.SEEK_HOLE)
             off = data_at
+            zero = bytes(CHUNK)
             while off < hole_at:
                 n = min(CHUNK, hole_at - off)
                 buf = os.pread(sfd, n, off)
-                if buf.count(0) != len(buf):
+                # (a compare stops at the first byte of data; bytes.count reads the whole buffer)
+                if buf != (zero if n == CHUNK else zero[:n]):
                     os.pwrite(dst_fd, buf, off)
                 off += n
             pos = hole_at
