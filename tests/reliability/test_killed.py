@@ -85,17 +85,22 @@ def killed_then_rerun(env, sc, run, kill_when, check) -> None:
 
 def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     env = kenv
-    sc = scenario("SIGKILL at 10 points (clone x4, mkimage x2, DS cp x2, snap_revert x2), then re-run",
+    sc = scenario("SIGKILL at 12 points (clone x6, mkimage x2, DS cp x2, snap_revert x2), then re-run",
                   "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
                   "resource, mark or safety snapshot left")
     img = env.image(200, data=PATTERN, nodes=["node2", "node3"])
 
-    # ---- clone (copy mode): 4 points -------------------------------------------------------------
+    # ---- clone (copy mode): 4 points of the copy through the host (the VM disk on node1 only: a
+    # placement LINSTOR's clone of the image would not give), 2 of LINSTOR's own clone ----------------
+    system = env.lab.oned.datastores[SYSTEM_DS].template
     points = [("hang", "POST", r"/resource-definitions$"),                     # creating the volume
               ("delay_after", "POST", r"-disk-0/resources/node1/make-available$"),  # applied, no reply
               ("dd", None, None),                                              # in the middle of the copy
-              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking it complete
+              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$"),    # marking it complete
+              ("delay_after", "POST", r"/resource-definitions/one-image-200/clone$"),  # cloned, no reply
+              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking the clone complete
     for i, (kind, method, path) in enumerate(points):
+        system["NODE_LIST"] = "node1" if i < 4 else "node2 node3"
         vm = 2010 + i
         env.vm(vm, [Disk(0, IMAGE_DS, image_id=200, source=img.source, size=32)])
         kill = arm(env, kind, "node1", f"dd-{vm}", method, path)
@@ -106,6 +111,7 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
         killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
             "clone", f"one-frontend:{img.source}", f"node1:{disk_path(vm, 0)}", vm, IMAGE_DS, kill_when=k),
             kill, check)
+    system["NODE_LIST"] = "node2 node3"
 
     # ---- mkimage: 2 points ----------------------------------------------------------------------------
     for i, kind in enumerate(("delay_after", "ln")):
@@ -156,4 +162,4 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
             assert env.read("node1", path, 8 << 20) == b"\0" * 4096
         killed_then_rerun(env, sc, lambda k: env.r.tm("snap_revert", f"node1:{path}", 0, vm, IMAGE_DS,
                                                       kill_when=k), kill, check)
-    assert sc.runs == 10
+    assert sc.runs == 12
