@@ -21,7 +21,6 @@ from .report import Report
 from .settings import Connection
 
 THIN = {"LVM_THIN", "ZFS_THIN", "FILE_THIN", "STORAGE_SPACES_THIN"}
-SNAPSHOT_OK = {"LVM_THIN", "ZFS", "ZFS_THIN", "FILE_THIN"}
 
 
 @dataclass
@@ -60,7 +59,6 @@ class ResourceDef:
     props: dict
     resource_group: str
     size_kib: int
-    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -253,8 +251,7 @@ class Linstor:
             data = rd.data_v1
             vds = data.get("volume_definitions") or []
             size = next((v.get("size_kib", 0) for v in vds if v.get("volume_number", 0) == 0), 0)
-            out.append(ResourceDef(data["name"], data.get("props", {}), data.get("resource_group_name", ""),
-                                   size, data.get("flags", [])))
+            out.append(ResourceDef(data["name"], data.get("props", {}), data.get("resource_group_name", ""), size))
         return out
 
     def definitions(self, *names: str) -> dict[str, Optional[ResourceDef]]:

@@ -104,16 +104,8 @@ class VmDoc(Xml):
         return int(self.text("LCM_STATE", "0") or 0)
 
     @property
-    def state(self) -> int:
-        return int(self.text("STATE", "0") or 0)
-
-    @property
     def deploy_id(self) -> str:
         return self.text("DEPLOY_ID")
-
-    @property
-    def last_host(self) -> str:
-        return self.text("HISTORY_RECORDS/HISTORY[last()]/HOSTNAME")
 
     def disks(self) -> list[DiskInfo]:
         out = []
@@ -138,10 +130,6 @@ class DatastoreDoc(Xml):
     @property
     def tm_mad(self) -> str:
         return self.text("TM_MAD")
-
-    @property
-    def is_system(self) -> bool:
-        return self.text("TYPE") == "1"
 
 
 class ImageDoc(Xml):
