@@ -335,7 +335,6 @@ def ssh_modes(runs: int, rev: str = PARAMIKO_BASELINE) -> list[dict]:
     cold - OpenSSH, no master yet (the action makes it and leaves it to the next one);
     paramiko - the driver as it was at `rev`: its own connection per host per action."""
     import shutil
-    import subprocess
     old = baseline_tree(rev)
     rows = []
     try:
@@ -354,11 +353,6 @@ def ssh_modes(runs: int, rev: str = PARAMIKO_BASELINE) -> list[dict]:
                 b.r.env.clear()
                 b.r.env.update(envs[which])
 
-            def warm_up() -> None:
-                for host in lab.node_names:
-                    subprocess.run([str(lab.ssh_override / "ssh"), host, "true"], env={**envs["new"]},
-                                   capture_output=True, check=True)
-
             specs = scenarios(b)
             for name in SSH_ACTIONS:
                 prepare, action = specs[name]
@@ -370,7 +364,7 @@ def ssh_modes(runs: int, rev: str = PARAMIKO_BASELINE) -> list[dict]:
                         if mode == "cold":
                             lab.close_masters()
                         else:
-                            warm_up()           # (paramiko: what it would find is the same)
+                            lab.warm_masters()  # (paramiko: what it would find is the same)
                         b.start()
                         samples[mode].append(b.measure(action(ctx)))
                 use("new")
@@ -651,9 +645,7 @@ def profile(names: list[str]) -> list[dict]:
         chosen = {n: sc for n, sc in scenarios(b).items() if n in names}
         for name, (prepare, action) in chosen.items():
             ctx = prepare()
-            for host in lab.node_names:     # OpenNebula's master connections up, as usual
-                __import__("subprocess").run([str(lab.ssh_override / "ssh"), host, "true"], env=b.r.env,
-                                             capture_output=True, check=True)
+            lab.warm_masters()              # OpenNebula's master connections up, as usual
             prof = Path(tempfile.mkstemp(prefix="linstor_un-prof-")[1])
             plain = b.r._run
             b.r._run = lambda cmd, stdin=b"", extra_env=None, kill_when=None: plain(

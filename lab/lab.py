@@ -169,10 +169,18 @@ class Lab:
 
     def close_masters(self) -> None:
         """End every SSH master connection to the lab's hosts (OpenNebula's shared ones)."""
-        import subprocess
         for name in self.hosts:
-            subprocess.run([str(self.ssh_bin / "ssh"), "-O", "exit", name], env={**os.environ, "HOME": str(self.home)},
-                           capture_output=True, timeout=10)
+            self._ssh(["-O", "exit", name], check=False)
+
+    def warm_masters(self) -> None:
+        """A master connection to every node, as any action or probe of the last 70 s leaves one."""
+        for name in self.node_names:
+            self._ssh(["-o", "ControlMaster=auto", name, "true"], check=True)
+
+    def _ssh(self, args: list[str], check: bool):
+        import subprocess
+        return subprocess.run([str(self.ssh_bin / "ssh"), *args], env={**os.environ, "HOME": str(self.home)},
+                              capture_output=True, timeout=30, check=check)
 
     def stop(self) -> None:
         if self.linstor:
@@ -267,12 +275,6 @@ class Lab:
     def ssh_dirs(self) -> list[Path]:
         """What goes in front of the MADs' PATH: OpenNebula's wrapper (packaged), the lab's ssh."""
         return ([self.ssh_override] if self.config.ssh_profile == "packaged" else []) + [self.ssh_bin]
-
-    def ssh(self, host: str, command: str, **kw):
-        """`ssh host command` as oneadmin on the front-end (for tests; no master: plain connection)."""
-        import subprocess
-        return subprocess.run([str(self.ssh_bin / "ssh"), "-o", "ControlPath=none", host, command],
-                              env={**os.environ, "HOME": str(self.home)}, capture_output=True, **kw)
 
     def host(self, name: str) -> SimHost:
         return self.hosts[name]

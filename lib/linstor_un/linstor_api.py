@@ -433,6 +433,15 @@ class Linstor:
                 raise DriverError(f"{step}: LINSTOR reports {state}")
             time.sleep(0.5)
 
+    def copy_definition(self, source: ResourceDef, dst: str, resource_group: Optional[str], size_kib: int,
+                        props: dict) -> None:
+        """`dst`: LINSTOR's clone of `source`, data included, without its OpenNebula properties (the
+        owner's marks and snapshot tokens stay with the source), grown to `size_kib` if larger."""
+        self.clone(source.name, dst, resource_group or source.resource_group or None,
+                   [k for k in source.props if k.startswith("Aux/one/")], props=props)
+        if size_kib > source.size_kib:
+            self.resize(dst, size_kib)
+
     def create_snapshots(self, names: list[str], snap: str) -> None:
         """`snap` of every resource in one request: LINSTOR suspends I/O on all of them, takes the
         snapshots and resumes, so they hold one instant (REST 1.18+; before, one by one)."""

@@ -56,9 +56,12 @@ class Scheduler:
         return self._refuses_nodes(sorted({r.node for r in diskful}))
 
     def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
-        want = self.p.replica_count
+        want = self._count()
         return None if want is None or want == len(nodes) else \
             f"the image has {len(nodes)} replicas, the datastore places {want}"
+
+    def _count(self) -> Optional[int]:
+        return self.p.replica_count
 
     # shared steps ---------------------------------------------------------------------------------
     # each create says how to tell, after a lost reply, that the controller did apply it
@@ -135,10 +138,6 @@ class GroupScheduler(Scheduler):
             return self.p.replica_count
         return self._select_filter().get("place_count") or 2
 
-    def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
-        want = self._count()
-        return None if want == len(nodes) else f"the image has {len(nodes)} replicas, the datastore places {want}"
-
     def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
                props: Optional[dict] = None) -> None:
         rg = self.p.resource_group
@@ -167,7 +166,6 @@ class NodeListScheduler(Scheduler):
                                                  layer_list=self.p.layer_list or None))
         self.api.do(f"place {name} on {' '.join(self.p.node_list)}", lambda c: c.resource_create(replicas),
                     done=lambda: self._placed(name, self.p.node_list))
-
 
     def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
         if {n.lower() for n in nodes} == {n.lower() for n in self.p.node_list}:

@@ -22,6 +22,7 @@ zstd compression) are refused with exit code 3 before anything is written: the d
 the file and lets qemu-img convert it. stderr: errors as one line; on success a JSON line.
 """
 import errno
+import itertools
 import json
 import mmap
 import os
@@ -284,8 +285,7 @@ class Importer:
 
     # ---- the stream ----------------------------------------------------------------------------
     def cluster(self, offset, data):
-        """One cluster of the file, at `offset`, as it goes by."""
-        self.pos = offset + len(data)
+        """One cluster of the file, at `offset`, as it goes by (self.pos is already past it)."""
         handled = False
         if offset in self.data_at:
             for guest in self.data_at.pop(offset):
@@ -300,18 +300,15 @@ class Importer:
             self.inflate(extent)
 
     def finish(self):
-        if not self.dev.thin:
-            c = self.h.cluster
-            i, n = 0, len(self.done_guest)
-            while i < n:
-                if self.done_guest[i]:
-                    i += 1
-                    continue
-                j = i
-                while j < n and not self.done_guest[j]:
-                    j += 1
-                self.dev.zero(i * c, (j - i) * c)
-                i = j
+        """Thick targets: zeros over every run of guest clusters nothing was written to."""
+        if self.dev.thin:
+            return
+        at = 0
+        for done, run in itertools.groupby(self.done_guest):
+            n = sum(1 for _ in run)
+            if not done:
+                self.dev.zero(at << self.h.cluster_bits, n << self.h.cluster_bits)
+            at += n
 
 
 def read_exactly(stream, n):
@@ -323,6 +320,22 @@ def read_exactly(stream, n):
         parts.append(block)
         got += len(block)
     return b"".join(parts)
+
+
+def clusters(stream, head, size):
+    """(offset, bytes) of each cluster of the file in order, `head` being its first bytes read."""
+    buf, offset = head, 0
+    while True:
+        if len(buf) < size:
+            buf += read_exactly(stream, max(READ_CHUNK, size))
+        if not buf:
+            return
+        view = memoryview(buf)
+        whole = len(buf) - len(buf) % size if len(buf) >= size else len(buf)
+        for at in range(0, whole, size):
+            yield offset + at, bytes(view[at:at + size])
+        offset += whole
+        buf = bytes(view[whole:])
 
 
 def main(argv):
@@ -337,44 +350,20 @@ def main(argv):
     dev = Device(device, header.size, thin)
     kept = Kept(spill_dir)
     imp = Importer(header, dev, kept)
-    c = header.cluster
-    l1_end = header.l1_offset + header.l1_size * 8
-    pending = first
-    base = 0                        # file offset of pending[0]
-    l1_buf = bytearray()
-    eof = False
+    l1_start, l1_end = header.l1_offset, header.l1_offset + header.l1_size * 8
+    l1 = bytearray()
     try:
-        while True:
-            while len(pending) < c and not eof:
-                more = stdin.read(READ_CHUNK)
-                if not more:
-                    eof = True
-                    break
-                pending = pending + more if pending else more
-            if not pending:
-                break
-            view = memoryview(pending)
-            whole = len(view) - (len(view) % c if not eof else 0)
-            at = 0
-            while at < whole:
-                chunk = bytes(view[at:at + c])
-                offset = base + at
-                if not imp.l1_seen and offset + len(chunk) > header.l1_offset and offset < l1_end:
-                    l1_buf += chunk[max(0, header.l1_offset - offset):max(0, l1_end - offset)]
-                    imp.pos = offset + len(chunk)       # the L1's own clusters hold no data
-                    if offset + len(chunk) >= l1_end:
-                        imp.learn_l1(bytes(l1_buf))
-                    at += c
-                    continue
-                if offset == 0:
-                    imp.pos = len(chunk)        # the header cluster
-                else:
-                    imp.cluster(offset, chunk)
-                at += c
-            base += whole
-            pending = bytes(view[whole:])
-            if eof and not pending:
-                break
+        for offset, chunk in clusters(stdin, first, header.cluster):
+            imp.pos = end = offset + len(chunk)
+            if offset == 0:
+                continue                # the header
+            if not imp.l1_seen and end > l1_start and offset < l1_end:
+                # the L1 table (it may span clusters, which hold nothing else)
+                l1 += chunk[max(0, l1_start - offset):l1_end - offset]
+                if end >= l1_end:
+                    imp.learn_l1(bytes(l1))
+                continue
+            imp.cluster(offset, chunk)
         if not imp.l1_seen:
             raise ValueError("the image ended before its L1 table")
         if imp.data_at or imp.compressed:
@@ -385,7 +374,7 @@ def main(argv):
     finally:
         kept.close()
     sys.stderr.write(json.dumps({"written": dev.written, "zeroed": dev.zeroed, "kept_in_memory": kept.in_memory,
-                                 "spilled": kept.spilled, "file_bytes": base}) + "\n")
+                                 "spilled": kept.spilled, "file_bytes": imp.pos}) + "\n")
     return 0
 
 

@@ -24,9 +24,8 @@ import selectors
 import shlex
 import shutil
 import subprocess
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Optional, Sequence, Union
 
 from .errors import DriverError, HostUnreachable, HungCommand
@@ -137,6 +136,7 @@ class Masters:
 
     def path(self) -> str:
         if self.directory is None:
+            import tempfile             # (only front-ends without a ControlPath need it)
             self.directory = tempfile.mkdtemp(prefix="lsu-ssh-")
         return os.path.join(self.directory, "%C")
 
@@ -218,13 +218,14 @@ class Host:
         self._argv = None
         self._private = False
 
-    def failed(self, step: str, rc: int, stderr: bytearray) -> Optional[DriverError]:
-        """The error of a finished command (None if it succeeded), and its stderr without the marker."""
+    def said(self, step: str, rc: int, stderr: bytearray) -> bytes:
+        """A finished command's stderr without the marker; ssh's own failure (255 before the
+        command started) raised as the connection error it is."""
         started, text = _started(stderr)
         if rc == SSH_FAILED and not started:
             err = _ssh_failure(self.name, text)
-            return type(err)(f"{step}: {err}")
-        return None
+            raise type(err)(f"{step}: {err}")
+        return text
 
     def run(self, command: Command, step: str, stdin: Input = None,
             check: bool = True, timeout: Optional[float] = None, bulk: bool = False) -> Output:
@@ -248,14 +249,12 @@ class Host:
         took = time.monotonic() - started
         if rc is None or (limit and rc in (124, 137) and took >= limit - 0.5):
             raise HungCommand(f"{step} on {self.name}: no answer after {limit:.0f}s (hung?)")
-        failure = self.failed(step, rc, err)
-        if failure is not None:
-            raise failure
+        said = self.said(step, rc, err)
         if isinstance(feed.error, DriverError):
             raise feed.error
         if feed.error is not None:
             raise DriverError(f"{step} on {self.name}: reading its input failed: {feed.error}")
-        result = Output(rc, bytes(out), _started(err)[1])
+        result = Output(rc, bytes(out), said)
         if check and rc != 0:
             raise DriverError(f"{step} on {self.name} failed (exit {rc}): {meaningful(result.stderr)}")
         return result
@@ -267,25 +266,35 @@ class _Expired(Exception):
 
 @dataclass
 class _Feed:
-    """What goes into a command's stdin: bytes or a readable stream, in chunks."""
+    """What goes into a command's stdin: bytes, or a readable stream (read in chunks; the rest of a
+    plain local file sent by the kernel when the stream offers its descriptor: `passthrough()`)."""
     source: Input
-    pending: memoryview = field(default_factory=lambda: memoryview(b""))
     error: Optional[BaseException] = None
 
-    def passthrough(self) -> Optional[int]:
-        """A file descriptor to send the rest from with os.sendfile, when the source offers one."""
-        if self.pending or isinstance(self.source, (bytes, bytearray)) or self.source is None:
-            return None
-        offer = getattr(self.source, "passthrough", None)
-        return offer() if offer is not None else None
+    def write_to(self, fd: int) -> None:
+        if isinstance(self.source, (bytes, bytearray)):
+            _write_fully(fd, memoryview(self.source))
+            return
+        offer = getattr(self.source, "passthrough", lambda: None)
+        while True:
+            direct = offer()
+            if direct is not None:          # kernel to kernel
+                while os.sendfile(fd, direct, None, CHUNK):
+                    pass
+                return
+            try:
+                chunk = self.source.read(CHUNK)
+            except Exception as error:      # the source failed (a download cut off...)
+                self.error = error
+                return
+            if not chunk:
+                return
+            _write_fully(fd, memoryview(chunk))
 
-    def next(self) -> memoryview:
-        if not self.pending:
-            if isinstance(self.source, (bytes, bytearray)):
-                self.pending, self.source = memoryview(self.source), b""
-            elif self.source is not None:
-                self.pending = memoryview(self.source.read(CHUNK) or b"")
-        return self.pending
+
+def _write_fully(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _exchange(procs: list[tuple[subprocess.Popen, _Feed]], deadline: Optional[float]) -> list[tuple[bytearray, bytearray]]:
@@ -329,26 +338,10 @@ def _exchange(procs: list[tuple[subprocess.Popen, _Feed]], deadline: Optional[fl
 
 
 def _write_all(pipe, feed: _Feed) -> None:
-    fd = pipe.fileno()
     try:
-        while True:
-            direct = feed.passthrough()
-            if direct is not None:          # the rest of a plain file: kernel to kernel
-                while os.sendfile(fd, direct, None, CHUNK):
-                    pass
-                return
-            try:
-                chunk = feed.next()
-            except Exception as error:      # the source failed (a download cut off...)
-                feed.error = error
-                return
-            if not chunk:
-                return
-            while chunk:
-                chunk = chunk[os.write(fd, chunk):]
-            feed.pending = chunk
+        feed.write_to(pipe.fileno())
     except OSError:                         # the command stopped reading: its exit code and stderr say why
-        return
+        pass
     finally:
         try:
             pipe.close()
@@ -405,12 +398,8 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
         _finish(b)
         for host in (src, dst):             # a command on each end
             host.steps.append((step, round(time.monotonic() - started, 3)))
-    for host, rc, err in ((src, rc_a, a_err), (dst, rc_b, b_err)):
-        failure = host.failed(step, rc, err)
-        if failure is not None:
-            raise failure
+    a_text, b_text = src.said(step, rc_a, a_err), dst.said(step, rc_b, b_err)
     if rc_a != 0 or rc_b != 0:
-        a_text, b_text = _started(a_err)[1], _started(b_err)[1]
         msg = meaningful(b_text + b"\n" + a_text if rc_b != 0 else a_text + b"\n" + b_text)
         raise DriverError(f"{step} from {src.name} to {dst.name} failed (exit {rc_a}/{rc_b}): {msg}")
 
