@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from linstor import sharedconsts as C
 
-from . import placement
+from . import placement, versions
 from .apicall import ApiError, Rc, http_status, success
 from .dataplane import DataPlane
 
@@ -28,6 +28,9 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 DISKLESS_POOL = "DfltDisklessStorPool"
 DEFAULT_RG = "DfltRscGrp"
 TIEBREAKER_PROP = "DrbdOptions/auto-add-quorum-tiebreaker"
+AUTO_QUORUM_PROP = "DrbdOptions/auto-quorum"
+QUORUM_PROP = "DrbdOptions/Resource/quorum"
+ON_NO_QUORUM_PROP = "DrbdOptions/Resource/on-no-quorum"
 
 
 def _pool_props(kind: str, name: str) -> dict:
@@ -40,9 +43,17 @@ def _pool_props(kind: str, name: str) -> dict:
             "ZFS": {"StorDriver/ZPool": vg}, "ZFS_THIN": {"StorDriver/ZPoolThin": vg},
             "FILE": {"StorDriver/FileDir": f"/var/lib/linstor-pools/{name}"},
             "FILE_THIN": {"StorDriver/FileDir": f"/var/lib/linstor-pools/{name}"}}.get(kind, {})
-REST_API_VERSION = "1.27.0"      # what LINSTOR 1.33.x reports
 
 Handler = Callable[..., tuple[int, Any]]
+
+
+def _default_ctrl_props(config: dict) -> dict:
+    """What a new controller's database holds: up to 1.30 `DrbdOptions/auto-quorum io-error`
+    (linstor-server's migrations set it on /CTRLCFG); 1.31.0's Migration_2025_02_19_AutoQuorumInheritRework
+    deleted the property (auto-quorum works on DrbdOptions/Resource/quorum itself since)."""
+    if versions.parse(config.get("version", "1.33.2")) < (1, 31, 0):
+        return {AUTO_QUORUM_PROP: "io-error"}
+    return {}
 
 
 def _uuid() -> str:
@@ -85,13 +96,19 @@ class Controller:
         else:
             self.s = self._initial_state(config)
             self.save()
+        self.version = versions.parse(config.get("version", "1.33.2"))
         self.routes = self._routes()
+
+    def since(self, release: str) -> bool:
+        """True if the controller played is `release` or newer (a rule that changed there)."""
+        return self.version >= versions.parse(release)
 
     # ---- persistence -------------------------------------------------------------------------
     @staticmethod
     def _initial_state(config: dict) -> dict:
         s: dict[str, Any] = {
-            "nodes": {}, "pools": {}, "rgs": {}, "rds": {}, "ctrl_props": dict(config.get("controller_props", {})),
+            "nodes": {}, "pools": {}, "rgs": {}, "rds": {}, "ctrl_props": {**_default_ctrl_props(config),
+                                                                          **config.get("controller_props", {})},
             "errors": {}, "next_minor": 1000, "next_port": 7000, "next_err": 1,
             "passphrase": config.get("passphrase", True),
         }
@@ -184,7 +201,8 @@ class Controller:
             ("POST", r"/v1/encryption/passphrase", self.passphrase_create, True),
             ("PATCH", r"/v1/encryption/passphrase", self.passphrase_create, True),
         ]
-        return [(m, re.compile("^" + p + "$"), h, mut) for m, p, h, mut in table]
+        return [(m, re.compile("^" + p + "$"), h, mut) for m, p, h, mut in table
+                if self.version >= versions.ROUTE_SINCE.get(h.__name__, (0, 0, 0))]
 
     def match(self, method: str, path: str) -> tuple[Optional[Handler], tuple, bool]:
         known_path = False
@@ -438,14 +456,17 @@ class Controller:
         return str(self._prop_chain(rd, TIEBREAKER_PROP, "true")).lower() == "true"
 
     def _tiebreaker_needed(self, rd: dict, leaving: Optional[str] = None) -> bool:
-        """CtrlRscAutoTieBreakerHelper.shouldTieBreakerExist: an even number (>= 2) of diskful DRBD
-        resources and no diskless one that is not the tie-breaker (`leaving`: one being deleted)."""
+        """CtrlRscAutoTieBreakerHelper.shouldTieBreakerExist: from 1.26.1 an even number (>= 2) of
+        diskful DRBD resources ("Tiebreaker: Allow in all even-numbered (>0) diskful and 0 diskless
+        setups"), before exactly 2; and no diskless one that is not the tie-breaker (`leaving`:
+        one being deleted)."""
         if "DRBD" not in rd["layers"] or not self._tiebreaker_enabled(rd):
             return False
         diskful = [k for k in self._diskful_nodes(rd) if k != leaving]
         diskless = [k for k, r in rd["rscs"].items() if self._diskless(r) and "TIE_BREAKER" not in r["flags"]
                     and "DELETE" not in r["flags"] and k != leaving]
-        return len(diskful) >= 2 and len(diskful) % 2 == 0 and not diskless
+        even = len(diskful) >= 2 and len(diskful) % 2 == 0 if self.since("1.26.1") else len(diskful) == 2
+        return even and not diskless
 
     def _auto_tiebreaker(self, rd: dict) -> list[Rc]:
         tiebreakers = [k for k, r in rd["rscs"].items() if "TIE_BREAKER" in r["flags"]]
@@ -470,6 +491,48 @@ class Controller:
                     msgs.append(Rc(C.MASK_INFO | 4, f"Tie breaker resource '{rd['name']}' on {node} removed",
                                    C.MASK_RSC, C.MASK_DEL))
         return msgs
+
+    def _auto_quorum(self, rd: dict) -> list[Rc]:
+        """CtrlRscAutoQuorumHelper.manage: quorum is feasible with 3+ diskful DRBD resources or 2 and
+        a diskless one (the tie-breaker counts; deleting ones do not). From 1.31.0 it sets
+        `DrbdOptions/Resource/quorum` majority/off on the definition unless a user set that
+        property (Internal/Drbd/QuorumSetBy; on the definition, its group or the controller: then
+        that value); up to 1.30 it works only while `DrbdOptions/auto-quorum` is set and not
+        "disabled", and sets `on-no-quorum` to its value as well (removed when not feasible)."""
+        if "DRBD" not in rd["layers"]:
+            return []
+        live = [r for r in rd["rscs"].values() if "DELETE" not in r["flags"]]
+        diskless = sum(1 for r in live if self._diskless(r))
+        diskful = len(live) - diskless
+        feasible = diskful >= 3 or (diskful == 2 and diskless >= 1)
+        props, msgs = rd["props"], []
+        if self.since("1.31.0"):
+            rg = self.s["rgs"].get(rd["rg"].upper(), {"props": {}})
+            user = next((c[QUORUM_PROP] for c in (rg["props"], self.s["ctrl_props"]) if QUORUM_PROP in c), None)
+            if rd.get("quorum_set_by_user"):
+                return []
+            value = user or ("majority" if feasible else "off")
+            if props.get(QUORUM_PROP) != value:
+                msgs.append(Rc(C.MASK_INFO | 2, f"Resource-definition property '{QUORUM_PROP}' updated from "
+                               f"{props.get(QUORUM_PROP)!r} to '{value}' by {'User' if user else 'AutoQuorum'}",
+                               C.MASK_RSC_DFN, C.MASK_MOD))
+            props[QUORUM_PROP] = value
+            return msgs
+        auto = self._prop_chain(rd, AUTO_QUORUM_PROP)
+        if auto is None or auto == "disabled":
+            return []
+        if feasible:
+            props[QUORUM_PROP] = "majority"
+            props[ON_NO_QUORUM_PROP] = auto
+        else:
+            props[QUORUM_PROP] = "off"
+            props.pop(ON_NO_QUORUM_PROP, None)
+        return msgs
+
+    def _auto_manage(self, rd: dict) -> list[Rc]:
+        """CtrlRscAutoHelper.manage after a change of the definition's resources: the tie-breaker
+        first, then quorum (which counts it)."""
+        return self._auto_tiebreaker(rd) + self._auto_quorum(rd)
 
     # ---- JSON views --------------------------------------------------------------------------
     def _node_json(self, node: dict) -> dict:
@@ -609,8 +672,10 @@ class Controller:
             "volume_definitions": [dict(v) for v in snap["vds"]],
             "snapshots": [{"snapshot_name": snap["name"], "node_name": n, "create_timestamp": snap["ts"],
                            "flags": list(snap["flags"]), "uuid": _uuid(),
-                           "snapshot_volumes": [{"vlm_nr": v["volume_number"], "uuid": _uuid(), "props": {},
-                                                 "state": "Successful"} for v in snap["vds"]]}
+                           # SnapshotVolumeNode.state: set only by the EBS provider (CHANGELOG
+                           # 1.20.0 "to include a snapshot state"; EbsProvider) - absent otherwise
+                           "snapshot_volumes": [{"vlm_nr": v["volume_number"], "uuid": _uuid(), "props": {}}
+                                                for v in snap["vds"]]}
                           for n in snap["nodes"]],
         }
 
@@ -622,7 +687,8 @@ class Controller:
     def get_version(self, query: dict, body: Any):
         return {"version": self.config.get("version", "1.33.2"), "git_hash": "0e9b3f6e2c5d1c1d",
                 "build_time": "2026-05-01T00:00:00+00:00",
-                "rest_api_version": self.config.get("rest_api_version", REST_API_VERSION)}
+                "rest_api_version": self.config.get("rest_api_version")
+                or versions.rest_api_version(self.config.get("version", "1.33.2"))}
 
     def get_ctrl_props(self, query: dict, body: Any):
         return dict(self.s["ctrl_props"])
@@ -844,6 +910,13 @@ class Controller:
     def modify_rd(self, name: str, query: dict, body: Any):
         rd = self._rd(name)
         msgs = []
+        if self.since("1.31.0"):
+            # CtrlRscDfnApiCallHandler / CtrlPropsHelper: a quorum value set by the user is marked
+            # Internal/Drbd/QuorumSetBy=user and left alone by auto-quorum; deleting it hands back
+            if QUORUM_PROP in (body.get("override_props") or {}):
+                rd["quorum_set_by_user"] = True
+            elif QUORUM_PROP in (body.get("delete_props") or []):
+                rd["quorum_set_by_user"] = False
         for key, value in (body.get("override_props") or {}).items():
             rd["props"][key] = value
         for key in body.get("delete_props") or []:
@@ -860,7 +933,7 @@ class Controller:
                             obj_refs={"RscDfn": rd["name"]}))
         # the auto-tiebreaker turned off removes the tie-breaker (CtrlRscAutoTieBreakerHelper.manage:
         # not enabled -> marked for deletion), on the definition's next change: this one
-        msgs += self._auto_tiebreaker(rd)
+        msgs += self._auto_manage(rd)
         return [m.to_json() for m in msgs]
 
     def delete_rd(self, name: str, query: dict, body: Any):
@@ -889,6 +962,12 @@ class Controller:
 
     def clone_rd(self, name: str, query: dict, body: Any):
         src = self._rd(name)
+        if not self.since("1.32.0"):
+            # override_props / delete_props came with 1.32.0 (CHANGELOG-OPENAPI 1.26.0), layer_list
+            # and resource_group with 1.30.0 (1.24.0): older controllers do not read them
+            body = {k: v for k, v in body.items() if k not in ("override_props", "delete_props")}
+            if not self.since("1.30.0"):
+                body = {k: v for k, v in body.items() if k not in ("layer_list", "resource_group")}
         props = {**src["props"], **(body.get("override_props") or {})}
         for key in body.get("delete_props") or []:
             props.pop(key, None)
@@ -910,7 +989,7 @@ class Controller:
             s_rsc = src["rscs"][key]
             _, m = self._new_resource(rd, self.s["nodes"][key], s_rsc["pool"], [], {})
             msgs += m
-        msgs += self._auto_tiebreaker(rd)
+        msgs += self._auto_manage(rd)
         src["clones"][rd["name"].upper()] = "COMPLETE"
         return 201, {"location": f"/v1/resource-definitions/{src['name']}/clone/{rd['name']}",
                      "source_name": src["name"], "clone_name": rd["name"], "messages": [m.to_json() for m in msgs]}
@@ -982,6 +1061,12 @@ class Controller:
         for key in body.get("delete_props") or []:
             vd["props"].pop(key, None)
         new = body.get("size_kib")
+        offline = [r["node"] for r in rd["rscs"].values() if self.s["nodes"][r["node"].upper()]["status"] != "ONLINE"]
+        if new is not None and new != vd["size_kib"] and offline and self.since("1.30.4"):
+            # CHANGELOG 1.30.4 "VlmDfn,Resize: Only allow resize if all peers are online and UpToDate"
+            # (before, an offline satellite grew its volume when it came back)
+            raise ApiError(Rc(C.FAIL_NOT_CONNECTED, f"No active connection to satellite '{offline[0]}'",
+                              C.MASK_VLM_DFN, C.MASK_MOD, obj_refs={"RscDfn": rd["name"], "VlmNr": vnr}))
         if new is not None:
             if new < vd["size_kib"]:
                 if rd["rscs"] and ("DRBD" in rd["layers"]):
@@ -1085,14 +1170,14 @@ class Controller:
         msgs: list[Rc] = []
         for item in body if isinstance(body, list) else [body]:
             msgs += self._create_from_spec(rd, item)
-        msgs += self._auto_tiebreaker(rd)
+        msgs += self._auto_manage(rd)
         return 201, [m.to_json() for m in msgs]
 
     def create_resource_on(self, name: str, node: str, query: dict, body: Any):
         rd = self._rd(name)
         item = dict(body or {})
         item.setdefault("resource", {})["node_name"] = node
-        msgs = self._create_from_spec(rd, item) + self._auto_tiebreaker(rd)
+        msgs = self._create_from_spec(rd, item) + self._auto_manage(rd)
         return 201, [m.to_json() for m in msgs]
 
     def modify_resource(self, name: str, node: str, query: dict, body: Any):
@@ -1118,10 +1203,14 @@ class Controller:
                               C.MASK_RSC, C.MASK_DEL, cause="Resource is mounted/in use.", obj_refs=refs))
         diskful = self._diskful_nodes(rd)
         if not self._diskless(rsc) and diskful == [node.upper()] and any(
-                self._diskless(r) and "TIE_BREAKER" not in r["flags"] for r in rd["rscs"].values()):
+                self._diskless(r) and "DELETE" not in r["flags"] for r in rd["rscs"].values()):
+            # CtrlRscDeleteApiHelper.ensureNotLastDisk: ResourceDefinition.hasDisklessNotDeleting
+            # looks at the DRBD_DISKLESS flag, which a tie-breaker has too
             raise ApiError(Rc(C.FAIL_IN_USE,
                               f"Last resource of '{rd['name']}' with disk still has diskless resources attached.",
-                              C.MASK_RSC, C.MASK_DEL, obj_refs=refs))
+                              C.MASK_RSC, C.MASK_DEL, cause="Resource still has diskless users.",
+                              correction="Before deleting this resource, delete the diskless resources attached "
+                              "to it.", obj_refs=refs))
         key = node.upper()
         has_tiebreaker = any("TIE_BREAKER" in r["flags"] for r in rd["rscs"].values())
         if "TIE_BREAKER" in rsc["flags"] and self._tiebreaker_needed(rd):
@@ -1129,11 +1218,12 @@ class Controller:
             # tie-breaker off on the definition (else it would come right back)
             rd["props"][TIEBREAKER_PROP] = "False"
             self._remove_resource(rd, key)
-            return [success(f"Resource '{rd['name']}' on '{rsc['node']}' deleted.", C.MASK_RSC, C.MASK_DEL,
-                            obj_refs=refs).to_json(),
+            msgs = [success(f"Resource '{rd['name']}' on '{rsc['node']}' deleted.", C.MASK_RSC, C.MASK_DEL,
+                            obj_refs=refs),
                     Rc(C.MASK_INFO | 2, f"Disabling auto-tiebreaker on resource-definition "
                        f"'{rd['name']}' as tiebreaker resource was manually deleted", C.MASK_RSC_DFN,
-                       C.MASK_MOD).to_json()]
+                       C.MASK_MOD)]
+            return [m.to_json() for m in msgs + self._auto_quorum(rd)]
         if "TIE_BREAKER" not in rsc["flags"] and not has_tiebreaker and self._tiebreaker_needed(rd, leaving=key) \
                 and (self._diskless(rsc) or DISKLESS_POOL.upper() in self.s["pools"].get(key, {})):
             # CtrlRscAutoTieBreakerHelper.manage/takeover: the resource being deleted is kept as the
@@ -1142,10 +1232,12 @@ class Controller:
                 rsc["flags"] = sorted(set(rsc["flags"]) | {"DISKLESS", "DRBD_DISKLESS"})
                 rsc["pool"] = DISKLESS_POOL
             rsc["flags"] = sorted(set(rsc["flags"]) | {"TIE_BREAKER"})
+            self._auto_quorum(rd)
             return [Rc(C.MASK_INFO | 6, "The given resource will not be deleted but will be taken over as a linstor "
                        "managed tiebreaker resource.", C.MASK_RSC, C.MASK_DEL, obj_refs=refs).to_json()]
         if self.s["nodes"][node.upper()]["status"] != "ONLINE":
             rsc["flags"] = sorted(set(rsc["flags"]) | {"DELETE", "DRBD_DELETE"})
+            self._auto_quorum(rd)
             return [Rc(C.WARN_NOT_CONNECTED, f"No active connection to satellite '{rsc['node']}'. The resource will "
                        "be deleted when the satellite reconnects.", C.MASK_RSC, C.MASK_DEL, obj_refs=refs).to_json()]
         self._remove_resource(rd, node.upper())
@@ -1153,7 +1245,7 @@ class Controller:
                         obj_refs=refs),
                 success(f"Resource '{rd['name']}' on '{rsc['node']}' deleted.", C.MASK_RSC, C.MASK_DEL,
                         obj_refs=refs)]
-        msgs += self._auto_tiebreaker(rd)
+        msgs += self._auto_manage(rd)
         return [m.to_json() for m in msgs]
 
     def make_available(self, name: str, node: str, query: dict, body: Any):
@@ -1164,6 +1256,17 @@ class Controller:
         layers = [x.upper() for x in body.get("layer_list") or []] or None
         rsc = rd["rscs"].get(key)
         refs = {"RscDfn": rd["name"], "Node": node_obj["name"]}
+        offline = sorted({self.s["nodes"][k]["name"] for k in [*rd["rscs"], key]
+                          if self.s["nodes"][k]["status"] != "ONLINE"})
+        warnings = []
+        if offline:
+            # CHANGELOG 1.27.0 "Make-available will no longer return an error if an involved node is
+            # offline (warn instead)"
+            rc = Rc(C.WARN_NOT_CONNECTED if self.since("1.27.0") else C.FAIL_NOT_CONNECTED,
+                    f"No active connection to satellite '{offline[0]}'", C.MASK_RSC, C.MASK_CRT, obj_refs=refs)
+            if not self.since("1.27.0"):
+                raise ApiError(rc)
+            warnings.append(rc)
         if rsc is not None:
             if layers and layers != self._layers(rd, rsc):
                 raise ApiError(Rc(C.FAIL_INVLD_LAYER_STACK, "Resource already deployed with a different layer list.",
@@ -1173,11 +1276,23 @@ class Controller:
             if "DELETE" in rsc["flags"]:
                 rsc["flags"] = [f for f in rsc["flags"] if f not in ("DELETE", "DRBD_DELETE")]
             if diskful and self._diskless(rsc):
+                # a toggle-disk: from 1.33.0 the controller checks the pool's free space first
+                # (CHANGELOG 1.33.0-rc.2 "ToggleDisk: Added missing free-space check"); before,
+                # the satellite's lvcreate failed and left the resource diskless - a refusal too
                 pool = self._diskful_pool_for(rd, node_obj)
+                pool_obj = self._pool(node_obj["name"], pool)
+                need = sum(vd["size_kib"] for vd in rd["vds"].values())
+                if not self._is_thin(pool_obj) and need > self._pool_free_kib(node_obj["name"], pool_obj):
+                    raise ApiError(Rc(C.FAIL_NOT_ENOUGH_FREE_SPACE,
+                                      f"Not enough free space in storage pool '{pool}' on node '{node_obj['name']}'.",
+                                      C.MASK_RSC, C.MASK_MOD, obj_refs=refs))
                 rsc["flags"] = [f for f in rsc["flags"] if f not in ("DISKLESS", "DRBD_DISKLESS")]
                 rsc["pool"] = pool
-            return [success("Resource already deployed as requested", C.MASK_RSC, C.MASK_CRT,
-                            obj_refs=refs).to_json()]
+                return [m.to_json() for m in warnings + [success(
+                    f"Resource '{rd['name']}' on '{node_obj['name']}' toggled to diskful.", C.MASK_RSC, C.MASK_MOD,
+                    obj_refs=refs)] + self._auto_manage(rd)]
+            return [m.to_json() for m in warnings + [success("Resource already deployed as requested", C.MASK_RSC,
+                                                             C.MASK_CRT, obj_refs=refs)]]
         if diskful:
             pool = self._diskful_pool_for(rd, node_obj)
             _, msgs = self._new_resource(rd, node_obj, pool, [], {}, layers)
@@ -1186,8 +1301,8 @@ class Controller:
                 raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Resource definition '{rd['name']}' has no volumes.",
                                   C.MASK_RSC, C.MASK_CRT))
             _, msgs = self._new_resource(rd, node_obj, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS"], {}, layers)
-        msgs += self._auto_tiebreaker(rd)
-        return [m.to_json() for m in msgs]
+        msgs += self._auto_manage(rd)
+        return [m.to_json() for m in warnings + msgs]
 
     def _diskful_pool_for(self, rd: dict, node: dict) -> str:
         rg = self.s["rgs"].get(rd["rg"].upper(), {"select_filter": {}})
@@ -1283,7 +1398,7 @@ class Controller:
                 if nkey not in rd["rscs"] and node["status"] == "ONLINE":
                     _, m = self._new_resource(rd, node, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS"], {}, layers)
                     msgs += m
-        msgs += self._auto_tiebreaker(rd)
+        msgs += self._auto_manage(rd)
         return msgs
 
     def get_rsc_conn(self, name: str, a: str, b: str, query: dict, body: Any):
@@ -1343,6 +1458,12 @@ class Controller:
                               f"A snapshot definition with the name '{snap_name}' already exists in resource "
                               f"definition '{rd['name']}'.", C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
         online = [k for k in self._diskful_nodes(rd) if self.s["nodes"][k]["status"] == "ONLINE"]
+        offline = [self.s["nodes"][k]["name"] for k in self._diskful_nodes(rd) if k not in online]
+        if offline and not nodes and not self.since("1.26.1"):
+            # up to 1.26.0 every diskful satellite of the resource had to be connected (CHANGELOG
+            # 1.26.1: "Snapshots: allow taking snapshot if at least one diskfull node is online")
+            raise ApiError(Rc(C.FAIL_NOT_CONNECTED, f"No active connection to satellite '{offline[0]}'",
+                              C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
         if nodes:
             for n in nodes:
                 rsc = rd["rscs"].get(n.upper())
@@ -1471,7 +1592,7 @@ class Controller:
             pool = rename.get(pool, pool)
             _, m = self._new_resource(target, node, pool, [], {})
             msgs += m
-        msgs += self._auto_tiebreaker(target)
+        msgs += self._auto_manage(target)
         msgs.append(success(f"Resource '{target['name']}' restored from snapshot '{s['name']}'.", C.MASK_SNAPSHOT,
                             C.MASK_CRT, obj_refs=refs))
         return [m.to_json() for m in msgs]
@@ -1484,9 +1605,8 @@ class Controller:
             if self._in_use(rd, rsc):
                 raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
                                   C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
-        version = tuple(int(x) for x in re.findall(r"\d+", self.config.get("version", "1.33.2"))[:3])
         newest = max(rd["snaps"].values(), key=lambda x: x["ts"])
-        if version < (1, 31, 2) and newest is not s:
+        if not self.since("1.31.2") and newest is not s:
             # CtrlSnapshotRollbackApiCallHandler.ensureMostRecentSnapshot (up to v1.31.1): only the
             # most recent snapshot; from v1.31.2 a rollback deletes the resources and restores them
             # from the snapshot (ZFS's old "zfs rollback" strategy keeps the rule: not emulated)

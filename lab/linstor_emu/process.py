@@ -35,7 +35,7 @@ class EmulatorConfig:
     validate_schema: bool = True
     controller_props: dict = field(default_factory=dict)
     passphrase: bool = True
-    rest_api_version: str = "1.27.0"
+    rest_api_version: Optional[str] = None      # None: what `version` reports (versions.py)
     version: str = "1.33.2"
 
 

@@ -355,10 +355,6 @@ class Linstor:
         delete = list(delete or [])
         self.do(f"set properties of {name}", lambda c: c.resource_dfn_modify(name, props, delete_props=delete))
 
-    def set_snapshot_props(self, name: str, snap: str, props: dict, delete: Optional[list[str]] = None) -> None:
-        self.do(f"set properties of snapshot {snap} of {name}",
-                lambda c: c.snapshot_dfn_modify(name, snap, props, delete_props=list(delete or [])))
-
     def set_replica_props(self, node: str, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         self.do(f"set properties of {name} on {node}",
                 lambda c: c.resource_modify(node, name, props, delete_props=list(delete or [])))
@@ -402,14 +398,17 @@ class Linstor:
     def clone(self, src: str, dst: str, resource_group: Optional[str], delete_props: list[str],
               timeout: float = 3600, props: Optional[dict] = None) -> None:
         """LINSTOR's own copy of a resource definition (and its data), waited for; `props` are set
-        on the copy (with the request from REST 1.26 on, right after it before)."""
+        on the copy (with the request from REST 1.26 on, right after it before), and so is
+        `resource_group` (REST 1.24 on: LINSTOR 1.30; python-linstor sends it from 1.23, which
+        LINSTOR 1.28 and 1.29 report without reading it)."""
         import time
         step = f"clone {src} to {dst}"
         late = self.client.api_version_smaller("1.26.0")      # no delete_props / override_props yet
+        late_group = self.client.api_version_smaller("1.24.0")
         delete_props = [k for k in delete_props if k not in (props or {})]
         started = self._call(step, lambda c: c.resource_dfn_clone(
-            src, dst, resource_group=resource_group, delete_props=None if late else (delete_props or None),
-            property_dict=None if late else (props or None)))
+            src, dst, resource_group=None if late_group else resource_group,
+            delete_props=None if late else (delete_props or None), property_dict=None if late else (props or None)))
         # python-linstor reads this reply without looking at the HTTP status: an error list comes
         # back wrapped as if it were a CloneStarted
         data = getattr(started, "data_v1", None)
@@ -428,6 +427,9 @@ class Linstor:
             if state == "COMPLETE":
                 if late and (delete_props or props):
                     self.set_props(dst, dict(props or {}), delete=delete_props)
+                if late_group and resource_group:
+                    self.do(f"put {dst} into resource group {resource_group}",
+                            lambda c: c.resource_dfn_modify(dst, {}, resource_group=resource_group))
                 return
             if state == "FAILED" or time.monotonic() > deadline:
                 raise DriverError(f"{step}: LINSTOR reports {state}")

@@ -182,14 +182,15 @@ def test_controller_restart_in_the_middle_of_clone_and_cpds(renv, scenario):
     assert env.read("node1", disk_path(121, 0)) == PATTERN
     assert leftovers(env) == NO_LEFTOVERS
 
-    # cpds of that (powered-off) disk into a new image, the controller restarting at the image's creation
+    # cpds of that (powered-off) disk into a new image, the controller restarting at the image's
+    # creation (LINSTOR's clone of the disk: the image datastore places it on the disk's nodes)
     sc.run()
     vm = env.lab.oned.vms[121]
     vm.lcm_state, vm.state = "HOTPLUG_SAVEAS_POWEROFF", "POWEROFF"
     env.lab.oned.add(vm)
     env.save_as_target(122)
     env.lab.linstor.clear_requests()
-    result = restart_during(env, r"/resource-definitions$|/spawn$", "POST",
+    result = restart_during(env, r"/resource-definitions$|/spawn$|/clone$", "POST",
                             lambda: env.r.tm("cpds", f"node1:{disk_path(121, 0)}", "/dev/drbd/by-res/one-image-122/0",
                                              -1, 121, IMAGE_DS))
     assert result.ok, str(result)

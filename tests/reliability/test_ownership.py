@@ -360,6 +360,7 @@ def test_a_temporary_name_taken_by_someone_else_is_never_deleted(env, scenario):
     """cpds of a snapshot restores it into <disk>-tmp: a volume of that name that is not a
     temporary copy linstor_un made stops it; that volume stays as it was."""
     sc = argv_scenario(scenario)
+    env.lab.oned.datastores[IMAGE_DS].template["REPLICA_COUNT"] = "1"     # a copy through the host
     img = env.image(58, data=PATTERN)
     env.vm(14, [Disk(0, IMAGE_DS, image_id=58, source=img.source, size=32)])
     ok(env.clone(img, 14, 0))

@@ -51,6 +51,20 @@ class Env:
         self.lab.oned.add(img)
         return img
 
+    def save_as_volume(self, image_id: int, size_mb: int) -> Image:
+        """A save-as as oned runs it from 6.0 on: the new image registered, then DS mkfs makes its
+        (empty) volume; TM cpds comes next."""
+        from lab.oned import to_xml
+        from lab.runner import ds_action_data
+        img = Image(image_id, f"saveas{image_id}", IMAGE_DS, source="", format="raw", size=size_mb, state=4)
+        self.lab.oned.add(img)
+        data = ds_action_data(to_xml(img.element()), to_xml(self.lab.oned.datastores[IMAGE_DS].element()))
+        made = self.r.ds("mkfs", data, image_id)
+        assert made.ok, str(made)
+        img.source = made.stdout.split()[0]
+        self.lab.oned.add(img)
+        return img
+
     def vm(self, vm_id: int, disks: list[Disk], host: str = "node1", lcm: str = "PROLOG",
            state: str = "ACTIVE") -> VM:
         vm = VM(vm_id, state=state, lcm_state=lcm, disks=disks, history=[History(host, SYSTEM_DS)])

@@ -117,7 +117,18 @@ def test_mkimage_faults(fenv):
 
 
 def test_cpds_faults(fenv):
+    """The copy through a host (LINSTOR's own copy is refused: the image datastore places on
+    node2 only); a fault in LINSTOR's copy falls back to this path: tests/tm/test_cpds.py."""
     env = fenv
+    template = env.lab.oned.datastores[IMAGE_DS].template
+    template["NODE_LIST"] = "node2"
+    try:
+        cpds_fault_matrix(env)
+    finally:
+        template["NODE_LIST"] = "node2 node3"
+
+
+def cpds_fault_matrix(env):
     img = env.image(901, data=PATTERN)
     env.vm(300, [Disk(0, IMAGE_DS, image_id=901, source=img.source, size=32)], lcm="LCM_INIT", state="POWEROFF")
     assert env.clone(img, 300, 0).ok

@@ -1,0 +1,212 @@
+"""The emulated controller's rules that changed between LINSTOR releases, each on the releases
+either side of the change (lab/linstor_emu/versions.py and the source cited in controller.py)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import linstor
+import pytest
+from linstor import sharedconsts as C
+
+from lab.linstor_emu.process import EmulatorConfig, LinstorEmulator
+from lab.linstor_emu.versions import rest_api_version
+from tests.conftest import THREE_NODES
+from tests.lab.test_linstor_emulator import MIB, error_code, ok, raw, spawn
+
+QUORUM = "DrbdOptions/Resource/quorum"
+ON_NO_QUORUM = "DrbdOptions/Resource/on-no-quorum"
+
+
+@contextlib.contextmanager
+def controller(tmp_path, version: str, nodes=None) -> Iterator[tuple[linstor.MultiLinstor, LinstorEmulator]]:
+    emu = LinstorEmulator(EmulatorConfig(
+        state_dir=tmp_path / f"linstor-{version}", nodes=nodes or THREE_NODES, version=version,
+        resource_groups=[{"name": "one_rg", "select_filter": {"place_count": 2, "storage_pool_list": ["data"]}}]))
+    emu.start()
+    try:
+        with linstor.MultiLinstor([emu.url]) as c:
+            yield c, emu
+    finally:
+        emu.shutdown()
+
+
+def five_nodes():
+    return [{"name": f"n{i}", "address": f"127.0.1.{i}",
+             "pools": [{"name": "data", "provider_kind": "LVM_THIN", "total_kib": 1 << 22}]} for i in range(1, 6)]
+
+
+def rd_props(c, name) -> dict:
+    return c.resource_dfn_list_raise(filter_by_resource_definitions=[name]).resource_definitions[0].properties
+
+
+def flags(c, name) -> dict:
+    return {r.node_name: set(r.flags) for r in c.resource_list_raise(filter_by_resources=[name]).resources}
+
+
+@pytest.mark.parametrize("version,rest", [("1.20.0", "1.15.0"), ("1.22.0", "1.18.0"), ("1.31.2", "1.25.0"),
+                                          ("1.32.3", "1.26.0"), ("1.33.2", "1.27.0")])
+def test_each_release_reports_its_rest_api_version(tmp_path, version, rest):
+    assert rest_api_version(version) == rest
+    with controller(tmp_path, version) as (c, _):
+        assert c.controller_version().rest_api_version == rest
+        # python-linstor gates on it: no multi-snapshot request before REST 1.18 (LINSTOR 1.22)
+        assert c.api_version_smaller("1.18.0") == (version == "1.20.0")
+
+
+@pytest.mark.parametrize("version,route_there", [("1.21.1", False), ("1.22.0", True)])
+def test_multi_snapshot_route_arrives_with_1_22(tmp_path, version, route_there):
+    with controller(tmp_path, version) as (c, emu):
+        spawn(c, "multi")
+        status, body = raw(emu, "POST", "/v1/actions/snapshot/multi",
+                        {"snapshots": [{"name": "snap0", "resource_name": "multi"}]})
+        assert (status == 201) == route_there and (status == 404) == (not route_there), body
+
+
+@pytest.mark.parametrize("version,tiebreakers", [("1.26.0", [1, 0, 0]), ("1.26.1", [1, 0, 1])])
+def test_tiebreaker_for_even_counts_from_1_26_1(tmp_path, version, tiebreakers):
+    """CtrlRscAutoTieBreakerHelper: exactly 2 diskful before 1.26.1, any even number from it."""
+    with controller(tmp_path, version, five_nodes()) as (c, _):
+        ok(c.resource_dfn_create("even"))
+        ok(c.volume_dfn_create("even", 64 * MIB))
+        seen = []
+        for count in (1, 2, 3, 4):
+            node = sorted({f"n{i}" for i in range(1, 6)} - set(flags(c, "even")))[0]
+            ok(c.resource_create([linstor.ResourceData(node, "even", storage_pool="data")]))
+            if count > 1:
+                seen.append(sum("TIE_BREAKER" in f for f in flags(c, "even").values()))
+        assert seen == tiebreakers
+
+
+@pytest.mark.parametrize("version", ["1.30.4", "1.31.0"])
+def test_auto_quorum_per_release(tmp_path, version):
+    """CtrlRscAutoQuorumHelper: majority with 2 diskful + tie-breaker or 3 diskful, off with one;
+    up to 1.30 driven by DrbdOptions/auto-quorum (io-error in a new controller's database) and
+    setting on-no-quorum too; from 1.31.0 on the quorum property itself."""
+    old = version == "1.30.4"
+    with controller(tmp_path, version) as (c, emu):
+        _, ctrl = raw(emu, "GET", "/v1/controller/properties")
+        assert (ctrl.get("DrbdOptions/auto-quorum") == "io-error") == old
+        spawn(c, "quorum")                                   # 2 diskful + the tie-breaker
+        props = rd_props(c, "quorum")
+        assert props[QUORUM] == "majority"
+        assert props.get(ON_NO_QUORUM) == ("io-error" if old else None)
+        tb = [n for n, f in flags(c, "quorum").items() if "TIE_BREAKER" in f][0]
+        diskful = sorted(n for n, f in flags(c, "quorum").items() if "DISKLESS" not in f)
+        ok(c.resource_delete(diskful[0], "quorum"))          # 1 diskful: tie-breaker gone, quorum off
+        assert tb not in flags(c, "quorum")
+        props = rd_props(c, "quorum")
+        assert props[QUORUM] == "off" and ON_NO_QUORUM not in props
+        if not old:                                     # a user's value stays
+            ok(c.resource_dfn_modify("quorum", {QUORUM: "majority"}))
+            ok(c.resource_create([linstor.ResourceData(diskful[0], "quorum", storage_pool="data")]))
+            ok(c.resource_delete(diskful[0], "quorum"))
+            assert rd_props(c, "quorum")[QUORUM] == "majority"
+
+
+def test_auto_quorum_disabled_before_1_31(tmp_path):
+    with controller(tmp_path, "1.30.4") as (c, _):
+        ok(c.controller_set_prop("DrbdOptions/auto-quorum", "disabled"))
+        spawn(c, "noq")
+        assert QUORUM not in rd_props(c, "noq")
+
+
+@pytest.mark.parametrize("version,refused", [("1.26.0", True), ("1.26.1", False)])
+def test_snapshot_with_a_diskful_node_offline(tmp_path, version, refused):
+    """CHANGELOG 1.26.1: a snapshot needs one connected diskful satellite, before all of them."""
+    with controller(tmp_path, version) as (c, emu):
+        spawn(c, "offsnap")
+        diskful = sorted(n for n, f in flags(c, "offsnap").items() if "DISKLESS" not in f)
+        emu.set_node_status(diskful[1], "OFFLINE")
+        replies = c.snapshot_create(None, "offsnap", "s0")
+        if refused:
+            assert error_code(replies) == C.FAIL_NOT_CONNECTED & C.MASK_BITS_CODE
+            assert c.snapshot_dfn_list_raise(filter_by_resources=["offsnap"]).snapshots == []
+        else:
+            ok(replies)
+            [snap] = c.snapshot_dfn_list_raise(filter_by_resources=["offsnap"]).snapshots
+            assert snap.nodes == [diskful[0]]
+
+
+@pytest.mark.parametrize("version,refused", [("1.26.2", True), ("1.27.0", False)])
+def test_make_available_with_a_node_offline(tmp_path, version, refused):
+    """CHANGELOG 1.27.0: make-available warns about an offline node instead of failing."""
+    with controller(tmp_path, version) as (c, emu):
+        spawn(c, "ma")
+        free = [n for n in ("node1", "node2", "node3") if n not in flags(c, "ma") or
+                "TIE_BREAKER" in flags(c, "ma")[n]][0]
+        diskful = sorted(n for n, f in flags(c, "ma").items() if "DISKLESS" not in f)
+        emu.set_node_status(diskful[0], "OFFLINE")
+        replies = c.resource_make_available(free, "ma")
+        if refused:
+            assert error_code(replies) == C.FAIL_NOT_CONNECTED & C.MASK_BITS_CODE
+        else:
+            ok(replies)
+            assert any(r.is_warning() for r in replies)
+            assert "DISKLESS" in flags(c, "ma")[free] and "TIE_BREAKER" not in flags(c, "ma")[free]
+
+
+@pytest.mark.parametrize("version,refused", [("1.30.3", False), ("1.30.4", True)])
+def test_resize_with_a_peer_offline(tmp_path, version, refused):
+    """CHANGELOG 1.30.4: a volume definition grows only while every peer is online."""
+    with controller(tmp_path, version) as (c, emu):
+        spawn(c, "grow")
+        emu.set_node_status(sorted(flags(c, "grow"))[0], "OFFLINE")
+        replies = c.volume_dfn_modify("grow", 0, size=128 * MIB)
+        size = raw(emu, "GET", "/v1/resource-definitions/grow/volume-definitions")[1][0]["size_kib"]
+        if refused:
+            assert error_code(replies) == C.FAIL_NOT_CONNECTED & C.MASK_BITS_CODE
+            assert size == 64 * MIB
+        else:
+            ok(replies)
+            assert size == 128 * MIB
+
+
+@pytest.mark.parametrize("version,applied", [("1.31.2", False), ("1.32.0", True)])
+def test_clone_reads_override_props_from_1_32(tmp_path, version, applied):
+    """CHANGELOG 1.32.0-rc.1 / OPENAPI 1.26.0: the clone request's override_props and delete_props."""
+    with controller(tmp_path, version) as (c, emu):
+        spawn(c, "csrc")
+        ok(c.resource_dfn_modify("csrc", {"Aux/one/mark": "src"}))
+        status, _ = raw(emu, "POST", "/v1/resource-definitions/csrc/clone",
+                        {"name": "cdst", "override_props": {"Aux/x": "1"}, "delete_props": ["Aux/one/mark"]})
+        assert status == 201
+        props = rd_props(c, "cdst")
+        assert ("Aux/x" in props) == applied and ("Aux/one/mark" in props) == (not applied)
+
+
+def test_tiebreaker_counts_as_diskless_for_the_last_disk(tmp_path):
+    """CtrlRscDeleteApiHelper.ensureNotLastDisk: hasDisklessNotDeleting sees the tie-breaker's
+    DRBD_DISKLESS flag - the last diskful resource is not deleted while a tie-breaker remains."""
+    with controller(tmp_path, "1.33.2") as (c, emu):
+        spawn(c, "last")
+        tb = [n for n, f in flags(c, "last").items() if "TIE_BREAKER" in f][0]
+        diskful = sorted(n for n, f in flags(c, "last").items() if "DISKLESS" not in f)
+        emu.set_node_status(diskful[1], "OFFLINE")
+        ok(c.resource_delete(diskful[1], "last"))       # pending: DELETE flag, no longer counted
+        emu.set_in_use("last", tb, True)                # a tie-breaker in use stays
+        replies = c.resource_delete(diskful[0], "last")
+        assert error_code(replies) == C.FAIL_IN_USE & C.MASK_BITS_CODE
+        assert "still has diskless resources attached" in replies[0].message
+
+
+def test_snapshot_volumes_carry_no_state(client, emulator):
+    """SnapshotVolumeNode.state is set by the EBS provider only."""
+    spawn(client, "nostate")
+    ok(client.snapshot_create(None, "nostate", "s0"))
+    status, snaps = raw(emulator, "GET", "/v1/resource-definitions/nostate/snapshots")
+    assert status == 200 and snaps[0]["snapshots"]
+    for node in snaps[0]["snapshots"]:
+        assert node["snapshot_volumes"] and all("state" not in v for v in node["snapshot_volumes"])
+
+
+def test_toggle_disk_checks_free_space(client):
+    """CHANGELOG 1.33.0-rc.2 "ToggleDisk: Added missing free-space check" (a thick pool)."""
+    ok(client.resource_group_create("thick_rg", storage_pool=["thick"]))
+    ok(client.resource_dfn_create("toggle", resource_group="thick_rg"))
+    ok(client.volume_dfn_create("toggle", 2 * 1024 * MIB))                 # larger than 'thick' (1 GiB)
+    ok(client.resource_create([linstor.ResourceData("node1", "toggle", storage_pool="data")]))
+    ok(client.resource_create([linstor.ResourceData("node2", "toggle", diskless=True)]))
+    replies = client.resource_make_available("node2", "toggle", diskful=True)
+    assert error_code(replies) == C.FAIL_NOT_ENOUGH_FREE_SPACE & C.MASK_BITS_CODE
+    assert "DISKLESS" in flags(client, "toggle")["node2"]
