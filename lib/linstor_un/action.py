@@ -1,11 +1,12 @@
 """The frame every action file runs in: inputs, lazily opened sessions, one clean exit.
 
     from linstor_un.action import run
+    from linstor_un.one_input import DiskSnapshotArgs
 
-    def main(act, argv):
+    def main(act: Action, args: DiskSnapshotArgs):
         ...
 
-    run(main)
+    run(main, DiskSnapshotArgs.parse)        # oned's call signature (one_input); run(main): raw argv
 
 Sessions (oned API, LINSTOR, SSH) open on first use and close at the end; a DriverError becomes
 oned's one-line failure and exit code 1; stdout stays for what the action prints for oned.
@@ -17,11 +18,15 @@ import signal
 import sys
 import time
 import traceback
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import DriverError, Terminated
 from .one_input import read_version, remotes_dir
 from .report import Report
+
+if TYPE_CHECKING:
+    from .images import ImageMessage
+    from .settings import DatastoreSettings
 
 
 STARTED = time.time()
@@ -81,6 +86,10 @@ class Action:
             self._settings[ds_id] = DatastoreSettings.parse(ds_id, template, self.conf(), tm_mad or "linstor_un")
         return self._settings[ds_id]
 
+    def datastore_settings(self, msg: "ImageMessage") -> "DatastoreSettings":
+        """The settings of the datastore a DS request (images.ImageMessage) is about."""
+        return self.settings(msg.ds_id, msg.ds_template, msg.datastore.text("TM_MAD"))
+
     def placement_settings(self, system_ds: int, arg_ds: int):
         """Settings for a new VM volume: the system datastore's (CLONE_TARGET=SYSTEM), unless the
         system datastore is not a linstor_un one; then the image datastore's."""
@@ -133,14 +142,23 @@ def _terminated(signum, frame) -> None:
     raise Terminated("terminated (SIGTERM): stopped and undone")
 
 
-def run(main: Callable[[Action, list[str]], None]) -> None:
+def run(main: Callable[[Action, Any], None], parse: Optional[Callable[[list[str]], Any]] = None) -> None:
+    """Run `main(act, args)`: `args` parsed from argv by `parse` (a signature of one_input; the
+    object it names is the one a failure reports), or argv itself."""
     signal.signal(signal.SIGTERM, _terminated)
     act = Action(sys.argv[0])
     rc = 0
     try:
         act.main_started = time.time()      # the action file's imports are done
-        main(act, sys.argv[1:])
+        if parse is None:
+            main(act, sys.argv[1:])
+        else:
+            args = parse(sys.argv[1:])
+            act.report.object_id = getattr(args, "object_id", None)
+            main(act, args)
     except DriverError as err:
+        if act.report.object_id is None:    # argv named the object before it failed to parse
+            act.report.object_id = getattr(err, "object_id", None)
         act.report.fail(str(err))
         rc = 1
     except KeyboardInterrupt:

@@ -19,8 +19,9 @@ import fcntl
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from .errors import DriverError
 from .linstor_api import Linstor, Replica
@@ -181,6 +182,15 @@ class Attacher:
         # only a replica that is (or may become, being ours) temporary needs a look when given back
         self._held[(host, resource)] = (lock, created or TEMPORARY in mine.props)
         return mine.device
+
+    @contextmanager
+    def borrowed(self, host: str, resource: str, known: Sequence[Replica] = ()) -> Iterator[str]:
+        """`with attacher.borrowed(host, res) as device:` - borrow, given back however it ends."""
+        device = self.borrow(host, resource, known)
+        try:
+            yield device
+        finally:
+            self.give_back(host, resource)
 
     def give_back(self, host: str, resource: str) -> None:
         held = self._held.pop((host, resource), None)

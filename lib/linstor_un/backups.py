@@ -30,7 +30,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from . import disks, host_ops, names, ownership, snapshots
 from .errors import DriverError
@@ -41,6 +41,9 @@ from .ownership import Owner
 from .remote import Host
 from .report import Report
 from .rollback import Rollback
+
+if TYPE_CHECKING:
+    from .action import Action
 
 BLOCK = 64 << 10                    # the qcow2 cluster and the unit of change
 HOST_PROGRAM = Path(__file__).with_name("backup_host.py")
@@ -133,7 +136,7 @@ class DigestStore:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def backup_disks(act, vm: VmDoc, disk_ids: tuple[int, ...], system_ds: int) -> list[BackupDisk]:
+def backup_disks(act: "Action", vm: VmDoc, disk_ids: tuple[int, ...], system_ds: int) -> list[BackupDisk]:
     out = []
     for disk_id in disk_ids:
         res, disk = disks.resource_of(vm, disk_id)
@@ -217,7 +220,7 @@ def guest_quiet(host: Host, domain: str, fs_freeze: str, report: Report) -> Iter
             report.info(f"guest filesystems frozen for {time.monotonic() - started:.2f} s")
 
 
-def read_disk(act, host: Host, disk: BackupDisk, snap: str, base: Optional[str], increment: int,
+def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Optional[str], increment: int,
               previous: bytes, target: str) -> bytes:
     """Write the backup file of one disk from its snapshot; returns the disk's digests now."""
     attacher = act.attacher(disk.settings)
@@ -248,7 +251,7 @@ def read_disk(act, host: Host, disk: BackupDisk, snap: str, base: Optional[str],
     return out.stdout
 
 
-def take(act, args: BackupArgs, live: bool) -> None:
+def take(act: "Action", args: BackupArgs, live: bool) -> None:
     vm = VmDoc.parse(args.vm_xml)
     if vm.id != args.vm_id:
         raise DriverError(f"the VM XML on stdin is VM {vm.id}'s, not VM {args.vm_id}'s: nothing was changed")
@@ -293,7 +296,7 @@ def take(act, args: BackupArgs, live: bool) -> None:
         undo.commit()
 
 
-def clean_up(act, args: BackupArgs) -> None:
+def clean_up(act: "Action", args: BackupArgs) -> None:
     """After the backup datastore copied the files (or failed to): the files go, and the
     temporary resources a killed prebackup may have left."""
     vm = VmDoc.parse(args.vm_xml)
@@ -310,7 +313,7 @@ BACKUP_IMAGE = "6"                  # IMAGE/TYPE of a backup image (6.6+)
 RESTORE_SAFETY = "linstor_un-restore-safety"
 
 
-def backup_urls(act, vm: VmDoc, image, increment_id: int) -> dict[int, str]:
+def backup_urls(act: "Action", vm: VmDoc, image, increment_id: int) -> dict[int, str]:
     """disk id -> URL of the backup files (up to `increment_id`, -1: the last), as the backup
     datastore's own `ls -i` lists them (src/tm_mad/lib/datastore.rb hands it the datastore, the
     VM and the image, plain XML on stdin)."""
@@ -334,7 +337,7 @@ def backup_urls(act, vm: VmDoc, image, increment_id: int) -> dict[int, str]:
         raise DriverError(f"cannot list backup image {image.id}: unexpected answer {done.stdout[:200]!r}")
 
 
-def restore_in_place(act, args) -> None:
+def restore_in_place(act: "Action", args) -> None:
     """TM restore: the VM's disks (one, or all the backup holds) get the bytes they had at the
     chosen backup. Everything is downloaded before any disk is touched; each disk is written after
     a safety snapshot and rolled back to it if any disk fails. The backup chain starts anew (oned
@@ -376,7 +379,7 @@ def restore_in_place(act, args) -> None:
         DigestStore.of(vm).keep_only(d.disk_id, set())
 
 
-def write_back(act, host: Host, disk: BackupDisk, path: str) -> None:
+def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:
     """One downloaded backup file onto the disk: its size first (the disk grows if the backup is
     larger; a larger disk gets zeros after the backup's end, as the disk was then)."""
     from . import images
@@ -390,17 +393,11 @@ def write_back(act, host: Host, disk: BackupDisk, path: str) -> None:
             raise DriverError(f"resource {disk.resource} of disk {disk.disk_id} does not exist in LINSTOR")
         if rd.size_kib * 1024 < size:
             disk.api.resize(disk.resource, (size + 1023) // 1024)
-        attacher = act.attacher(disk.settings)
-        device = attacher.borrow(host.name, disk.resource)
-        try:
+        with act.attacher(disk.settings).borrowed(host.name, disk.resource) as device:
             act.report.info(f"restoring disk {disk.disk_id} ({src.format}, {size} bytes) onto {host.name}:{device}")
             images.write(host, src, device, disk.settings.staging_dir, thin=False)
             tail = rd.size_kib * 1024 - size
-            if tail > 0:
-                host.run(["dd", "if=/dev/zero", f"of={device}", "bs=1M", f"seek={size}", "oflag=seek_bytes",
-                          f"count={tail}", "iflag=count_bytes", "conv=fsync", "status=none"],
-                         f"zero {device} after the backup's end", bulk=True)
-        finally:
-            attacher.give_back(host.name, disk.resource)
+            if tail > 0:                # the disk was larger than the backup: zeros, as it was then
+                host_ops.zero(host, device, size, tail)
     finally:
         src.close()

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import host_ops, names, ownership
 from .errors import DriverError
@@ -26,11 +26,14 @@ from .placement import scheduler
 from .remote import Shell
 from .rollback import Rollback
 
+if TYPE_CHECKING:
+    from .action import Action
+
 DRIVER = "linstor_un"
 OVERHEAD_KIB = 128 * 1024
 
 
-def remote_dir(act) -> str:
+def remote_dir(act: "Action") -> str:
     """SCRIPTS_REMOTE_DIR as oned wrote it to <var>/config (default /var/tmp/one)."""
     base = os.environ.get("ONE_LOCATION")
     path = os.path.join(base, "var", "config") if base else "/var/lib/one/config"
@@ -45,7 +48,7 @@ def remote_dir(act) -> str:
     return "/var/tmp/one"
 
 
-def forward(act, host: str, script: str, argv: list[str], xml: str) -> None:
+def forward(act: "Action", host: str, script: str, argv: list[str], xml: str) -> None:
     """The stock kvm script on the host, with the action data as raw XML on stdin."""
     path = f"{remote_dir(act)}/vmm/kvm/{script}"
     out = act.hosts[host].run([path, *argv], f"{script} on {host}", stdin=xml.encode(), check=False,
@@ -71,7 +74,7 @@ class Request:
         return names.checkpoint(self.vm_id)
 
 
-def request(act, script: str, argv: list[str], domain: str, checkpoint_path: str, host_name: str,
+def request(act: "Action", script: str, argv: list[str], domain: str, checkpoint_path: str, host_name: str,
             vm_id: str) -> Optional[Request]:
     """Inputs of save/restore; None when the system datastore is not ours (forwarded instead)."""
     host_name, vm = valid_host(host_name), integer(vm_id, "VM id")
@@ -98,7 +101,7 @@ def max_memory_kib(host, domain: str) -> int:
     return int(m.group(1))
 
 
-def save(act, argv: list[str]) -> None:
+def save(act: "Action", argv: list[str]) -> None:
     if len(argv) < 4:
         raise DriverError("usage: save_linstor_un <deploy_id> <checkpoint> <host> <vm_id> [host]")
     r = request(act, "save", argv, domain=argv[0], checkpoint_path=argv[1], host_name=argv[2], vm_id=argv[3])
@@ -133,7 +136,7 @@ def resume_if_paused(host, domain: str) -> None:
         host_ops.virsh(host, ["resume", domain], f"resume {domain}")
 
 
-def restore(act, argv: list[str]) -> None:
+def restore(act: "Action", argv: list[str]) -> None:
     if len(argv) < 4:
         raise DriverError("usage: restore_linstor_un <checkpoint> <host> <deploy_id> <vm_id> [host]")
     r = request(act, "restore", argv, domain=argv[2], checkpoint_path=argv[0], host_name=argv[1], vm_id=argv[3])

@@ -16,15 +16,19 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import TYPE_CHECKING, BinaryIO, Optional
 
 from . import downloads, ownership
 from .errors import DriverError
+from .holders import pick_holder
 from .linstor_api import Linstor, Replica, ResourceDef
 from .ownership import Owner
 from .one_api import Xml
 from .one_input import natural
 from .remote import Host, Shell
+
+if TYPE_CHECKING:
+    from .settings import ImportSettings
 
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_MAGIC = b"KDMV"
@@ -83,10 +87,9 @@ def pick_bridge(api: Linstor, candidates: list[str], seed: int, resource: str) -
     preferring one holding a disk of it (then no attach is needed, nor the node list); with the
     resource's replica listing it read (for Attacher.borrow)."""
     replicas = api.replicas(resource)
-    diskful = {r.node.lower(): r.node for r in replicas if not r.diskless and r.usable}
-    local = [h for h in candidates if h.lower() in diskful] if candidates else sorted(diskful.values())
-    if local:
-        return local[seed % len(local)], replicas
+    holder = pick_holder(replicas, candidates, seed, anywhere=not candidates)
+    if holder is not None:
+        return holder.node, replicas
     nodes = {n.lower(): n for n in api.node_names()}
     pool = [h for h in candidates if h.lower() in nodes] if candidates else sorted(nodes.values())
     if not pool:
@@ -94,11 +97,11 @@ def pick_bridge(api: Linstor, candidates: list[str], seed: int, resource: str) -
     return pool[seed % len(pool)], replicas
 
 
-def restricted(path: str, template: dict, home: str) -> bool:
+def restricted(path: str, imports: "ImportSettings", home: str) -> bool:
     """OpenNebula's check_restricted: inside RESTRICTED_DIRS (plus oned's own dirs) and not in SAFE_DIRS."""
     real = os.path.realpath(path)
-    dirs = ["/var/lib/one/", "/etc/one/", home.rstrip("/") + "/"] + template.get("RESTRICTED_DIRS", "").split()
-    safe = template.get("SAFE_DIRS", "").split()
+    dirs = ["/var/lib/one/", "/etc/one/", home.rstrip("/") + "/"] + list(imports.restricted_dirs)
+    safe = imports.safe_dirs
 
     def under(d: str) -> bool:
         d = os.path.realpath(d)

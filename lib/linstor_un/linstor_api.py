@@ -70,6 +70,26 @@ class Snapshot:
     props: dict = field(default_factory=dict)
 
 
+@dataclass
+class StoragePool:
+    node: str
+    name: str
+    provider: str
+    total_kib: Optional[int]            # None: LINSTOR does not know (yet)
+    free_kib: int
+
+    @property
+    def diskless(self) -> bool:
+        return self.provider == "DISKLESS"
+
+
+@dataclass
+class ResourceGroup:
+    name: str
+    pools: list[str]                    # its select filter's storage pools
+    place_count: Optional[int]
+
+
 def device_of(rsc: str, volume: dict) -> Optional[str]:
     """The device a host opens: DRBD's stable udev path when DRBD is on top, else what LINSTOR reports."""
     layers = [entry.get("type") for entry in volume.get("layer_data_list", [])]
@@ -311,24 +331,74 @@ class Linstor:
             out.append(Snapshot(data["name"], data.get("nodes", []), created, size, props))
         return out
 
-    def storage_pools(self, pools: Optional[list[str]] = None, nodes: Optional[list[str]] = None) -> list[dict]:
+    def storage_pools(self, pools: Optional[list[str]] = None,
+                      nodes: Optional[list[str]] = None) -> list[StoragePool]:
         reply = self._call("list storage pools", lambda c: c.storage_pool_list_raise(
             filter_by_nodes=nodes, filter_by_stor_pools=pools))
-        return [p.data_v1 for p in reply.storage_pools]
+        out = []
+        for p in (x.data_v1 for x in reply.storage_pools):
+            total = p.get("total_capacity")
+            out.append(StoragePool(p.get("node_name", ""), p.get("storage_pool_name", ""), p.get("provider_kind", ""),
+                                   int(total) if total is not None else None, int(p.get("free_capacity") or 0)))
+        return out
 
-    def resource_group(self, name: str) -> dict:
+    def resource_group(self, name: str) -> ResourceGroup:
         reply = self._call(f"read resource group {name}",
                            lambda c: c.resource_group_list_raise(filter_by_resource_groups=[name]))
         groups = [g.data_v1 for g in reply.resource_groups if g.data_v1.get("name", "").lower() == name.lower()]
         if not groups:
             raise DriverError(f"resource group '{name}' does not exist in LINSTOR")
-        return groups[0]
+        sf = groups[0].get("select_filter") or {}
+        pools = sf.get("storage_pool_list") or ([sf["storage_pool"]] if sf.get("storage_pool") else [])
+        return ResourceGroup(groups[0]["name"], list(pools), sf.get("place_count"))
 
     def node_names(self) -> set[str]:
         reply = self._call("list nodes", lambda c: c.node_list_raise())
         return {n.name for n in reply.nodes}
 
     # ---- writes ----------------------------------------------------------------------------------
+    # each create says how to tell, after a lost reply, that the controller did apply it
+    def define(self, name: str, size_kib: int, resource_group: Optional[str] = None,
+               layer_list: Optional[list[str]] = None, encrypt: bool = False, props: Optional[dict] = None) -> None:
+        """A new resource definition (born with `props`) and its one volume."""
+        self.do(f"create resource {name}", lambda c: c.resource_dfn_create(
+            name, resource_group=resource_group, layer_list=layer_list or None),
+            done=lambda: self.resource_definition(name) is not None, create_props=props)
+        self.do(f"create volume of {name}", lambda c: c.volume_dfn_create(name, size_kib, encrypt=encrypt),
+                done=lambda: self._sized(name))
+
+    def spawn(self, resource_group: str, name: str, size_kib: int, count: Optional[int], filters: dict,
+              props: Optional[dict] = None) -> None:
+        """A new resource from its group, placed in one request."""
+        self.do(f"create resource {name} in group {resource_group}", lambda c: c.resource_group_spawn(
+            resource_group, name, [size_kib], partial=True, place_count=count, **filters),
+            done=lambda: self._sized(name) and self._placed(name), create_props=props)
+
+    def place(self, name: str, replicas: list[tuple[str, str]], layer_list: Optional[list[str]] = None,
+              required: bool = True) -> bool:
+        """Diskful replicas of `name` on (node, storage pool)s. Not `required`: a refusal is no
+        error (False), and nothing is retried."""
+        data = [linstor.ResourceData(node, name, storage_pool=pool, layer_list=layer_list or None)
+                for node, pool in replicas]
+        step = f"place {name} on {' '.join(node for node, _ in replicas)}"
+        if not required:
+            return linstor.Linstor.all_api_responses_no_error(self._call(step, lambda c: c.resource_create(data)))
+        self.do(step, lambda c: c.resource_create(data), done=lambda: self._placed(name, [n for n, _ in replicas]))
+        return True
+
+    def autoplace(self, name: str, count: Optional[int], filters: dict) -> None:
+        """LINSTOR's autoplacer: `count` diskful replicas of `name` (what is there counts)."""
+        self.do(f"place {name}", lambda c: c.resource_auto_place(name, count, **filters),
+                ok_codes=(C.WARN_RSC_ALREADY_DEPLOYED,))
+
+    def _sized(self, name: str) -> bool:
+        rd = self.resource_definition(name)
+        return rd is not None and rd.size_kib > 0
+
+    def _placed(self, name: str, nodes: Optional[list[str]] = None) -> bool:
+        have = {r.node.lower() for r in self.replicas(name) if not r.diskless}
+        return bool(have) and all(n.lower() in have for n in nodes or [])
+
     def delete_definition(self, name: str, snapshots: Optional[list[Snapshot]] = None, patience: float = 0) -> None:
         """Delete a resource definition with its snapshots (listed here unless the caller just
         did); a missing one is fine. With `patience`, refusals (a device still in use) are retried
@@ -354,6 +424,15 @@ class Linstor:
     def set_props(self, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         delete = list(delete or [])
         self.do(f"set properties of {name}", lambda c: c.resource_dfn_modify(name, props, delete_props=delete))
+
+    def set_snapshot_props(self, name: str, snap: str, props: dict, delete: Optional[list[str]] = None) -> bool:
+        """False (nothing changed) where the controller cannot change a snapshot's properties:
+        before LINSTOR 1.32 (REST 1.26, PUT .../snapshots/{snapshot})."""
+        if self.client.api_version_smaller("1.26.0"):
+            return False
+        self.do(f"set properties of snapshot {snap} of {name}",
+                lambda c: c.snapshot_dfn_modify(name, snap, props, delete_props=list(delete or [])))
+        return True
 
     def set_replica_props(self, node: str, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         self.do(f"set properties of {name} on {node}",
@@ -434,6 +513,13 @@ class Linstor:
             if state == "FAILED" or time.monotonic() > deadline:
                 raise DriverError(f"{step}: LINSTOR reports {state}")
             time.sleep(0.5)
+
+    @property
+    def clones_are_born_marked(self) -> bool:
+        """LINSTOR sets a clone's properties in the clone request itself (REST 1.26: LINSTOR 1.32);
+        before, a clone exists unmarked until the properties follow it, and an action killed in
+        between leaves a volume nobody can prove is its own."""
+        return not self.client.api_version_smaller("1.26.0")
 
     def copy_definition(self, source: ResourceDef, dst: str, resource_group: Optional[str], size_kib: int,
                         props: dict) -> None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import disks, host_ops
 from .errors import DriverError
 from .one_api import VmDoc
-from .one_input import migrate_input, natural
+from .one_input import MigrateArgs, natural
 from .remote import Shell, stream
+
+if TYPE_CHECKING:
+    from .action import Action
 
 TWO_PRIMARIES = "DrbdOptions/Net/allow-two-primaries"
 DRIVER = "linstor_un"
@@ -26,7 +29,7 @@ def our_disks(vm: VmDoc) -> list:
     return [d for d in vm.disks() if d.get("TM_MAD") == DRIVER and d.get("TYPE").upper() != "CONTEXT"]
 
 
-def settings_for(act, vm: VmDoc, system_ds: int):
+def settings_for(act: "Action", vm: VmDoc, system_ds: int):
     ds = act.one.datastore(system_ds)
     if ds.tm_mad == DRIVER:
         return act.settings(system_ds, ds.template(), ds.tm_mad)
@@ -36,9 +39,7 @@ def settings_for(act, vm: VmDoc, system_ds: int):
     return act.settings(int(mine[0].get("DATASTORE_ID")))
 
 
-def run_hook(act, action: str, argv: list[str]) -> None:
-    args = migrate_input(argv)
-    act.report.object_id = args.vm_id
+def run_hook(act: "Action", action: str, args: MigrateArgs) -> None:
     vm = VmDoc.parse(args.vm_xml) if args.vm_xml else act.one.vm(args.vm_id)
     if args.src_host == args.dst_host:
         act.report.info(f"not moving: {args.src_host} is both source and destination")
@@ -90,10 +91,10 @@ def run_hook(act, action: str, argv: list[str]) -> None:
     else:
         remove_quietly(act, args.dst_host, args.vm_dir)
     if action != "failmigrate":
-        migrate_other(act, action, argv, vm, args)
+        migrate_other(act, action, vm, args)
 
 
-def release(act, attacher, host_name, res, path) -> None:
+def release(act: "Action", attacher, host_name, res, path) -> None:
     try:
         host = act.hosts[host_name]
         host_ops.unlink(host, path)
@@ -111,28 +112,28 @@ def previous_location(vm: VmDoc, vm_dir: str, system_ds: int) -> tuple[Optional[
     return os.path.join(datastores, str(previous), os.path.basename(vm_dir.rstrip("/"))), previous
 
 
-def copy_vm_dir(act, src: str, src_dir: str, dst: str, vm_dir: str) -> None:
+def copy_vm_dir(act: "Action", src: str, src_dir: str, dst: str, vm_dir: str) -> None:
     # the destination's own links (made above) are kept: only what the source has is added
     stream(act.hosts[src], ["tar", "-C", src_dir, "--sparse", "-cf", "-", "."],
            act.hosts[dst], Shell.join(["mkdir", "-p", vm_dir], "&&", ["tar", "-C", vm_dir, "-xf", "-"]),
            f"copy {src_dir}")
 
 
-def quietly(act, host: str, step) -> None:
+def quietly(act: "Action", host: str, step) -> None:
     try:
         step(act.hosts[host])
     except DriverError as err:
         act.report.info(f"on {host}: {err}")
 
 
-def remove_quietly(act, host: str, vm_dir: str) -> None:
+def remove_quietly(act: "Action", host: str, vm_dir: str) -> None:
     try:
         host_ops.remove_dir(act.hosts[host], vm_dir)
     except DriverError as err:
         act.report.info(f"{vm_dir} not removed on {host}: {err}")
 
 
-def migrate_other(act, action: str, argv: list[str], vm: VmDoc, args) -> None:
+def migrate_other(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
     """OpenNebula's migrate_other: the same hook of every other TM used by the VM's disks."""
     others = sorted({d.get("TM_MAD") for d in vm.disks()} - {DRIVER, ""})
     base = [args.src_host, args.dst_host, args.vm_dir, str(args.vm_id), str(args.system_ds)]

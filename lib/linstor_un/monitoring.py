@@ -26,25 +26,19 @@ from .settings import DatastoreSettings
 
 
 def capacity(api: Linstor, settings: DatastoreSettings) -> tuple[int, int, int]:
-    """(used, total, free) in MB, as the datastore can use them."""
+    """(used, total, free) in MB, as the datastore can use them: its pools' space over its copies."""
+    from .placement import pools_and_copies
     p = settings.placement
-    pools = list(p.storage_pools)
-    replicas = p.replica_count
-    if p.resource_group:
-        sf = api.resource_group(p.resource_group).get("select_filter") or {}
-        pools = pools or list(sf.get("storage_pool_list") or ([sf["storage_pool"]] if sf.get("storage_pool") else []))
-        replicas = replicas or sf.get("place_count")
+    pools, copies = pools_and_copies(api, p)
     if not pools:
         raise DriverError("Datastore template missing 'STORAGE_POOL' attribute." if not p.resource_group
                           else f"resource group {p.resource_group} has no storage pools")
-    nodes = p.node_list or None
     total = free = 0
-    for pool in api.storage_pools(pools, nodes):
-        if pool.get("provider_kind") == "DISKLESS" or pool.get("total_capacity") is None:
+    for pool in api.storage_pools(pools, p.node_list or None):
+        if pool.diskless or pool.total_kib is None:
             continue
-        total += int(pool["total_capacity"])
-        free += int(pool.get("free_capacity") or 0)
-    copies = max(1, int(replicas or (len(p.node_list) if p.node_list else 2)))
+        total += pool.total_kib
+        free += pool.free_kib
     total_mb, free_mb = total // 1024 // copies, free // 1024 // copies
     return total_mb - free_mb, total_mb, free_mb
 

@@ -95,6 +95,11 @@ class DiskInfo:
 
 
 class VmDoc(Xml):
+    # oned's LCM states (include/VirtualMachine.h) the driver acts on
+    HOTPLUG_SAVEAS = 26                              # disk-saveas of a running VM
+    FROM_FRONTEND = frozenset({9, 31, 49, 50})       # PROLOG_RESUME, PROLOG_UNDEPLOY and their failures
+    TO_FRONTEND = frozenset({10, 30, 41, 42})        # EPILOG_STOP, EPILOG_UNDEPLOY and their failures
+
     @property
     def id(self) -> int:
         return int(self.text("ID"))
@@ -102,6 +107,21 @@ class VmDoc(Xml):
     @property
     def lcm_state(self) -> int:
         return int(self.text("LCM_STATE", "0") or 0)
+
+    @property
+    def saving_as_running(self) -> bool:
+        """A disk-saveas of the running VM (its disk is copied live)."""
+        return self.lcm_state == self.HOTPLUG_SAVEAS
+
+    @property
+    def coming_from_frontend(self) -> bool:
+        """Resumed or redeployed: its directory comes back from the front-end."""
+        return self.lcm_state in self.FROM_FRONTEND
+
+    @property
+    def going_to_frontend(self) -> bool:
+        """Stopped or undeployed: its directory goes to the front-end."""
+        return self.lcm_state in self.TO_FRONTEND
 
     @property
     def deploy_id(self) -> str:

@@ -14,11 +14,12 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from .errors import DriverError
 
 Version = tuple[int, int, int]
+T = TypeVar("T")
 HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
 
 
@@ -155,6 +156,14 @@ class MigrateArgs:
     vm_xml: str
     caller: Optional[str]          # set when another TM calls us through migrate_other
 
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "MigrateArgs":
+        return migrate_input(argv)
+
 
 def migrate_input(argv: list[str], stdin_reader=read_stdin) -> MigrateArgs:
     if len(argv) < 5:
@@ -203,6 +212,14 @@ class BackupArgs:
     system_ds: int
     vm_xml: str
 
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "BackupArgs":
+        return backup_input(argv)
+
 
 def backup_input(argv: list[str], stdin_reader=read_stdin) -> BackupArgs:
     if len(argv) not in (5, 6):
@@ -238,6 +255,14 @@ class RestoreArgs:
     increment_id: int
     disk_id: int
 
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "RestoreArgs":
+        return restore_input(argv)
+
 
 def restore_input(argv: list[str]) -> RestoreArgs:
     if len(argv) != 5:
@@ -248,3 +273,201 @@ def restore_input(argv: list[str]) -> RestoreArgs:
     if numbers[0] < 0 or numbers[1] < -1 or numbers[2] < -1:
         raise DriverError(f"invalid restore arguments: {' '.join(argv[1:])}")
     return RestoreArgs(where.host, where.path, where.system_ds, vm_id, *numbers)
+
+
+# ---- oned's call signatures ----------------------------------------------------------------------
+# Each action file names its signature: `run(main, DiskSnapshotArgs.parse)`. run() parses argv
+# (and stdin) before main runs, reports the object (a VM, an image) the failure is about, and main
+# gets the typed arguments. A parse error after the object id is known still names the object.
+
+def _about(object_id: int, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except DriverError as err:
+        err.object_id = object_id              # type: ignore[attr-defined]
+        raise
+
+
+def _need(argv: list[str], count: int, usage: str) -> None:
+    if len(argv) < count:
+        raise DriverError(f"usage: {os.path.basename(sys.argv[0])} {usage}")
+
+
+@dataclass(frozen=True)
+class ImageDiskArgs:
+    """TM clone, ln: `<fe>:<SOURCE> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <image_ds_id>`."""
+    source: str                     # the image's resource
+    source_arg: str
+    disk: "VmPath"
+    vm_id: int
+    ds_id: int
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "ImageDiskArgs":
+        from .names import from_source
+        _need(argv, 4, "<fe:SOURCE> <host:path> <vm_id> <ds_id>")
+        source = from_source(argv[0])
+        vm_id = integer(argv[2], "VM id")
+        return _about(vm_id, lambda: cls(source, argv[0], VmPath.parse(argv[1]).of_vm(vm_id), vm_id,
+                                         integer(argv[3], "datastore id")))
+
+
+@dataclass(frozen=True)
+class DiskImageArgs:
+    """TM mvds: `<host>:<sys_path>/<vm>/disk.<n> <SOURCE> <vm_id> <image_ds_id>`; TM cpds:
+    `<host>:<sys_path>/<vm>/disk.<n> <new image SOURCE> <snap_id|-1> <vm_id> <image_ds_id>`."""
+    disk: "VmPath"
+    image: str                      # the image's resource
+    image_arg: str
+    vm_id: int
+    ds_id: int
+    snap_id: int = -1               # cpds: -1 copies the disk itself
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "DiskImageArgs":
+        from .names import from_source
+        _need(argv, 4, "<host:path> <SOURCE> <vm_id> <ds_id>")
+        image = from_source(argv[1])
+        vm_id = integer(argv[2], "VM id")
+        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).of_vm(vm_id), image, argv[1], vm_id,
+                                         integer(argv[3], "datastore id")))
+
+    @classmethod
+    def parse_saveas(cls, argv: list[str]) -> "DiskImageArgs":
+        from .names import from_source
+        _need(argv, 5, "<host:path> <SOURCE> <snap_id> <vm_id> <ds_id>")
+        image = from_source(argv[1])
+        snap_id, vm_id = integer(argv[2], "snapshot id"), integer(argv[3], "VM id")
+        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).of_vm(vm_id), image, argv[1], vm_id,
+                                         integer(argv[4], "datastore id"), snap_id))
+
+
+@dataclass(frozen=True)
+class DiskSnapshotArgs:
+    """TM snap_create(_live), snap_delete, snap_revert: `<host>:<sys_path>/<vm>/disk.<n> <snap_id>
+    <vm_id> <ds_id>`; TM resize: `<host>:<...>/disk.<n> <size_mb> <vm_id> <ds_id>` (`number`)."""
+    disk: "VmPath"
+    number: int                     # the snapshot id (0 or more), or resize's new size in MB
+    vm_id: int
+    ds_id: int
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @property
+    def snap_id(self) -> int:
+        return self.number
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "DiskSnapshotArgs":
+        _need(argv, 4, "<host:path> <snap_id> <vm_id> <ds_id>")
+        snap, vm_id = snapshot_id(argv[1]), integer(argv[2], "VM id")
+        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).of_vm(vm_id), snap, vm_id,
+                                         integer(argv[3], "datastore id")))
+
+    @classmethod
+    def parse_resize(cls, argv: list[str]) -> "DiskSnapshotArgs":
+        _need(argv, 4, "<host:path> <size_mb> <vm_id> <ds_id>")
+        size, vm_id = integer(argv[1], "size"), integer(argv[2], "VM id")
+        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).of_vm(vm_id), size, vm_id,
+                                         integer(argv[3], "datastore id")))
+
+
+@dataclass(frozen=True)
+class VolatileArgs:
+    """TM mkimage: `<size_mb> <format> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <system_ds_id>`;
+    TM mkswap: the same without the format."""
+    size_mb: int
+    format: str
+    disk: "VmPath"
+    vm_id: int
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "VolatileArgs":
+        _need(argv, 5, "<size> <format> <host:path> <vm_id> <ds_id>")
+        size, vm_id = integer(argv[0], "size"), integer(argv[3], "VM id")
+        return _about(vm_id, lambda: cls(size, argv[1], VmPath.parse(argv[2]).of_vm(vm_id), vm_id))
+
+    @classmethod
+    def parse_swap(cls, argv: list[str]) -> "VolatileArgs":
+        _need(argv, 4, "<size> <host:path> <vm_id> <ds_id>")
+        size, vm_id = integer(argv[0], "size"), integer(argv[2], "VM id")
+        return _about(vm_id, lambda: cls(size, "swap", VmPath.parse(argv[1]).of_vm(vm_id), vm_id))
+
+
+@dataclass(frozen=True)
+class VmDirArgs:
+    """TM delete: `<host>:<sys_path>/<vm>[/disk.<n>] <vm_id> <ds_id>`; TM mv: `<src_host>:<path>
+    <dst_host>:<path> <vm_id> <ds_id>` (`dst`)."""
+    target: "VmPath"
+    vm_id: int
+    ds_id: int
+    dst: Optional["VmPath"] = None
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "VmDirArgs":
+        _need(argv, 3, "<host:path> <vm_id> <ds_id>")
+        target = VmPath.parse(argv[0])
+        vm_id = integer(argv[1], "VM id")
+
+        def build() -> "VmDirArgs":
+            if target.vm_id != vm_id:
+                raise DriverError(f"path {target.path} does not belong to VM {vm_id}")
+            return cls(target, vm_id, integer(argv[2], "datastore id"))
+        return _about(vm_id, build)
+
+    @classmethod
+    def parse_move(cls, argv: list[str]) -> "VmDirArgs":
+        _need(argv, 4, "<src_host:path> <dst_host:path> <vm_id> <ds_id>")
+        vm_id = integer(argv[2], "VM id")
+        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).of_vm(vm_id, disk=False), vm_id,
+                                         integer(argv[3], "datastore id"),
+                                         VmPath.parse(argv[1]).of_vm(vm_id, disk=False)))
+
+
+@dataclass(frozen=True)
+class ContextArgs:
+    """TM context: `<context.sh> [<file>[:<name>] | <url> ...] <host>:<sys_path>/<vm>/disk.<n>
+    <vm_id> <ds_id>`."""
+    files: list[str]
+    disk: "VmPath"
+    vm_id: int
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "ContextArgs":
+        _need(argv, 4, "<context.sh> [files...] <host:path> <vm_id> <ds_id>")
+        vm_id = integer(argv[-2], "VM id")
+        return _about(vm_id, lambda: cls(list(argv[:-3]), VmPath.parse(argv[-3]).of_vm(vm_id), vm_id))
+
+
+@dataclass(frozen=True)
+class DsRequest:
+    """A DS action: the DS_DRIVER_ACTION_DATA document and the id oned names (ds_input). oned's
+    DS MAD names the object in its own reply: no object id in the driver's messages."""
+    xml: str
+    id: int
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> "DsRequest":
+        return cls(*ds_input(argv))

@@ -132,6 +132,17 @@ class Placement:
     prefer_node: bool = False
     encryption: bool = False
 
+    def filters(self) -> dict:
+        """The template's placement filters, as LINSTOR's autoplacer takes them (python-linstor's
+        keyword arguments of resource_auto_place and resource_group_spawn)."""
+        return dict(storage_pool=self.storage_pools or None,
+                    do_not_place_with=self.do_not_place_with or None,
+                    do_not_place_with_regex=self.do_not_place_with_regex,
+                    replicas_on_same=self.replicas_on_same or None,
+                    replicas_on_different=self.replicas_on_different or None,
+                    layer_list=self.layer_list or None,
+                    provider_list=self.providers or None)
+
     def require(self) -> None:
         """Placement must be decidable: a resource group, or nodes/a count plus storage pools."""
         if self.resource_group:
@@ -140,6 +151,40 @@ class Placement:
             raise DriverError("Datastore template missing 'RESOURCE_GROUP', 'NODE_LIST' or 'REPLICA_COUNT' attribute.")
         if not self.storage_pools:
             raise DriverError("Datastore template missing 'STORAGE_POOL' attribute.")
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """How DS cp and stat read an image source (OpenNebula's fs datastore attributes)."""
+    no_decompress: bool = False
+    limit_transfer_bw: int = 0              # bytes per second; 0: no limit
+    restricted_dirs: list[str] = field(default_factory=list)
+    safe_dirs: list[str] = field(default_factory=list)
+
+
+def _rate(attr: str, value: str) -> int:
+    v = value.strip()
+    if not v:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,15}", v):
+        raise DriverError(f"datastore attribute {attr}: '{value}' is not a number of bytes per second")
+    return int(v)
+
+
+def _dirs(attr: str, value: str) -> list[str]:
+    dirs = value.split()
+    for d in dirs:
+        if not d.startswith("/"):
+            raise DriverError(f"datastore attribute {attr}: '{d}' is not an absolute path")
+    return dirs
+
+
+def dd_block_size(conf: dict[str, str]) -> str:
+    """linstor_un.conf DD_BLOCK_SIZE: dd's bs= for host copies (bytes, or with k or M)."""
+    bs = conf.get("DD_BLOCK_SIZE", "").strip() or "64k"
+    if not re.fullmatch(r"[1-9][0-9]{0,9}[kKmM]?", bs):
+        raise DriverError(f"linstor_un.conf DD_BLOCK_SIZE: '{bs}' is not a dd block size (like 64k or 1M)")
+    return bs
 
 
 @dataclass(frozen=True)
@@ -153,6 +198,7 @@ class DatastoreSettings:
     bridge_list: list[str] = field(default_factory=list)
     staging_dir: str = "/var/tmp"
     dd_block_size: str = "64k"
+    imports: ImportSettings = field(default_factory=ImportSettings)
 
     @classmethod
     def parse(cls, ds_id: int, template: dict[str, str], conf: Optional[dict[str, str]] = None,
@@ -223,10 +269,12 @@ class DatastoreSettings:
         staging = g("STAGING_DIR") or conf.get("STAGING_DIR") or "/var/tmp"
         if not staging.startswith("/"):
             raise DriverError(f"datastore attribute STAGING_DIR: '{staging}' is not an absolute path")
-        bs = conf.get("DD_BLOCK_SIZE", "64k")
-        if not re.fullmatch(r"[0-9]+[kKmM]?", bs):
-            bs = "64k"
+        imports = ImportSettings(no_decompress=yes_no("NO_DECOMPRESS", g("NO_DECOMPRESS")),
+                                 limit_transfer_bw=_rate("LIMIT_TRANSFER_BW", g("LIMIT_TRANSFER_BW")),
+                                 restricted_dirs=_dirs("RESTRICTED_DIRS", g("RESTRICTED_DIRS")),
+                                 safe_dirs=_dirs("SAFE_DIRS", g("SAFE_DIRS")))
         return cls(ds_id=ds_id, tm_mad=tm_mad,
                    connection=Connection(controllers, files["LS_CERTFILE"], files["LS_KEYFILE"], files["LS_CAFILE"]),
                    placement=placement, checkpoint_placement=checkpoint, clone_mode=clone_mode,
-                   bridge_list=_hosts("BRIDGE_LIST", g("BRIDGE_LIST")), staging_dir=staging, dd_block_size=bs)
+                   bridge_list=_hosts("BRIDGE_LIST", g("BRIDGE_LIST")), staging_dir=staging,
+                   dd_block_size=dd_block_size(conf), imports=imports)

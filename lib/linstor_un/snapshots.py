@@ -112,21 +112,21 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)
     with restored(api, attacher, host.name, res, snap, "snap_revert") as src_dev:
-        # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
-        dst_dev = attacher.borrow(host.name, res)
-        safety_made = copied = False
+        # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
+        safety_made = api.create_snapshot(res, safety)
         try:
-            # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
-            safety_made = api.create_snapshot(res, safety)
-            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
-            copied = True
-        finally:
-            attacher.give_back(host.name, res)      # detached first: LINSTOR rolls back only unused volumes
-            if safety_made and not copied:
+            # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
+            # (and before any rollback: LINSTOR rolls back only unused volumes)
+            with attacher.borrowed(host.name, res) as dst_dev:
+                host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
+        except BaseException:
+            if safety_made:
                 report.info(f"copy failed: rolling {res} back to its state before the revert")
                 api.rollback(res, safety)
-            if safety_made:                         # kept if the rollback failed: the state before
-                api.delete_snapshot(res, safety)
+                api.delete_snapshot(res, safety)    # kept if the rollback failed: the state before
+            raise
+        if safety_made:
+            api.delete_snapshot(res, safety)
 
 
 @contextmanager
@@ -147,11 +147,8 @@ def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, s
     try:
         api.restore_snapshot(res, snap, tmp, None, props=ownership.temporary(res, step),
                              nodes=(local or found.nodes)[:1])
-        device = attacher.borrow(host, tmp)
-        try:
+        with attacher.borrowed(host, tmp) as device:
             yield device
-        finally:
-            attacher.give_back(host, tmp)
     except BaseException:
         # a reader on the host that was cut off may hold the device a moment longer; the error
         # that brought us here is the one to report

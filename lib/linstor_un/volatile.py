@@ -1,18 +1,22 @@
 """Volatile disks (mkimage, mkswap): create, place, link and format a VM-private volume."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import disks, host_ops, names, ownership
 from .errors import DriverError
-from .one_input import VmPath
+from .one_input import VolatileArgs
 from .placement import scheduler
 from .rollback import Rollback
+
+if TYPE_CHECKING:
+    from .action import Action
 
 RAW = {"raw", ""}
 
 
-def create(act, size_mb: int, fmt: str, target: str, vm_id: int) -> None:
-    act.report.object_id = vm_id
-    dst = VmPath.parse(target).of_vm(vm_id)
+def create(act: "Action", args: VolatileArgs) -> None:
+    size_mb, fmt, dst, vm_id = args.size_mb, args.format, args.disk, args.vm_id
     if size_mb <= 0:
         raise DriverError(f"invalid disk size {size_mb} MB")
     fmt = fmt.strip().lower()

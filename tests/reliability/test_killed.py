@@ -85,7 +85,7 @@ def killed_then_rerun(env, sc, run, kill_when, check) -> None:
 
 def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     env = kenv
-    sc = scenario("SIGKILL at 12 points (clone x6, mkimage x2, DS cp x2, snap_revert x2), then re-run",
+    sc = scenario("SIGKILL at 14 points (clone x6, mkimage x2, DS cp x2, snap_revert x2, cpds x2), then re-run",
                   "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
                   "resource, mark or safety snapshot left")
     img = env.image(200, data=PATTERN, nodes=["node2", "node3"])
@@ -162,4 +162,20 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
             assert env.read("node1", path, 8 << 20) == b"\0" * 4096
         killed_then_rerun(env, sc, lambda k: env.r.tm("snap_revert", f"node1:{path}", 0, vm, IMAGE_DS,
                                                       kill_when=k), kill, check)
-    assert sc.runs == 12
+
+    # ---- cpds of snapshot 0 (LINSTOR's snapshot restore into DS mkfs's volume): 2 points ---------
+    for i, (kind, method, where) in enumerate([("delay_after", "POST", r"/snapshot-restore-resource/snapshot-0$"),
+                                               ("hang", "PUT", r"/resource-definitions/one-image-205\d$")]):
+        target = env.save_as_volume(2050 + i, 32)
+        kill = arm(env, kind, "node1", f"cpds-{i}", method, where)
+
+        def check(res=f"one-image-{2050 + i}"):
+            props = env.rds()[res]
+            assert props["Aux/one/linstor_un/MADE_FOR"].startswith(f"image {res[10:]} born ")
+            assert "Aux/one/linstor_un/BUILDING" not in props and "Aux/one/VM_ID" not in props
+            with env.lab.client() as c:
+                c.resource_make_available("node1", res)
+            assert env.read("node1", f"/dev/drbd/by-res/{res}/0") == PATTERN
+        killed_then_rerun(env, sc, lambda k, t=target: env.r.tm("cpds", f"node1:{path}", t.source, 0, vm, IMAGE_DS,
+                                                                kill_when=k), kill, check)
+    assert sc.runs == 14
