@@ -535,7 +535,11 @@ def throughput(size_mb: int, rounds: int = 3) -> list[dict]:
 def clone_copy(size_mb: int, rounds: int = 3) -> dict:
     """TM clone in CLONE_MODE=copy of one image of `size_mb` (written whole), interleaved: LINSTOR's
     resource-definition clone (the system datastore places as the image is placed) against the
-    byte copy through the VM's host (a placement the clone would not give: one replica)."""
+    byte copy through the VM's host (a placement the clone would not give: one replica). Then TM
+    cpds (save-as of the stopped VM's disk, after DS mkfs) the same two ways (the image
+    datastore's placement decides)."""
+    from lab.oned import Image
+    from lab.runner import ds_action_data
     with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
         system = lab.oned.datastores[SYSTEM_DS].template
         system["CLONE_MODE"] = "copy"
@@ -572,8 +576,44 @@ def clone_copy(size_mb: int, rounds: int = 3) -> dict:
                 samples[mode].append(res.seconds)
                 r.tm("delete", f"node1:{SYS}/{vm_id}/disk.0", vm_id, IMAGE_DS)
         native, host = statistics.median(samples["linstor"]), statistics.median(samples["host"])
+        # cpds of a stopped VM's disk (a LINSTOR clone of the image: on its nodes and pools)
+        system.update(RESOURCE_GROUP="one_rg")
+        system.pop("REPLICA_COUNT", None)
+        vm_id += 1
+        lab.oned.add(VM(vm_id, state="POWEROFF", lcm_state="LCM_INIT", history=[History("node1", SYSTEM_DS)],
+                        disks=[Disk(0, IMAGE_DS, image_id=7, source="/dev/drbd/by-res/one-image-7/0", size=size_mb)]))
+        made = r.tm("clone", f"{FRONTEND}:/dev/drbd/by-res/one-image-7/0", f"node1:{SYS}/{vm_id}/disk.0", vm_id,
+                    IMAGE_DS)
+        if not made.ok:
+            raise RuntimeError(str(made))
+        image_ds = lab.oned.datastores[IMAGE_DS].template
+        saved: dict[str, list] = {"linstor": [], "host": []}
+        image_id = 800
+        for _ in range(rounds):
+            for mode in saved:
+                if mode == "linstor":
+                    image_ds.update(RESOURCE_GROUP="one_rg")
+                    image_ds.pop("REPLICA_COUNT", None)
+                else:
+                    image_ds.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
+                image_id += 1
+                img = Image(image_id, f"saveas{image_id}", IMAGE_DS, format="raw", size=size_mb, state=4)
+                lab.oned.add(img)
+                mkfs = r.ds("mkfs", ds_action_data(to_xml(img.element()),
+                                                   to_xml(lab.oned.datastores[IMAGE_DS].element())), image_id)
+                if not mkfs.ok:
+                    raise RuntimeError(str(mkfs))
+                res = r.tm("cpds", f"node1:{SYS}/{vm_id}/disk.0", mkfs.stdout.split()[0], -1, vm_id, IMAGE_DS)
+                expect = "copied by LINSTOR" if mode == "linstor" else "copied through"
+                if not res.ok or expect not in res.stderr:
+                    raise RuntimeError(f"cpds {mode}: {res}")
+                saved[mode].append(res.seconds)
+        image_ds.update(RESOURCE_GROUP="one_rg")
+        image_ds.pop("REPLICA_COUNT", None)
+        cpds_native, cpds_host = statistics.median(saved["linstor"]), statistics.median(saved["host"])
         return {"mb": size_mb, "rounds": rounds, "linstor_clone_s": round(native, 2), "host_copy_s": round(host, 2),
-                "ratio": round(host / native, 2)}
+                "ratio": round(host / native, 2), "cpds_linstor_s": round(cpds_native, 2),
+                "cpds_host_s": round(cpds_host, 2), "cpds_ratio": round(cpds_host / cpds_native, 2)}
 
 
 def concurrency(clones: int) -> dict:
@@ -855,7 +895,9 @@ def markdown(results: dict) -> str:
         k = results["clone_copy"]
         out += ["", f"TM clone in copy mode of a {k['mb']} MiB image ({k['rounds']} interleaved rounds): LINSTOR's "
                 f"resource-definition clone {k['linstor_clone_s']} s, the byte copy through the VM's host "
-                f"{k['host_copy_s']} s ({k['ratio']}x)."]
+                f"{k['host_copy_s']} s ({k['ratio']}x). TM cpds (save-as of the stopped VM's disk, after DS "
+                f"mkfs): LINSTOR's clone {k['cpds_linstor_s']} s, through a host {k['cpds_host_s']} s "
+                f"({k['cpds_ratio']}x)."]
     if "concurrency" in results:
         c = results["concurrency"]
         out += ["", f"Concurrency: {c['clones']} clones of one image to three hosts at once: {c['succeeded']} "

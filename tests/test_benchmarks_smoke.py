@@ -29,6 +29,7 @@ def test_scale_throughput_concurrency_small():
     assert c["succeeded"] == 3
     k = clone_copy(16, rounds=1)
     assert k["linstor_clone_s"] > 0 and k["host_copy_s"] > 0
+    assert k["cpds_linstor_s"] > 0 and k["cpds_host_s"] > 0
 
 
 def test_backup_rows_small():
