@@ -532,6 +532,31 @@ def throughput(size_mb: int, rounds: int = 3) -> list[dict]:
     return out
 
 
+def _native_or_host(template: dict, mode: str) -> None:
+    """A datastore placement LINSTOR's clone of a one_rg volume gives ("linstor": the group), or
+    one it would not ("host": one replica)."""
+    if mode == "linstor":
+        template.update(RESOURCE_GROUP="one_rg")
+        template.pop("REPLICA_COUNT", None)
+    else:
+        template.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
+
+
+def _interleaved(rounds: int, template: dict, one_run) -> tuple[float, float]:
+    """Median seconds of `one_run(mode, i)` (a Result) for LINSTOR's copy and the host's, interleaved."""
+    samples: dict[str, list] = {"linstor": [], "host": []}
+    for i in range(rounds):
+        for mode in samples:
+            _native_or_host(template, mode)
+            res = one_run(mode, i)
+            expect = "copied by LINSTOR" if mode == "linstor" else "copied through"
+            if not res.ok or expect not in res.stderr:
+                raise RuntimeError(f"{mode}: {res}")
+            samples[mode].append(res.seconds)
+    _native_or_host(template, "linstor")
+    return statistics.median(samples["linstor"]), statistics.median(samples["host"])
+
+
 def clone_copy(size_mb: int, rounds: int = 3) -> dict:
     """TM clone in CLONE_MODE=copy of one image of `size_mb` (written whole), interleaved: LINSTOR's
     resource-definition clone (the system datastore places as the image is placed) against the
@@ -540,77 +565,48 @@ def clone_copy(size_mb: int, rounds: int = 3) -> dict:
     datastore's placement decides)."""
     from lab.oned import Image
     from lab.runner import ds_action_data
+    image = "/dev/drbd/by-res/one-image-7/0"
     with Lab(LabConfig(hosts=3, validate_schema=False)) as lab:
         system = lab.oned.datastores[SYSTEM_DS].template
         system["CLONE_MODE"] = "copy"
         with lab.client() as c:
             c.resource_group_spawn("one_rg", "one-image-7", [size_mb * 1024])
-        lab.oned.add(__import__("lab.oned", fromlist=["Image"]).Image(
-            7, "big", IMAGE_DS, source="/dev/drbd/by-res/one-image-7/0", size=size_mb))
+        lab.oned.add(Image(7, "big", IMAGE_DS, source=image, size=size_mb))
         with lab.client() as c:
             node = next(r.node_name for r in c.resource_list_raise(filter_by_resources=["one-image-7"]).resources
                         if "DISKLESS" not in r.flags)
-        lab.host(node).run_inside(f"dd if=/dev/urandom of=/dev/drbd/by-res/one-image-7/0 bs=1M count={size_mb} "
+        lab.host(node).run_inside(f"dd if=/dev/urandom of={image} bs=1M count={size_mb} "
                                   "oflag=direct status=none", timeout=600)
         r = lab.runner()
-        samples: dict[str, list] = {"linstor": [], "host": []}
-        vm_id = 700
-        for _ in range(rounds):
-            for mode in samples:
-                if mode == "linstor":
-                    system.update(RESOURCE_GROUP="one_rg")
-                    system.pop("REPLICA_COUNT", None)
-                else:
-                    system.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
-                vm_id += 1
-                lab.oned.add(VM(vm_id, lcm_state="PROLOG", history=[History("node1", SYSTEM_DS)],
-                                disks=[Disk(0, IMAGE_DS, image_id=7, source="/dev/drbd/by-res/one-image-7/0",
-                                            size=size_mb)]))
-                res = r.tm("clone", f"{FRONTEND}:/dev/drbd/by-res/one-image-7/0", f"node1:{SYS}/{vm_id}/disk.0",
-                           vm_id, IMAGE_DS)
-                if not res.ok:
-                    raise RuntimeError(str(res))
-                expect = "copied by LINSTOR" if mode == "linstor" else "copied through node1"
-                if expect not in res.stderr:
-                    raise RuntimeError(f"{mode}: {res.stderr}")
-                samples[mode].append(res.seconds)
-                r.tm("delete", f"node1:{SYS}/{vm_id}/disk.0", vm_id, IMAGE_DS)
-        native, host = statistics.median(samples["linstor"]), statistics.median(samples["host"])
+
+        def vm_with_image(vm_id: int, **state) -> None:
+            lab.oned.add(VM(vm_id, history=[History("node1", SYSTEM_DS)], **state,
+                            disks=[Disk(0, IMAGE_DS, image_id=7, source=image, size=size_mb)]))
+
+        def clone(mode: str, i: int):
+            vm_id = 701 + i * 2 + (mode == "host")
+            vm_with_image(vm_id, lcm_state="PROLOG")
+            res = r.tm("clone", f"{FRONTEND}:{image}", f"node1:{SYS}/{vm_id}/disk.0", vm_id, IMAGE_DS)
+            r.tm("delete", f"node1:{SYS}/{vm_id}/disk.0", vm_id, IMAGE_DS)
+            return res
+        native, host = _interleaved(rounds, system, clone)
+
         # cpds of a stopped VM's disk (a LINSTOR clone of the image: on its nodes and pools)
-        system.update(RESOURCE_GROUP="one_rg")
-        system.pop("REPLICA_COUNT", None)
-        vm_id += 1
-        lab.oned.add(VM(vm_id, state="POWEROFF", lcm_state="LCM_INIT", history=[History("node1", SYSTEM_DS)],
-                        disks=[Disk(0, IMAGE_DS, image_id=7, source="/dev/drbd/by-res/one-image-7/0", size=size_mb)]))
-        made = r.tm("clone", f"{FRONTEND}:/dev/drbd/by-res/one-image-7/0", f"node1:{SYS}/{vm_id}/disk.0", vm_id,
-                    IMAGE_DS)
+        vm_with_image(799, state="POWEROFF", lcm_state="LCM_INIT")
+        made = r.tm("clone", f"{FRONTEND}:{image}", f"node1:{SYS}/799/disk.0", 799, IMAGE_DS)
         if not made.ok:
             raise RuntimeError(str(made))
-        image_ds = lab.oned.datastores[IMAGE_DS].template
-        saved: dict[str, list] = {"linstor": [], "host": []}
-        image_id = 800
-        for _ in range(rounds):
-            for mode in saved:
-                if mode == "linstor":
-                    image_ds.update(RESOURCE_GROUP="one_rg")
-                    image_ds.pop("REPLICA_COUNT", None)
-                else:
-                    image_ds.update(RESOURCE_GROUP="", REPLICA_COUNT="1", STORAGE_POOL="data")
-                image_id += 1
-                img = Image(image_id, f"saveas{image_id}", IMAGE_DS, format="raw", size=size_mb, state=4)
-                lab.oned.add(img)
-                mkfs = r.ds("mkfs", ds_action_data(to_xml(img.element()),
-                                                   to_xml(lab.oned.datastores[IMAGE_DS].element())), image_id)
-                if not mkfs.ok:
-                    raise RuntimeError(str(mkfs))
-                res = r.tm("cpds", f"node1:{SYS}/{vm_id}/disk.0", mkfs.stdout.split()[0], -1, vm_id, IMAGE_DS)
-                expect = "copied by LINSTOR" if mode == "linstor" else "copied through"
-                if not res.ok or expect not in res.stderr:
-                    raise RuntimeError(f"cpds {mode}: {res}")
-                saved[mode].append(res.seconds)
-        image_ds.update(RESOURCE_GROUP="one_rg")
-        image_ds.pop("REPLICA_COUNT", None)
-        cpds_native, cpds_host = statistics.median(saved["linstor"]), statistics.median(saved["host"])
+
+        def cpds(mode: str, i: int):
+            image_id = 801 + i * 2 + (mode == "host")
+            img = Image(image_id, f"saveas{image_id}", IMAGE_DS, format="raw", size=size_mb, state=4)
+            lab.oned.add(img)
+            mkfs = r.ds("mkfs", ds_action_data(to_xml(img.element()), to_xml(lab.oned.datastores[IMAGE_DS].element())),
+                        image_id)
+            if not mkfs.ok:
+                raise RuntimeError(str(mkfs))
+            return r.tm("cpds", f"node1:{SYS}/799/disk.0", mkfs.stdout.split()[0], -1, 799, IMAGE_DS)
+        cpds_native, cpds_host = _interleaved(rounds, lab.oned.datastores[IMAGE_DS].template, cpds)
         return {"mb": size_mb, "rounds": rounds, "linstor_clone_s": round(native, 2), "host_copy_s": round(host, 2),
                 "ratio": round(host / native, 2), "cpds_linstor_s": round(cpds_native, 2),
                 "cpds_host_s": round(cpds_host, 2), "cpds_ratio": round(cpds_host / cpds_native, 2)}

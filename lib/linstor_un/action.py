@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 STARTED = time.time()
 
 
-def _process_start() -> float:
-    """When this process started (wall clock), from /proc: so imports are counted too."""
-    try:
-        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-        uptime = float(open("/proc/uptime").read().split()[0])
-        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return STARTED
-
-
 class Action:
     def __init__(self, script: str):
         self.name = os.path.basename(script)
@@ -114,28 +104,13 @@ class Action:
     def close(self) -> None:
         for attacher in self._attachers:
             attacher.give_back_all()
-        self._write_stats()             # the sessions' counts, before they close
+        if os.environ.get("LINSTOR_UN_STATS"):         # the sessions' counts, before they close
+            from . import stats
+            stats.write(self, STARTED)
         if self._hosts is not None:
             self._hosts.close()
         for api in self._linstor.values():
             api.close()
-
-    def _write_stats(self) -> None:
-        """With LINSTOR_UN_STATS=<file>: one JSON line of what this action cost (benchmarks)."""
-        path = os.environ.get("LINSTOR_UN_STATS")
-        if not path:
-            return
-        import json
-        ssh, commands = self._hosts.stats() if self._hosts is not None else (0, 0)
-        record = {"action": self.name, "linstor_requests": sum(a.requests for a in self._linstor.values()),
-                  "ssh_connections": ssh, "remote_commands": commands,
-                  "startup_seconds": round(self.main_started - _process_start(), 4),
-                  # the driver's own CPU time: what is left of the wall time is waiting (controller, hosts)
-                  "cpu_seconds": round(time.process_time(), 3),
-                  "remote_steps": self._hosts.steps() if self._hosts is not None else []}
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
 
 def _terminated(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)       # once: the undo must not be cut short

@@ -342,7 +342,7 @@ def restore_in_place(act: "Action", args) -> None:
     chosen backup. Everything is downloaded before any disk is touched; each disk is written after
     a safety snapshot and rolled back to it if any disk fails. The backup chain starts anew (oned
     resets LAST_INCREMENT_ID), so this VM's backup snapshots go."""
-    from . import images
+    from . import image_source
     vm = act.one.vm(args.vm_id)
     image = act.one.image(args.image_id)
     if image.text("TYPE") != BACKUP_IMAGE:
@@ -357,7 +357,7 @@ def restore_in_place(act: "Action", args) -> None:
     try:
         for d in todo:
             act.report.info(f"downloading disk {d.disk_id} from {chosen[d.disk_id]}")
-            files[d.disk_id] = images.download(act.remotes, chosen[d.disk_id])
+            files[d.disk_id] = image_source.download(act.remotes, chosen[d.disk_id])
         with Rollback(act.report) as undo:
             for d in todo:
                 if snapshots.take(d.api, d.resource, RESTORE_SAFETY, d.owner):
@@ -382,10 +382,10 @@ def restore_in_place(act: "Action", args) -> None:
 def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:
     """One downloaded backup file onto the disk: its size first (the disk grows if the backup is
     larger; a larger disk gets zeros after the backup's end, as the disk was then)."""
-    from . import images
-    src = images.Source(path, no_decompress=True, md5=False, sha1=False)
+    from . import image_source
+    src = image_source.Source(path, no_decompress=True, md5=False, sha1=False)
     try:
-        size = images.qcow2_virtual_size(src.head) if src.format == "qcow2" else src.length
+        size = image_source.qcow2_virtual_size(src.head) if src.format == "qcow2" else src.length
         if src.format not in ("raw", "qcow2") or not size:
             raise DriverError(f"backup of disk {disk.disk_id} is {src.format}, not a raw or qcow2 disk image")
         rd = disk.api.resource_definition(disk.resource)
@@ -395,7 +395,7 @@ def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:
             disk.api.resize(disk.resource, (size + 1023) // 1024)
         with act.attacher(disk.settings).borrowed(host.name, disk.resource) as device:
             act.report.info(f"restoring disk {disk.disk_id} ({src.format}, {size} bytes) onto {host.name}:{device}")
-            images.write(host, src, device, disk.settings.staging_dir, thin=False)
+            image_source.write(host, src, device, disk.settings.staging_dir, thin=False)
             tail = rd.size_kib * 1024 - size
             if tail > 0:                # the disk was larger than the backup: zeros, as it was then
                 host_ops.zero(host, device, size, tail)

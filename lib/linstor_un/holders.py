@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .linstor_api import Replica
+from .errors import DriverError
+from .linstor_api import Linstor, Replica
 
 
 def disk_holders(replicas: Sequence[Replica]) -> list[Replica]:
@@ -25,3 +26,18 @@ def pick_holder(replicas: Sequence[Replica], among: Sequence[str] = (), seed: in
         if not anywhere:
             return None
     return holders[seed % len(holders)] if holders else None
+
+
+def pick_bridge(api: Linstor, candidates: list[str], seed: int, resource: str) -> tuple[str, list[Replica]]:
+    """A LINSTOR node from BRIDGE_LIST (all nodes when empty) to work on `resource` through,
+    preferring one holding a disk of it (then no attach is needed, nor the node list); with the
+    resource's replica listing it read (for Attacher.borrow)."""
+    replicas = api.replicas(resource)
+    holder = pick_holder(replicas, candidates, seed, anywhere=not candidates)
+    if holder is not None:
+        return holder.node, replicas
+    nodes = {n.lower(): n for n in api.node_names()}
+    pool = [h for h in candidates if h.lower() in nodes] if candidates else sorted(nodes.values())
+    if not pool:
+        raise DriverError("no host of BRIDGE_LIST is a LINSTOR node")
+    return pool[seed % len(pool)], replicas

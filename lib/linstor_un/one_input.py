@@ -146,8 +146,17 @@ def ds_input(argv: list[str], stdin_reader=read_stdin) -> tuple[str, int]:
     raise DriverError("missing arguments: expected the driver action data and an id")
 
 
+class OfVm:
+    """A call about one VM: a failure names it (Report.object_id)."""
+    vm_id: int
+
+    @property
+    def object_id(self) -> int:
+        return self.vm_id
+
+
 @dataclass(frozen=True)
-class MigrateArgs:
+class MigrateArgs(OfVm):
     src_host: str
     dst_host: str
     vm_dir: str
@@ -155,10 +164,6 @@ class MigrateArgs:
     system_ds: int
     vm_xml: str
     caller: Optional[str]          # set when another TM calls us through migrate_other
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "MigrateArgs":
@@ -200,7 +205,7 @@ def vmm_stdin(stdin_reader=read_stdin) -> str:
 
 
 @dataclass(frozen=True)
-class BackupArgs:
+class BackupArgs(OfVm):
     """TM prebackup[_live] / postbackup[_live] (6.6+): `<host>:<vm_dir> <disk_ids a:b> <deploy_id>
     [<bj_id>|-] <vm_id> <sys_ds>` (the backup job id from 6.8 on) and the VM XML, raw, on stdin."""
     host: str
@@ -211,10 +216,6 @@ class BackupArgs:
     vm_id: int
     system_ds: int
     vm_xml: str
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "BackupArgs":
@@ -244,7 +245,7 @@ def backup_input(argv: list[str], stdin_reader=read_stdin) -> BackupArgs:
 
 
 @dataclass(frozen=True)
-class RestoreArgs:
+class RestoreArgs(OfVm):
     """TM restore (6.10+): `<host>:<vm_dir> <vm_id> <backup_image_id> <increment_id> <disk_id>`
     (-1: the last increment, every disk); stdin is empty."""
     host: str
@@ -254,10 +255,6 @@ class RestoreArgs:
     image_id: int
     increment_id: int
     disk_id: int
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "RestoreArgs":
@@ -294,17 +291,13 @@ def _need(argv: list[str], count: int, usage: str) -> None:
 
 
 @dataclass(frozen=True)
-class ImageDiskArgs:
+class ImageDiskArgs(OfVm):
     """TM clone, ln: `<fe>:<SOURCE> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <image_ds_id>`."""
     source: str                     # the image's resource
     source_arg: str
     disk: "VmPath"
     vm_id: int
     ds_id: int
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "ImageDiskArgs":
@@ -317,7 +310,7 @@ class ImageDiskArgs:
 
 
 @dataclass(frozen=True)
-class DiskImageArgs:
+class DiskImageArgs(OfVm):
     """TM mvds: `<host>:<sys_path>/<vm>/disk.<n> <SOURCE> <vm_id> <image_ds_id>`; TM cpds:
     `<host>:<sys_path>/<vm>/disk.<n> <new image SOURCE> <snap_id|-1> <vm_id> <image_ds_id>`."""
     disk: "VmPath"
@@ -326,10 +319,6 @@ class DiskImageArgs:
     vm_id: int
     ds_id: int
     snap_id: int = -1               # cpds: -1 copies the disk itself
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "DiskImageArgs":
@@ -351,17 +340,13 @@ class DiskImageArgs:
 
 
 @dataclass(frozen=True)
-class DiskSnapshotArgs:
+class DiskSnapshotArgs(OfVm):
     """TM snap_create(_live), snap_delete, snap_revert: `<host>:<sys_path>/<vm>/disk.<n> <snap_id>
     <vm_id> <ds_id>`; TM resize: `<host>:<...>/disk.<n> <size_mb> <vm_id> <ds_id>` (`number`)."""
     disk: "VmPath"
     number: int                     # the snapshot id (0 or more), or resize's new size in MB
     vm_id: int
     ds_id: int
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @property
     def snap_id(self) -> int:
@@ -383,17 +368,13 @@ class DiskSnapshotArgs:
 
 
 @dataclass(frozen=True)
-class VolatileArgs:
+class VolatileArgs(OfVm):
     """TM mkimage: `<size_mb> <format> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <system_ds_id>`;
     TM mkswap: the same without the format."""
     size_mb: int
     format: str
     disk: "VmPath"
     vm_id: int
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "VolatileArgs":
@@ -409,17 +390,13 @@ class VolatileArgs:
 
 
 @dataclass(frozen=True)
-class VmDirArgs:
+class VmDirArgs(OfVm):
     """TM delete: `<host>:<sys_path>/<vm>[/disk.<n>] <vm_id> <ds_id>`; TM mv: `<src_host>:<path>
     <dst_host>:<path> <vm_id> <ds_id>` (`dst`)."""
     target: "VmPath"
     vm_id: int
     ds_id: int
     dst: Optional["VmPath"] = None
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "VmDirArgs":
@@ -443,16 +420,12 @@ class VmDirArgs:
 
 
 @dataclass(frozen=True)
-class ContextArgs:
+class ContextArgs(OfVm):
     """TM context: `<context.sh> [<file>[:<name>] | <url> ...] <host>:<sys_path>/<vm>/disk.<n>
     <vm_id> <ds_id>`."""
     files: list[str]
     disk: "VmPath"
     vm_id: int
-
-    @property
-    def object_id(self) -> int:
-        return self.vm_id
 
     @classmethod
     def parse(cls, argv: list[str]) -> "ContextArgs":

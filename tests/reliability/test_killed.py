@@ -1,4 +1,4 @@
-"""SIGKILL at ten points of clone, mkimage, DS cp and snap_revert, then the same action again (as
+"""SIGKILL at points of clone, mkimage, DS cp, snap_revert and cpds, then the same action again (as
 `onevm recover --retry` re-runs a transfer, or oned an import after the image is deleted and
 re-created): the second run converges to the state a clean run gives, reusing or removing what the
 killed run left."""
@@ -85,22 +85,20 @@ def killed_then_rerun(env, sc, run, kill_when, check) -> None:
 
 def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     env = kenv
-    sc = scenario("SIGKILL at 14 points (clone x6, mkimage x2, DS cp x2, snap_revert x2, cpds x2), then re-run",
+    sc = scenario("SIGKILL at 10 points (clone x4, mkimage x2, DS cp x2, snap_revert x2), then re-run",
                   "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
                   "resource, mark or safety snapshot left")
     img = env.image(200, data=PATTERN, nodes=["node2", "node3"])
 
-    # ---- clone (copy mode): 4 points of the copy through the host (the VM disk on node1 only: a
-    # placement LINSTOR's clone of the image would not give), 2 of LINSTOR's own clone ----------------
+    # ---- clone (copy mode): 4 points of the copy through the host (LINSTOR before 1.32 cannot mark
+    # a clone as it makes it: the copy goes through the host; LINSTOR's own: below) ---------------------
     system = env.lab.oned.datastores[SYSTEM_DS].template
     points = [("hang", "POST", r"/resource-definitions$"),                     # creating the volume
               ("delay_after", "POST", r"-disk-0/resources/node1/make-available$"),  # applied, no reply
               ("dd", None, None),                                              # in the middle of the copy
-              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$"),    # marking it complete
-              ("delay_after", "POST", r"/resource-definitions/one-image-200/clone$"),  # cloned, no reply
-              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking the clone complete
+              ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking it complete
+    system["NODE_LIST"] = "node1"                   # the VM disk on node1 only, as before 1.32 changed it
     for i, (kind, method, path) in enumerate(points):
-        system["NODE_LIST"] = "node1" if i < 4 else "node2 node3"
         vm = 2010 + i
         env.vm(vm, [Disk(0, IMAGE_DS, image_id=200, source=img.source, size=32)])
         kill = arm(env, kind, "node1", f"dd-{vm}", method, path)
@@ -163,13 +161,45 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
         killed_then_rerun(env, sc, lambda k: env.r.tm("snap_revert", f"node1:{path}", 0, vm, IMAGE_DS,
                                                       kill_when=k), kill, check)
 
+    assert sc.runs == 10
+
+
+def test_killed_linstors_own_copies_then_rerun(renv, scenario):
+    """LINSTOR's own copies (a current controller: a clone is born with its marks): TM clone's
+    resource-definition clone, cpds' snapshot restore into DS mkfs's volume."""
+    env = renv
+    sc = scenario("SIGKILL at 4 points of LINSTOR's own copies (clone x2, cpds x2), then re-run",
+                  "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
+                  "resource, mark or safety snapshot left")
+    img = env.image(210, data=PATTERN, nodes=["node2", "node3"])
+    for i, (kind, method, path) in enumerate([
+            ("delay_after", "POST", r"/resource-definitions/one-image-210/clone$"),   # cloned, no reply
+            ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]):           # marking it complete
+        vm = 2110 + i
+        env.vm(vm, [Disk(0, IMAGE_DS, image_id=210, source=img.source, size=32)])
+        kill = arm(env, kind, "node1", f"clone-{vm}", method, path)
+
+        def check(vm=vm):
+            assert env.read("node1", disk_path(vm, 0)) == PATTERN
+            assert env.rds()[f"one-vm-{vm}-disk-0"].get("Aux/one/VM_ID") == str(vm)
+        killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
+            "clone", f"one-frontend:{img.source}", f"node1:{disk_path(vm, 0)}", vm, IMAGE_DS, kill_when=k),
+            kill, check)
+
+    vm = 2120
+    env.vm(vm, [Disk(0, IMAGE_DS, image_id=210, source=img.source, size=32)], lcm="LCM_INIT", state="POWEROFF")
+    assert env.clone(img, vm, 0).ok
+    path = disk_path(vm, 0)
+    assert env.r.tm("snap_create", f"node1:{path}", 0, vm, IMAGE_DS).ok
+    env.lab.write_device("node1", path, b"A" * 4096)                # after the snapshot
+
     # ---- cpds of snapshot 0 (LINSTOR's snapshot restore into DS mkfs's volume): 2 points ---------
     for i, (kind, method, where) in enumerate([("delay_after", "POST", r"/snapshot-restore-resource/snapshot-0$"),
-                                               ("hang", "PUT", r"/resource-definitions/one-image-205\d$")]):
-        target = env.save_as_volume(2050 + i, 32)
+                                               ("hang", "PUT", r"/resource-definitions/one-image-215\d$")]):
+        target = env.save_as_volume(2150 + i, 32)
         kill = arm(env, kind, "node1", f"cpds-{i}", method, where)
 
-        def check(res=f"one-image-{2050 + i}"):
+        def check(res=f"one-image-{2150 + i}"):
             props = env.rds()[res]
             assert props["Aux/one/linstor_un/MADE_FOR"].startswith(f"image {res[10:]} born ")
             assert "Aux/one/linstor_un/BUILDING" not in props and "Aux/one/VM_ID" not in props
@@ -178,4 +208,4 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
             assert env.read("node1", f"/dev/drbd/by-res/{res}/0") == PATTERN
         killed_then_rerun(env, sc, lambda k, t=target: env.r.tm("cpds", f"node1:{path}", t.source, 0, vm, IMAGE_DS,
                                                                 kill_when=k), kill, check)
-    assert sc.runs == 14
+    assert sc.runs == 4

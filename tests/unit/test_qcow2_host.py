@@ -128,10 +128,10 @@ def test_a_truncated_image_is_an_error(tmp_path):
 
 
 def test_a_host_without_python3_stages_and_converts_in_the_same_command(tmp_path):
-    """images._QCOW2_ON_HOST: with no python3 on the bridge, the stream is staged and qemu-img converts it."""
+    """image_source._QCOW2_ON_HOST: with no python3 on the bridge, the stream is staged and qemu-img converts it."""
     import shutil
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
-    from linstor_un.images import _QCOW2_ON_HOST
+    from linstor_un.image_source import _QCOW2_ON_HOST
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("sh", "cat", "mkdir", "rm", "qemu-img"):
