@@ -29,3 +29,27 @@ def test_without_an_error_word_the_first_and_last_lines():
 def test_long_lines_are_cut_and_bad_bytes_do_not_break_it():
     msg = meaningful(b"error: " + b"x" * 5000 + b"\xff\n")
     assert len(msg) <= LINE_LIMIT + 3 and msg.startswith("error: xxx")
+
+
+# ---- the report's form per OpenNebula version (reference/opennebula-interface.md) -------------------
+import io  # noqa: E402
+
+import pytest  # noqa: E402
+
+from linstor_un.report import Report  # noqa: E402
+
+
+@pytest.mark.parametrize("version,info,fail", [
+    ((5, 12, 0), "INFO: clone: copied\n",
+     "ERROR: clone: no room\nERROR MESSAGE --8<------\nno room\nERROR MESSAGE ------>8--\n"),
+    ((6, 4, 0), "", "no room\n"),                  # 6.0.3-6.x: stderr is the message: no log lines
+    ((7, 4, 0), "INFO: 5 clone: copied\n", "no room\n"),
+])
+def test_log_lines_and_the_failure_in_each_versions_form(version, info, fail):
+    out = io.StringIO()
+    report = Report("clone", version, object_id=5, stream=out)
+    report.info("copied")
+    assert out.getvalue() == info
+    out.truncate(0), out.seek(0)
+    report.fail("no\nroom")
+    assert out.getvalue() == fail
