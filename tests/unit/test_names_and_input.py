@@ -133,3 +133,44 @@ def test_an_error_after_the_vm_id_still_names_the_vm():
     with pytest.raises(DriverError) as err:
         DiskSnapshotArgs.parse(["node1:relative", "0", "7", "101"])
     assert err.value.object_id == 7
+
+
+# ---- the conventions that changed between OpenNebula versions (opennebula-interface.md) -------------
+from linstor_un.one_input import BackupArgs, RestoreArgs  # noqa: E402
+
+VM_XML = "<VM><ID>4</ID></VM>"
+VM_B64 = base64.b64encode(VM_XML.encode()).decode()
+MIGRATE = ["node1", "node2", "/var/lib/one//datastores/101/4", "4", "101"]
+
+
+@pytest.mark.parametrize("argv,stdin,caller", [
+    (MIGRATE + [VM_B64], "", None),                       # 5.6, 5.8: the template in argv[6]
+    (MIGRATE + [VM_B64, "ceph"], "", "ceph"),             # ... and the calling TM after it
+    (MIGRATE, VM_B64, None),                              # 5.10+: on stdin
+    (MIGRATE + ["ceph"], VM_B64, "ceph"),                 # 5.10+ through migrate_other
+])
+def test_migrate_hooks_in_each_versions_form(argv, stdin, caller):
+    args = migrate_input(argv, stdin_reader=lambda: stdin)
+    assert (args.vm_xml, args.caller, args.vm_dir, args.object_id) == (VM_XML, caller,
+                                                                        "/var/lib/one/datastores/101/4", 4)
+
+
+def test_backup_hooks_before_and_after_6_8(monkeypatch):
+    import io
+    import sys
+    where = "node1:/var/lib/one//datastores/101/4"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(VM_XML))
+    six_six = BackupArgs.parse([where, "0:1", "one-4", "4", "101"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(VM_XML))
+    six_eight = BackupArgs.parse([where, "0:1:1", "one-4", "7", "4", "101"])
+    assert six_six.job_id is None and six_eight.job_id == 7
+    assert six_six.disk_ids == (0, 1) and six_eight.disk_ids == (0, 1)      # repeats once
+    with pytest.raises(DriverError, match="invalid disk ids"):
+        BackupArgs.parse([where, "0;reboot", "one-4", "4", "101"])
+
+
+def test_restore_minus_one_means_the_last_increment_and_every_disk():
+    r = RestoreArgs.parse(["node1:/var/lib/one//datastores/101/4", "4", "9", "-1", "-1"])
+    assert (r.image_id, r.increment_id, r.disk_id, r.system_ds) == (9, -1, -1, 101)
+    with pytest.raises(DriverError, match="invalid restore arguments"):
+        RestoreArgs.parse(["node1:/var/lib/one//datastores/101/4", "4", "9", "-2", "0"])
