@@ -83,6 +83,21 @@ def killed_then_rerun(env, sc, run, kill_when, check) -> None:
     assert leftovers(env) == NO_LEFTOVERS
 
 
+def killed_clones(env, sc, img, points, first_vm: int) -> None:
+    """TM clone of `img` for a new VM per kill point, killed there, then run again."""
+    for i, (kind, method, path) in enumerate(points):
+        vm = first_vm + i
+        env.vm(vm, [Disk(0, IMAGE_DS, image_id=img.id, source=img.source, size=32)])
+        kill = arm(env, kind, "node1", f"clone-{vm}", method, path)
+
+        def check(vm=vm):
+            assert env.read("node1", disk_path(vm, 0)) == PATTERN
+            assert env.rds()[f"one-vm-{vm}-disk-0"].get("Aux/one/VM_ID") == str(vm)
+        killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
+            "clone", f"one-frontend:{img.source}", f"node1:{disk_path(vm, 0)}", vm, IMAGE_DS, kill_when=k),
+            kill, check)
+
+
 def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     env = kenv
     sc = scenario("SIGKILL at 10 points (clone x4, mkimage x2, DS cp x2, snap_revert x2), then re-run",
@@ -98,17 +113,7 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
               ("dd", None, None),                                              # in the middle of the copy
               ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking it complete
     system["NODE_LIST"] = "node1"                   # the VM disk on node1 only, as before 1.32 changed it
-    for i, (kind, method, path) in enumerate(points):
-        vm = 2010 + i
-        env.vm(vm, [Disk(0, IMAGE_DS, image_id=200, source=img.source, size=32)])
-        kill = arm(env, kind, "node1", f"dd-{vm}", method, path)
-
-        def check(vm=vm):
-            assert env.read("node1", disk_path(vm, 0)) == PATTERN
-            assert env.rds()[f"one-vm-{vm}-disk-0"].get("Aux/one/VM_ID") == str(vm)
-        killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
-            "clone", f"one-frontend:{img.source}", f"node1:{disk_path(vm, 0)}", vm, IMAGE_DS, kill_when=k),
-            kill, check)
+    killed_clones(env, sc, img, points, first_vm=2010)
     system["NODE_LIST"] = "node2 node3"
 
     # ---- mkimage: 2 points ----------------------------------------------------------------------------
@@ -172,19 +177,9 @@ def test_killed_linstors_own_copies_then_rerun(renv, scenario):
                   "the re-run succeeds: bytes right, one volume with the right properties, no temporary "
                   "resource, mark or safety snapshot left")
     img = env.image(210, data=PATTERN, nodes=["node2", "node3"])
-    for i, (kind, method, path) in enumerate([
-            ("delay_after", "POST", r"/resource-definitions/one-image-210/clone$"),   # cloned, no reply
-            ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]):           # marking it complete
-        vm = 2110 + i
-        env.vm(vm, [Disk(0, IMAGE_DS, image_id=210, source=img.source, size=32)])
-        kill = arm(env, kind, "node1", f"clone-{vm}", method, path)
-
-        def check(vm=vm):
-            assert env.read("node1", disk_path(vm, 0)) == PATTERN
-            assert env.rds()[f"one-vm-{vm}-disk-0"].get("Aux/one/VM_ID") == str(vm)
-        killed_then_rerun(env, sc, lambda k, vm=vm: env.r.tm(
-            "clone", f"one-frontend:{img.source}", f"node1:{disk_path(vm, 0)}", vm, IMAGE_DS, kill_when=k),
-            kill, check)
+    killed_clones(env, sc, img, [("delay_after", "POST", r"/resource-definitions/one-image-210/clone$"),  # no reply
+                                 ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")],  # marking it
+                  first_vm=2110)
 
     vm = 2120
     env.vm(vm, [Disk(0, IMAGE_DS, image_id=210, source=img.source, size=32)], lcm="LCM_INIT", state="POWEROFF")
