@@ -169,6 +169,28 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     assert sc.runs == 10
 
 
+def test_killed_ds_clone_on_an_old_controller_then_rerun(kenv, scenario):
+    """DS clone before LINSTOR 1.32: the new image's volume is made marked and the bytes go through
+    a bridge; killed in the middle of that copy, the re-run replaces the unfinished volume."""
+    env = kenv
+    sc = scenario("SIGKILL in DS clone's copy through a bridge (LINSTOR before 1.32), then re-run",
+                  "the re-run succeeds: the clone's bytes right, marked for the new image, nothing left over")
+    src = env.image(220, data=PATTERN, nodes=["node2", "node3"])
+    env.lab.oned.datastores[IMAGE_DS].template["BRIDGE_LIST"] = "node2"
+    kill = arm(env, "dd", "node2", "dsclone-221")
+    data = ds_action_data(to_xml(Image(221, "c", IMAGE_DS, path=src.source, size=32, cloning_id=220).element()),
+                          to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
+
+    def check():
+        props = env.rds()["one-image-221"]
+        assert props["Aux/one/linstor_un/MADE_FOR"].startswith("image 221 ")
+        assert "Aux/one/linstor_un/BUILDING" not in props
+        assert env.read("node2", "/dev/drbd/by-res/one-image-221/0") == PATTERN
+        assert env.read("node2", "/dev/drbd/by-res/one-image-221/0", 1 << 20) == PATTERN
+    killed_then_rerun(env, sc, lambda k: env.r.ds("clone", data, 221, kill_when=k), kill, check)
+    assert sc.runs == 1
+
+
 def test_killed_linstors_own_copies_then_rerun(renv, scenario):
     """LINSTOR's own copies (a current controller: a clone is born with its marks): TM clone's
     resource-definition clone, cpds' snapshot restore into DS mkfs's volume."""
