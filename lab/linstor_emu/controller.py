@@ -507,10 +507,10 @@ class Controller:
         feasible = diskful >= 3 or (diskful == 2 and diskless >= 1)
         props, msgs = rd["props"], []
         if self.since("1.31.0"):
-            rg = self.s["rgs"].get(rd["rg"].upper(), {"props": {}})
-            user = next((c[QUORUM_PROP] for c in (rg["props"], self.s["ctrl_props"]) if QUORUM_PROP in c), None)
             if rd.get("quorum_set_by_user"):
                 return []
+            rg = self.s["rgs"].get(rd["rg"].upper(), {"props": {}})
+            user = next((c[QUORUM_PROP] for c in (rg["props"], self.s["ctrl_props"]) if QUORUM_PROP in c), None)
             value = user or ("majority" if feasible else "off")
             if props.get(QUORUM_PROP) != value:
                 msgs.append(Rc(C.MASK_INFO | 2, f"Resource-definition property '{QUORUM_PROP}' updated from "

@@ -21,6 +21,7 @@ from .report import Report
 from .settings import Connection
 
 THIN = {"LVM_THIN", "ZFS_THIN", "FILE_THIN", "STORAGE_SPACES_THIN"}
+UNMARKED_CLONES = "LINSTOR before 1.32 cannot mark a clone as it makes it"
 
 
 @dataclass
@@ -88,6 +89,11 @@ class ResourceGroup:
     name: str
     pools: list[str]                    # its select filter's storage pools
     place_count: Optional[int]
+
+
+def thin_only(replicas: list[Replica]) -> bool:
+    """Every disk of a volume in a thin pool: a new one reads zeros, so a copy may skip them."""
+    return all(r.provider in THIN for r in replicas if not r.diskless)
 
 
 def device_of(rsc: str, volume: dict) -> Optional[str]:
@@ -482,7 +488,7 @@ class Linstor:
         LINSTOR 1.28 and 1.29 report without reading it)."""
         import time
         step = f"clone {src} to {dst}"
-        late = self.client.api_version_smaller("1.26.0")      # no delete_props / override_props yet
+        late = self.clone_refusal is not None                # no delete_props / override_props yet
         late_group = self.client.api_version_smaller("1.24.0")
         delete_props = [k for k in delete_props if k not in (props or {})]
         started = self._call(step, lambda c: c.resource_dfn_clone(
@@ -515,11 +521,12 @@ class Linstor:
             time.sleep(0.5)
 
     @property
-    def clones_are_born_marked(self) -> bool:
-        """LINSTOR sets a clone's properties in the clone request itself (REST 1.26: LINSTOR 1.32);
-        before, a clone exists unmarked until the properties follow it, and an action killed in
-        between leaves a volume nobody can prove is its own."""
-        return not self.client.api_version_smaller("1.26.0")
+    def clone_refusal(self) -> Optional[str]:
+        """Why the driver does not let LINSTOR clone here; None where it may. LINSTOR sets a clone's
+        properties in the clone request itself from REST 1.26 (LINSTOR 1.32); before, a clone
+        exists unmarked until the properties follow it, and an action killed in between leaves a
+        volume nobody can prove is its own."""
+        return UNMARKED_CLONES if self.client.api_version_smaller("1.26.0") else None
 
     def copy_definition(self, source: ResourceDef, dst: str, resource_group: Optional[str], size_kib: int,
                         props: dict) -> None:

@@ -21,13 +21,13 @@ from . import disks, names
 from .errors import DriverError
 from .linstor_api import Linstor
 from .one_input import natural
+from .placement import pools_and_copies
 from .report import Report
 from .settings import DatastoreSettings
 
 
 def capacity(api: Linstor, settings: DatastoreSettings) -> tuple[int, int, int]:
     """(used, total, free) in MB, as the datastore can use them: its pools' space over its copies."""
-    from .placement import pools_and_copies
     p = settings.placement
     pools, copies = pools_and_copies(api, p)
     if not pools:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from .errors import DriverError
+from .names import from_source
 
 Version = tuple[int, int, int]
 T = TypeVar("T")
@@ -301,7 +302,6 @@ class ImageDiskArgs(OfVm):
 
     @classmethod
     def parse(cls, argv: list[str]) -> "ImageDiskArgs":
-        from .names import from_source
         _need(argv, 4, "<fe:SOURCE> <host:path> <vm_id> <ds_id>")
         source = from_source(argv[0])
         vm_id = integer(argv[2], "VM id")
@@ -322,7 +322,6 @@ class DiskImageArgs(OfVm):
 
     @classmethod
     def parse(cls, argv: list[str]) -> "DiskImageArgs":
-        from .names import from_source
         _need(argv, 4, "<host:path> <SOURCE> <vm_id> <ds_id>")
         image = from_source(argv[1])
         vm_id = integer(argv[2], "VM id")
@@ -331,7 +330,6 @@ class DiskImageArgs(OfVm):
 
     @classmethod
     def parse_saveas(cls, argv: list[str]) -> "DiskImageArgs":
-        from .names import from_source
         _need(argv, 5, "<host:path> <SOURCE> <snap_id> <vm_id> <ds_id>")
         image = from_source(argv[1])
         snap_id, vm_id = integer(argv[2], "snapshot id"), integer(argv[3], "VM id")

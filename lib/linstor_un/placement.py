@@ -12,6 +12,7 @@ normal placement decides alone.
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Optional
 
 from .errors import DriverError
@@ -36,7 +37,6 @@ class Scheduler:
         self.api = api
         self.p = placement
         self.report = report
-        self._policy: Optional[tuple[list[str], int]] = None
 
     def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
                props: Optional[dict] = None) -> None:
@@ -56,7 +56,7 @@ class Scheduler:
             return "the datastore's placement filters"
         if not diskful:
             return "the image has no disk replica"
-        pools = {x.lower() for x in self._pools()}
+        pools = {x.lower() for x in self._policy[0]}
         off = sorted({r.pool for r in diskful if pools and r.pool.lower() not in pools})
         if off:
             return f"the image is in pool {', '.join(off)}, not in the datastore's {', '.join(sorted(pools))}"
@@ -65,17 +65,13 @@ class Scheduler:
         return self._refuses_nodes(sorted({r.node for r in diskful}))
 
     def _refuses_nodes(self, nodes: list[str]) -> Optional[str]:
-        want = self._copies()
+        want = self._policy[1]
         return None if want == len(nodes) else f"the image has {len(nodes)} replicas, the datastore places {want}"
 
-    def _pools(self) -> list[str]:
-        if self._policy is None:            # the resource group is read once per action
-            self._policy = pools_and_copies(self.api, self.p)
-        return self._policy[0]
-
-    def _copies(self) -> int:
-        self._pools()
-        return self._policy[1]
+    @cached_property
+    def _policy(self) -> tuple[list[str], int]:
+        """(pools, copies): the resource group, where one is needed, is read once per action."""
+        return pools_and_copies(self.api, self.p)
 
     # shared steps ---------------------------------------------------------------------------------
     def _define(self, name: str, size_kib: int, resource_group: Optional[str] = None,
@@ -86,8 +82,7 @@ class Scheduler:
         """A diskful replica on the VM's host, if one of its pools has room. True if placed."""
         if not (self.p.prefer_node and host):
             return False
-        pools = self._pools() if self.p.resource_group else list(self.p.storage_pools)
-        fitting = [p for p in self.api.storage_pools(pools or None, [host]) if not p.diskless and p.free_kib >= need]
+        fitting = [p for p in self.api.storage_pools(self._policy[0] or None, [host]) if not p.diskless and p.free_kib >= need]
         if not fitting:
             self.report.info(f"PREFER_NODE: no pool on {host} has room for {name}; normal placement")
             return False
@@ -107,7 +102,7 @@ class GroupScheduler(Scheduler):
             return
         self._define(name, size_kib, resource_group=rg, props=props)
         self._prefer(name, prefer_host, size_kib)
-        self.api.autoplace(name, self._copies(), self.p.filters())
+        self.api.autoplace(name, self._policy[1], self.p.filters())
 
 
 class NodeListScheduler(Scheduler):

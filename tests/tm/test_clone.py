@@ -48,7 +48,7 @@ def test_clone_twice_is_harmless(env):
     assert env.read("node1", disk_path(8, 0)) == PATTERN
 
 
-OLD_CLONE = "LINSTOR before 1.32 cannot mark a clone as it makes it"
+from linstor_un.linstor_api import UNMARKED_CLONES as OLD_CLONE  # noqa: E402
 
 
 def clones_are_born_marked(env) -> bool:
