@@ -101,8 +101,16 @@ def test_what_it_cannot_stream_is_refused_before_writing(tmp_path, kind):
         qemu_img("create", "-f", "qcow2", str(base), "4M")
         qemu_img("create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(image))
     else:
-        qemu_img("create", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,"
-                 "encrypt.key-secret=s0,encrypt.iter-time=10", str(image), "4M")   # fast key derivation
+        # qemu-img times its key derivation by CPU use and gives up now and then on a VM ("Unable
+        # to get accurate CPU usage"): a few tries
+        for attempt in range(5):
+            try:
+                qemu_img("create", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o",
+                         "encrypt.format=luks,encrypt.key-secret=s0", str(image), "4M")
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 4:
+                    raise
     target = tmp_path / "target"
     target.write_bytes(b"\xa5" * 4 * MiB)
     with open(image, "rb") as f:
