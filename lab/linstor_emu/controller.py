@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 from linstor import sharedconsts as C
 
 from . import placement, versions
+from .spec import PARSE_ERROR_STATUS, release_spec
 from .apicall import ApiError, Rc, http_status, success
 from .dataplane import DataPlane
 
@@ -97,6 +98,7 @@ class Controller:
             self.s = self._initial_state(config)
             self.save()
         self.version = versions.parse(config.get("version", "1.33.2"))
+        self.spec = release_spec(config.get("version", "1.33.2"))
         self.routes = self._routes()
 
     def since(self, release: str) -> bool:
@@ -145,85 +147,96 @@ class Controller:
         os.replace(tmp, self.state_file)
 
     # ---- routing -----------------------------------------------------------------------------
-    def _routes(self) -> list[tuple[str, re.Pattern, Handler, bool]]:
-        seg = r"([^/]+)"
+    def _routes(self) -> dict[tuple[str, str], tuple[Handler, bool, re.Pattern]]:
+        """The handlers of the routes the release has (its REST API document: spec.py); a
+        route the document has and the emulator does not answers 501 (an emulator gap, not LINSTOR)."""
         table = [
-            ("GET", r"/v1/controller/version", self.get_version, False),
-            ("GET", r"/v1/controller/properties", self.get_ctrl_props, False),
-            ("POST", r"/v1/controller/properties", self.set_ctrl_props, True),
-            ("GET", r"/v1/nodes", self.list_nodes, False),
-            ("GET", rf"/v1/nodes/{seg}/storage-pools", self.list_node_pools, False),
-            ("GET", r"/v1/view/storage-pools", self.list_pools, False),
-            ("GET", r"/v1/resource-groups", self.list_rgs, False),
-            ("POST", r"/v1/resource-groups", self.create_rg, True),
-            ("PUT", rf"/v1/resource-groups/{seg}", self.modify_rg, True),
-            ("DELETE", rf"/v1/resource-groups/{seg}", self.delete_rg, True),
-            ("GET", rf"/v1/resource-groups/{seg}/volume-groups", self.list_vgs, False),
-            ("POST", rf"/v1/resource-groups/{seg}/volume-groups", self.create_vg, True),
-            ("POST", rf"/v1/resource-groups/{seg}/spawn", self.spawn, True),
-            ("POST", rf"/v1/resource-groups/{seg}/query-size-info", self.query_size_info, False),
-            ("GET", r"/v1/resource-definitions", self.list_rds, False),
-            ("POST", r"/v1/resource-definitions", self.create_rd, True),
-            ("PUT", rf"/v1/resource-definitions/{seg}", self.modify_rd, True),
-            ("DELETE", rf"/v1/resource-definitions/{seg}", self.delete_rd, True),
-            ("POST", rf"/v1/resource-definitions/{seg}/clone", self.clone_rd, True),
-            ("GET", rf"/v1/resource-definitions/{seg}/clone/{seg}", self.clone_status, False),
-            ("GET", rf"/v1/resource-definitions/{seg}/sync-status", self.sync_status, False),
-            ("GET", rf"/v1/resource-definitions/{seg}/volume-definitions", self.list_vds, False),
-            ("POST", rf"/v1/resource-definitions/{seg}/volume-definitions", self.create_vd, True),
-            ("PUT", rf"/v1/resource-definitions/{seg}/volume-definitions/(\d+)", self.modify_vd, True),
-            ("DELETE", rf"/v1/resource-definitions/{seg}/volume-definitions/(\d+)", self.delete_vd, True),
-            ("GET", rf"/v1/resource-definitions/{seg}/resources", self.list_rd_resources, False),
-            ("POST", rf"/v1/resource-definitions/{seg}/resources", self.create_resources, True),
-            ("POST", rf"/v1/resource-definitions/{seg}/resources/{seg}", self.create_resource_on, True),
-            ("PUT", rf"/v1/resource-definitions/{seg}/resources/{seg}", self.modify_resource, True),
-            ("DELETE", rf"/v1/resource-definitions/{seg}/resources/{seg}", self.delete_resource, True),
-            ("POST", rf"/v1/resource-definitions/{seg}/resources/{seg}/make-available", self.make_available, True),
-            ("GET", rf"/v1/resource-definitions/{seg}/resources/{seg}/volumes", self.list_rsc_volumes, False),
-            ("POST", rf"/v1/resource-definitions/{seg}/autoplace", self.autoplace, True),
-            ("GET", rf"/v1/resource-definitions/{seg}/resource-connections/{seg}/{seg}", self.get_rsc_conn, False),
-            ("PUT", rf"/v1/resource-definitions/{seg}/resource-connections/{seg}/{seg}", self.modify_rsc_conn, True),
-            ("GET", rf"/v1/resource-definitions/{seg}/snapshots", self.list_rd_snapshots, False),
-            ("POST", rf"/v1/resource-definitions/{seg}/snapshots", self.create_snapshot, True),
-            ("GET", rf"/v1/resource-definitions/{seg}/snapshots/{seg}", self.get_snapshot, False),
-            ("PUT", rf"/v1/resource-definitions/{seg}/snapshots/{seg}", self.modify_snapshot, True),
-            ("DELETE", rf"/v1/resource-definitions/{seg}/snapshots/{seg}", self.delete_snapshot, True),
-            ("POST", rf"/v1/resource-definitions/{seg}/snapshot-restore-volume-definition/{seg}",
-             self.restore_vd, True),
-            ("POST", rf"/v1/resource-definitions/{seg}/snapshot-restore-resource/{seg}", self.restore_resource, True),
-            ("POST", rf"/v1/resource-definitions/{seg}/snapshot-rollback/{seg}", self.rollback, True),
-            ("POST", r"/v1/actions/snapshot/multi", self.snapshot_multi, True),
-            ("GET", r"/v1/view/resources", self.list_resources, False),
-            ("GET", r"/v1/view/snapshots", self.list_snapshots, False),
-            ("GET", r"/v1/error-reports", self.list_error_reports, False),
-            ("GET", rf"/v1/error-reports/{seg}", self.get_error_report, False),
-            ("GET", r"/v1/encryption/passphrase", self.passphrase_status, False),
-            ("POST", r"/v1/encryption/passphrase", self.passphrase_create, True),
-            ("PATCH", r"/v1/encryption/passphrase", self.passphrase_create, True),
+            ("GET", "/v1/controller/version", self.get_version, False),
+            ("GET", "/v1/controller/properties", self.get_ctrl_props, False),
+            ("POST", "/v1/controller/properties", self.set_ctrl_props, True),
+            ("GET", "/v1/nodes", self.list_nodes, False),
+            ("GET", "/v1/nodes/{}/storage-pools", self.list_node_pools, False),
+            ("GET", "/v1/view/storage-pools", self.list_pools, False),
+            ("GET", "/v1/resource-groups", self.list_rgs, False),
+            ("POST", "/v1/resource-groups", self.create_rg, True),
+            ("PUT", "/v1/resource-groups/{}", self.modify_rg, True),
+            ("DELETE", "/v1/resource-groups/{}", self.delete_rg, True),
+            ("GET", "/v1/resource-groups/{}/volume-groups", self.list_vgs, False),
+            ("POST", "/v1/resource-groups/{}/volume-groups", self.create_vg, True),
+            ("POST", "/v1/resource-groups/{}/spawn", self.spawn, True),
+            ("POST", "/v1/resource-groups/{}/query-size-info", self.query_size_info, False),
+            ("GET", "/v1/resource-definitions", self.list_rds, False),
+            ("POST", "/v1/resource-definitions", self.create_rd, True),
+            ("PUT", "/v1/resource-definitions/{}", self.modify_rd, True),
+            ("DELETE", "/v1/resource-definitions/{}", self.delete_rd, True),
+            ("POST", "/v1/resource-definitions/{}/clone", self.clone_rd, True),
+            ("GET", "/v1/resource-definitions/{}/clone/{}", self.clone_status, False),
+            ("GET", "/v1/resource-definitions/{}/sync-status", self.sync_status, False),
+            ("GET", "/v1/resource-definitions/{}/volume-definitions", self.list_vds, False),
+            ("POST", "/v1/resource-definitions/{}/volume-definitions", self.create_vd, True),
+            ("PUT", "/v1/resource-definitions/{}/volume-definitions/{}", self.modify_vd, True),
+            ("DELETE", "/v1/resource-definitions/{}/volume-definitions/{}", self.delete_vd, True),
+            ("GET", "/v1/resource-definitions/{}/resources", self.list_rd_resources, False),
+            ("POST", "/v1/resource-definitions/{}/resources", self.create_resources, True),
+            ("POST", "/v1/resource-definitions/{}/resources/{}", self.create_resource_on, True),
+            ("PUT", "/v1/resource-definitions/{}/resources/{}", self.modify_resource, True),
+            ("DELETE", "/v1/resource-definitions/{}/resources/{}", self.delete_resource, True),
+            ("POST", "/v1/resource-definitions/{}/resources/{}/make-available", self.make_available, True),
+            ("GET", "/v1/resource-definitions/{}/resources/{}/volumes", self.list_rsc_volumes, False),
+            ("POST", "/v1/resource-definitions/{}/autoplace", self.autoplace, True),
+            ("GET", "/v1/resource-definitions/{}/resource-connections/{}/{}", self.get_rsc_conn, False),
+            ("PUT", "/v1/resource-definitions/{}/resource-connections/{}/{}", self.modify_rsc_conn, True),
+            ("GET", "/v1/resource-definitions/{}/snapshots", self.list_rd_snapshots, False),
+            ("POST", "/v1/resource-definitions/{}/snapshots", self.create_snapshot, True),
+            ("GET", "/v1/resource-definitions/{}/snapshots/{}", self.get_snapshot, False),
+            ("PUT", "/v1/resource-definitions/{}/snapshots/{}", self.modify_snapshot, True),
+            ("DELETE", "/v1/resource-definitions/{}/snapshots/{}", self.delete_snapshot, True),
+            ("POST", "/v1/resource-definitions/{}/snapshot-restore-volume-definition/{}", self.restore_vd, True),
+            ("POST", "/v1/resource-definitions/{}/snapshot-restore-resource/{}", self.restore_resource, True),
+            ("POST", "/v1/resource-definitions/{}/snapshot-rollback/{}", self.rollback, True),
+            ("POST", "/v1/actions/snapshot/multi", self.snapshot_multi, True),
+            ("GET", "/v1/view/resources", self.list_resources, False),
+            ("GET", "/v1/view/snapshots", self.list_snapshots, False),
+            ("GET", "/v1/error-reports", self.list_error_reports, False),
+            ("GET", "/v1/error-reports/{}", self.get_error_report, False),
+            ("GET", "/v1/encryption/passphrase", self.passphrase_status, False),
+            ("POST", "/v1/encryption/passphrase", self.passphrase_create, True),
+            ("PATCH", "/v1/encryption/passphrase", self.passphrase_create, True),
         ]
-        return [(m, re.compile("^" + p + "$"), h, mut) for m, p, h, mut in table
-                if self.version >= versions.ROUTE_SINCE.get(h.__name__, (0, 0, 0))]
+        return {(m, t): (h, mut, re.compile("^" + re.escape(t).replace(r"\{\}", "([^/]+)") + "$"))
+                for m, t, h, mut in table if self.spec.has(m, t)}
 
-    def match(self, method: str, path: str) -> tuple[Optional[Handler], tuple, bool]:
-        known_path = False
-        for m, rx, handler, mutating in self.routes:
-            hit = rx.match(path)
-            if hit:
-                known_path = True
-                if m == method:
-                    return handler, hit.groups(), mutating
-        return None, (), known_path
-
-    def handle(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, query: dict, raw: bytes) -> tuple[int, Any]:
+        """One request as the release played reads it: its routes, its parsing of the body
+        (spec.py), then the handler; the answer cut to the fields the release has."""
         from urllib.parse import unquote
-        handler, args, mutating = self.match(method, path)
-        if handler is None:
-            rc = Rc(C.FAIL_UNKNOWN_ERROR, f"No such REST endpoint: {method} {path}")
+        route, path_known = self.spec.route(method, path)
+        if route is None:
+            if path_known:        # GrizzlyHttpService.LinstorMapper: NotAllowedException
+                rc = Rc(C.FAIL_UNKNOWN_ERROR, f"Method '{method}' not allowed on path '{path}'.")
+                return 405, [rc.to_json()]
+            rc = Rc(C.FAIL_UNKNOWN_ERROR, f"Path '{path}' not found on server.")   # NotFoundException
             return 404, [rc.to_json()]
-        args = tuple(unquote(a) for a in args)
+        problem, body = self.spec.read_body(route, raw)
+        if problem is not None:
+            kind = PARSE_ERROR_STATUS.get((method, route.template), "400")
+            rc = Rc(C.API_CALL_PARSE_ERROR, "Unable to parse input json.", details=problem)
+            if kind.endswith("r"):
+                with self.lock:
+                    rc.error_report_ids.append(self.add_error_report(rc.message, problem,
+                                                                     "JsonMappingException"))
+                    self.save()
+            return (500 if kind.startswith("500") else 400), [rc.to_json()]
+        entry = self.routes.get((method, route.template))
+        if entry is None:
+            rc = Rc(C.FAIL_UNKNOWN_ERROR, f"The lab's LINSTOR emulator does not implement {method} {route.template}")
+            return 501, [rc.to_json()]
+        handler, mutating, rx = entry
+        hit = rx.match(path)
+        args = tuple(unquote(a) for a in hit.groups()) if hit else ()
         with self.lock:
             try:
-                result = handler(*args, query=query, body=body or {})
+                result = handler(*args, query=query, body=body if body is not None else {})
             except ApiError as err:
                 self._attach_error_reports(err.rcs)
                 if mutating:
@@ -231,9 +244,8 @@ class Controller:
                 return http_status(err.rcs, 500), [rc.to_json() for rc in err.rcs]
             if mutating:
                 self.save()
-        if isinstance(result, tuple):
-            return result
-        return 200, result
+        status, out = result if isinstance(result, tuple) else (200, result)
+        return status, self.spec.shape(self.spec.response_schema(route, status), out)
 
     def _attach_error_reports(self, rcs: list[Rc]) -> None:
         quiet = {C.FAIL_IN_USE, C.FAIL_NOT_ENOUGH_NODES, C.FAIL_INVLD_VLM_SIZE}

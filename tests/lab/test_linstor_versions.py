@@ -44,7 +44,7 @@ def flags(c, name) -> dict:
     return {r.node_name: set(r.flags) for r in c.resource_list_raise(filter_by_resources=[name]).resources}
 
 
-@pytest.mark.parametrize("version,rest", [("1.20.0", "1.15.0"), ("1.22.0", "1.18.0"), ("1.31.2", "1.25.0"),
+@pytest.mark.parametrize("version,rest", [("1.20.0", "1.15.0"), ("1.22.0", "1.18.0"), ("1.31.0", "1.25.0"), ("1.31.2", "1.25.1"),
                                           ("1.32.3", "1.26.0"), ("1.33.2", "1.27.0")])
 def test_each_release_reports_its_rest_api_version(tmp_path, version, rest):
     assert rest_api_version(version) == rest
@@ -52,15 +52,6 @@ def test_each_release_reports_its_rest_api_version(tmp_path, version, rest):
         assert c.controller_version().rest_api_version == rest
         # python-linstor gates on it: no multi-snapshot request before REST 1.18 (LINSTOR 1.22)
         assert c.api_version_smaller("1.18.0") == (version == "1.20.0")
-
-
-@pytest.mark.parametrize("version,route_there", [("1.21.1", False), ("1.22.0", True)])
-def test_multi_snapshot_route_arrives_with_1_22(tmp_path, version, route_there):
-    with controller(tmp_path, version) as (c, emu):
-        spawn(c, "multi")
-        status, body = raw(emu, "POST", "/v1/actions/snapshot/multi",
-                        {"snapshots": [{"name": "snap0", "resource_name": "multi"}]})
-        assert (status == 201) == route_there and (status == 404) == (not route_there), body
 
 
 @pytest.mark.parametrize("version,tiebreakers", [("1.26.0", [1, 0, 0]), ("1.26.1", [1, 0, 1])])
@@ -162,17 +153,74 @@ def test_resize_with_a_peer_offline(tmp_path, version, refused):
             assert size == 128 * MIB
 
 
-@pytest.mark.parametrize("version,applied", [("1.31.2", False), ("1.32.0", True)])
-def test_clone_reads_override_props_from_1_32(tmp_path, version, applied):
-    """CHANGELOG 1.32.0-rc.1 / OPENAPI 1.26.0: the clone request's override_props and delete_props."""
+@pytest.mark.parametrize("version,read", [("1.31.3", False), ("1.32.0", True)])
+def test_clone_reads_override_props_from_1_32(tmp_path, version, read):
+    """CHANGELOG 1.32.0-rc.1 / OPENAPI 1.26.0: the clone request's override_props and delete_props;
+    an older controller's Jackson refuses the body (ResourceDefinitions.cloneRscDfn does not catch
+    the parse error: the exception mapper's 500) and makes nothing."""
     with controller(tmp_path, version) as (c, emu):
         spawn(c, "csrc")
         ok(c.resource_dfn_modify("csrc", {"Aux/one/mark": "src"}))
-        status, _ = raw(emu, "POST", "/v1/resource-definitions/csrc/clone",
-                        {"name": "cdst", "override_props": {"Aux/x": "1"}, "delete_props": ["Aux/one/mark"]})
-        assert status == 201
-        props = rd_props(c, "cdst")
-        assert ("Aux/x" in props) == applied and ("Aux/one/mark" in props) == (not applied)
+        status, body = raw(emu, "POST", "/v1/resource-definitions/csrc/clone",
+                           {"name": "cdst", "override_props": {"Aux/x": "1"}, "delete_props": ["Aux/one/mark"]})
+        if read:
+            assert status == 201
+            props = rd_props(c, "cdst")
+            assert "Aux/x" in props and "Aux/one/mark" not in props
+        else:
+            assert status == 500 and body[0]["message"] == "Unable to parse input json."
+            assert 'Unrecognized field "override_props"' in body[0]["details"]
+            assert body[0]["error_report_ids"]
+            assert not c.resource_dfn_list_raise(filter_by_resource_definitions=["cdst"]).resource_definitions
+
+
+@pytest.mark.parametrize("version,read", [("1.26.2", False), ("1.27.0", True)])
+def test_spawn_reads_definition_props_from_1_27(tmp_path, version, read):
+    """OPENAPI 1.22.0 (LINSTOR 1.27.0): ResourceGroupSpawn.resource_definition_props; before, the
+    spawn is refused whole (400: ResourceGroups.spawn catches the parse error) and nothing is made."""
+    with controller(tmp_path, version) as (c, emu):
+        status, body = raw(emu, "POST", "/v1/resource-groups/one_rg/spawn",
+                           {"resource_definition_name": "sp", "volume_sizes": [64 * MIB],
+                            "resource_definition_props": {"Aux/one/mark": "x"}})
+        defs = c.resource_dfn_list_raise(filter_by_resource_definitions=["sp"]).resource_definitions
+        if read:
+            assert status == 201 and defs[0].properties.get("Aux/one/mark") == "x"
+        else:
+            assert status == 400 and body[0]["message"] == "Unable to parse input json."
+            assert "resource_definition_props" in body[0]["details"] and "error_report_ids" not in body[0]
+            assert not defs
+
+
+@pytest.mark.parametrize("version,status", [("1.21.1", 404), ("1.22.0", 201), ("1.24.2", 201)])
+def test_routes_are_the_releases_own(tmp_path, version, status):
+    """Routes come from the release's document, with its errata: 1.22-1.24 document the multi
+    snapshot under /v1/action/ while the controller (Actions.java) answers /v1/actions/."""
+    with controller(tmp_path, version) as (c, emu):
+        spawn(c, "multi")
+        got, body = raw(emu, "POST", "/v1/actions/snapshot/multi",
+                        {"snapshots": [{"name": "snap0", "resource_name": "multi"}]})
+        assert got == status, body
+        got, body = raw(emu, "POST", "/v1/action/snapshot/multi",
+                        {"snapshots": [{"name": "snap1", "resource_name": "multi"}]})
+        assert got == 404 and body[0]["message"] == "Path '/v1/action/snapshot/multi' not found on server."
+        got, body = raw(emu, "DELETE", "/v1/actions/snapshot/multi") if status == 201 else (405, None)
+        assert got == 405
+
+
+@pytest.mark.parametrize("body,problem", [
+    ({"volume_definition": {"size_kib": 1, "size": 2}}, 'Unrecognized field "size"'),
+    ({"volume_definition": {"size_kib": {"a": 1}}}, "from Object value"),
+    ({"volume_definition": {"size_kib": "lots"}}, "not a valid representation"),
+    ({"volume_definition": {"size_kib": 1, "flags": "ENCRYPTED"}}, "ArrayList"),
+    ({"volume_definition": {"size_kib": "65536", "props": {"Aux/x": 5}}}, None),     # Jackson coerces these
+])
+def test_request_bodies_are_read_as_jackson_reads_them(client, emulator, body, problem):
+    spawn(client, "jack")
+    status, answer = raw(emulator, "POST", "/v1/resource-definitions/jack/volume-definitions", body)
+    if problem is None:
+        assert status == 201, answer
+    else:
+        assert status == 400 and problem in answer[0]["details"], answer
 
 
 def test_tiebreaker_counts_as_diskless_for_the_last_disk(tmp_path):
