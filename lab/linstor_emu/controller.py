@@ -47,6 +47,24 @@ def _pool_props(kind: str, name: str) -> dict:
 
 Handler = Callable[..., tuple[int, Any]]
 
+PROP_KEY_MAX = 256          # PropsContainer.PATH_MAX_LENGTH
+PROP_VALUE_MAX = 4096       # PROPS_CONTAINERS.PROP_VALUE VARCHAR(4096) (init-db.sql)
+# The whitelisted keys (outside Aux/) the lab's users set, with the values LINSTOR accepts for them
+# (a regular expression; "" = any): the DRBD options come from drbdsetup's option list, the rest
+# from GeneratedPropertyRules. Any other key is refused as LINSTOR refuses a key it does not know.
+WHITELIST = {
+    "StorPoolName": r"[A-Za-z_][A-Za-z0-9_-]{1,47}",
+    "DrbdOptions/Net/allow-two-primaries": r"yes|no",
+    "DrbdOptions/Net/protocol": r"A|B|C",
+    "DrbdOptions/Resource/quorum": r"off|majority|all|[0-9]+",
+    "DrbdOptions/Resource/on-no-quorum": r"io-error|suspend-io",
+    "DrbdOptions/auto-quorum": r"io-error|suspend-io|disabled",
+    "DrbdOptions/auto-add-quorum-tiebreaker": r"true|false|yes|no",
+    "FileSystem/Type": r"ext4|xfs",
+    "FileSystem/MkfsParams": "",
+    "PeerSlotsNewResource": r"[0-9]+",
+}
+
 
 def _default_ctrl_props(config: dict) -> dict:
     """What a new controller's database holds: up to 1.30 `DrbdOptions/auto-quorum io-error`
@@ -248,7 +266,7 @@ class Controller:
         return status, self.spec.shape(self.spec.response_schema(route, status), out)
 
     def _attach_error_reports(self, rcs: list[Rc]) -> None:
-        quiet = {C.FAIL_IN_USE, C.FAIL_NOT_ENOUGH_NODES, C.FAIL_INVLD_VLM_SIZE}
+        quiet = {C.FAIL_IN_USE, C.FAIL_NOT_ENOUGH_NODES, C.FAIL_INVLD_VLM_SIZE, C.FAIL_NOT_ALL_UPTODATE}
         for rc in rcs:
             if rc.is_error and rc.code not in quiet and not rc.error_report_ids:
                 rc.error_report_ids.append(self.add_error_report(rc.message, rc.details or ""))
@@ -303,6 +321,28 @@ class Controller:
                               C.MASK_CRT,
                               cause="Names must be 2-48 characters, start with a letter or '_', "
                                     "and contain only letters, digits, '_' and '-'."))
+
+    def _check_props(self, props: dict, what: str) -> None:
+        """CtrlPropsHelper.fillProperties: a key outside `Aux/` must be on the whitelist of the
+        object (WhitelistProps, GeneratedPropertyRules + the DRBD options the satellites report)
+        with a valid value; a key longer than PropsContainer.PATH_MAX_LENGTH (256) is invalid; a
+        value longer than the PROPS_CONTAINERS column (VARCHAR(4096)) fails the database write."""
+        for key, value in props.items():
+            value = str(value)
+            if key.startswith("Aux/"):
+                if len(key) > PROP_KEY_MAX:
+                    raise ApiError(Rc(C.FAIL_INVLD_PROP, f"Invalid key: {key}", cause=f"The key '{key}' is invalid."))
+            else:
+                rule = WHITELIST.get(key)
+                if rule is None:
+                    raise ApiError(Rc(C.FAIL_INVLD_PROP, f"Invalid property key: {key}",
+                                      cause=f"The key '{key}' is not whitelisted."))
+                if rule and not re.fullmatch(rule, value, re.IGNORECASE):
+                    raise ApiError(Rc(C.FAIL_INVLD_PROP, f"Invalid property({key}) value: {value}",
+                                      cause=f"The value '{value}' is not valid for the key '{key}'"))
+            if len(value) > PROP_VALUE_MAX:
+                raise ApiError(Rc(C.FAIL_SQL, f"A database error occurred while modifying {what}",
+                                  cause=f"value too long for type character varying({PROP_VALUE_MAX})"))
 
     def _prop_chain(self, rd: dict, key: str, default: Optional[str] = None) -> Optional[str]:
         if key in rd["props"]:
@@ -678,9 +718,17 @@ class Controller:
         return out
 
     def _snap_json(self, rd: dict, snap: dict) -> dict:
+        # A snapshot definition holds its own properties and the copy of the resource definition's
+        # taken with it (SnapshotDefinition.getSnapDfnProps / getRscDfnProps); from 1.30 (REST
+        # 1.24) the listing shows both apart and `props` as the copy with its own on top
+        # (Json.apiToSnapshot: `props = rsc dfn props; putAll(snap dfn props)`); older releases
+        # have `props` only (spec.py cuts the split fields)
         return {
             "name": snap["name"], "resource_name": rd["name"], "nodes": list(snap["nodes"]),
-            "props": dict(snap["props"]), "flags": list(snap["flags"]), "uuid": snap["uuid"],
+            "props": {**snap.get("rd_props", {}), **snap["props"]},
+            "snapshot_definition_props": dict(snap["props"]),
+            "resource_definition_props": dict(snap.get("rd_props", {})),
+            "flags": list(snap["flags"]), "uuid": snap["uuid"],
             "volume_definitions": [dict(v) for v in snap["vds"]],
             "snapshots": [{"snapshot_name": snap["name"], "node_name": n, "create_timestamp": snap["ts"],
                            "flags": list(snap["flags"]), "uuid": _uuid(),
@@ -706,6 +754,7 @@ class Controller:
         return dict(self.s["ctrl_props"])
 
     def set_ctrl_props(self, query: dict, body: Any):
+        self._check_props(body.get("override_props") or {}, "the controller's properties")
         self.s["ctrl_props"].update(body.get("override_props", {}))
         for key in body.get("delete_props", []) or []:
             self.s["ctrl_props"].pop(key, None)
@@ -781,6 +830,7 @@ class Controller:
 
     def create_rg(self, query: dict, body: Any):
         name = body.get("name", "")
+        self._check_props(dict(body.get("props") or {}), f"resource group '{name}'")
         self._check_name(name, C.FAIL_INVLD_RSC_GRP_NAME, "resource group", C.MASK_RSC_GRP)
         if name.upper() in self.s["rgs"]:
             raise ApiError(Rc(C.FAIL_EXISTS_RSC_GRP, f"Resource group '{name}' already exists.", C.MASK_RSC_GRP,
@@ -794,6 +844,7 @@ class Controller:
 
     def modify_rg(self, name: str, query: dict, body: Any):
         rg = self._rg(name)
+        self._check_props(body.get("override_props") or {}, f"resource group '{rg['name']}'")
         rg["props"].update(body.get("override_props", {}) or {})
         for key in body.get("delete_props", []) or []:
             rg["props"].pop(key, None)
@@ -880,6 +931,7 @@ class Controller:
 
     def _create_rd(self, name: str, external_name: Optional[str], rg_name: Optional[str],
                    layers: Optional[list[str]], props: dict) -> tuple[dict, list[Rc]]:
+        self._check_props(props, f"resource definition '{name or external_name}'")
         if not name and external_name:
             base = re.sub(r"[^A-Za-z0-9_-]", "_", external_name)[:40] or "rsc"
             if not re.match(r"[A-Za-z_]", base):
@@ -929,6 +981,7 @@ class Controller:
                 rd["quorum_set_by_user"] = True
             elif QUORUM_PROP in (body.get("delete_props") or []):
                 rd["quorum_set_by_user"] = False
+        self._check_props(body.get("override_props") or {}, f"resource definition '{rd['name']}'")
         for key, value in (body.get("override_props") or {}).items():
             rd["props"][key] = value
         for key in body.get("delete_props") or []:
@@ -962,15 +1015,41 @@ class Controller:
                 raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
                                   C.MASK_RSC_DFN, C.MASK_DEL, cause="Resource is mounted/in use.",
                                   obj_refs={"RscDfn": rd["name"], "Node": rsc["node"]}))
+        marked = success(f"Resource definition '{rd['name']}' marked for deletion.", C.MASK_RSC_DFN, C.MASK_DEL,
+                         obj_refs={"RscDfn": rd["name"]})
+        offline = self._offline_nodes(rd["rscs"])
+        if offline:
+            # CtrlRscDfnDeleteApiCallHandler: the definition and its resources are marked DELETE and
+            # the satellites updated; an offline one answers with a "not connected" warning that
+            # ends the flux (DelayedApiRcException, swallowed): the rest happens when it connects
+            # again (resourceDefinitionConnected restarts the deletion). The name stays taken.
+            rd["flags"] = sorted(set(rd["flags"]) | {"DELETE"})
+            for key, rsc in rd["rscs"].items():
+                rsc["flags"] = sorted(set(rsc["flags"]) | {"DELETE", "DRBD_DELETE"})
+                if key not in offline:
+                    self._detach_devices(rd, rsc)         # that satellite took it down
+            return [marked.to_json()] + [self._not_connected_warning(n, C.MASK_RSC_DFN, C.MASK_DEL) for n in offline]
+        self._finish_rd_delete(rd)
+        return [marked.to_json(), success(f"Resource definition '{rd['name']}' deleted.", C.MASK_RSC_DFN, C.MASK_DEL,
+                                          obj_refs={"RscDfn": rd["name"]}).to_json()]
+
+    def _finish_rd_delete(self, rd: dict) -> None:
         for key in sorted(rd["rscs"], key=lambda k: not self._diskless(rd["rscs"][k])):
             self._remove_resource(rd, key)
         for vnr in rd["vds"]:
             self.data.delete_volume(rd["name"], int(vnr))
-        del self.s["rds"][name.upper()]
-        return [success(f"Resource definition '{rd['name']}' marked for deletion.", C.MASK_RSC_DFN, C.MASK_DEL,
-                        obj_refs={"RscDfn": rd["name"]}).to_json(),
-                success(f"Resource definition '{rd['name']}' deleted.", C.MASK_RSC_DFN, C.MASK_DEL,
-                        obj_refs={"RscDfn": rd["name"]}).to_json()]
+        del self.s["rds"][rd["name"].upper()]
+
+    def _offline_nodes(self, keys) -> list[str]:
+        return [self.s["nodes"][k]["name"] for k in sorted(keys) if self.s["nodes"][k]["status"] != "ONLINE"]
+
+    @staticmethod
+    def _not_connected_warning(node: str, obj_mask: int, op_mask: int) -> dict:
+        # ResponseUtils.makeNotConnectedWarning
+        return Rc(C.WARN_NOT_CONNECTED, f"No active connection to satellite '{node}'", obj_mask, op_mask,
+                  details="The controller is trying to (re-) establish a connection to the satellite. The controller "
+                          "stored the changes and as soon the satellite is connected, it will receive this update.",
+                  obj_refs={"Node": node}).to_json()
 
     def clone_rd(self, name: str, query: dict, body: Any):
         src = self._rd(name)
@@ -980,6 +1059,14 @@ class Controller:
             body = {k: v for k, v in body.items() if k not in ("override_props", "delete_props")}
             if not self.since("1.30.0"):
                 body = {k: v for k, v in body.items() if k not in ("layer_list", "resource_group")}
+        offline = self._offline_nodes(self._diskful_nodes(src))
+        if offline and self.since("1.31.0"):
+            # CtrlRscDfnApiCallHandler.failIfWrongRscState (1.31.0): every diskful DRBD resource
+            # UpToDate; a satellite that is not connected reports no state, which counts as not
+            # UpToDate (allVolumesUpToDate(..., defaultIfUnknown=false))
+            raise ApiError(Rc(C.FAIL_NOT_ALL_UPTODATE,
+                              "Cannot clone resource-definition, because we have a non-UpToDate DRBD device.",
+                              C.MASK_RSC_DFN, C.MASK_CRT))
         props = {**src["props"], **(body.get("override_props") or {})}
         for key in body.get("delete_props") or []:
             props.pop(key, None)
@@ -997,12 +1084,16 @@ class Controller:
             if self.data.has_volume(src["name"], int(vnr)):
                 self.data.fill_from(self.data.volume_file(src["name"], int(vnr)), rd["name"], int(vnr),
                                     rd["vds"][vnr]["size_kib"], [])
-        for key in self._diskful_nodes(src):
-            s_rsc = src["rscs"][key]
-            _, m = self._new_resource(rd, self.s["nodes"][key], s_rsc["pool"], [], {})
+        # cloneRscDfnInTransaction: a resource for every resource of the source, diskless ones and
+        # tie-breakers included, with its flags (Resource.Flags.restoreFlags) and its properties
+        for key, s_rsc in sorted(src["rscs"].items()):
+            if "DELETE" in s_rsc["flags"]:
+                continue
+            flags = [f for f in s_rsc["flags"] if f in ("DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER", "NVME_INITIATOR")]
+            _, m = self._new_resource(rd, self.s["nodes"][key], s_rsc["pool"], flags, dict(s_rsc["props"]))
             msgs += m
-        msgs += self._auto_manage(rd)
-        src["clones"][rd["name"].upper()] = "COMPLETE"
+        # the satellites copy the data; one that is not connected never reports its copy done
+        src["clones"][rd["name"].upper()] = "CLONING" if offline else "COMPLETE"
         return 201, {"location": f"/v1/resource-definitions/{src['name']}/clone/{rd['name']}",
                      "source_name": src["name"], "clone_name": rd["name"], "messages": [m.to_json() for m in msgs]}
 
@@ -1069,15 +1160,19 @@ class Controller:
             raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Volume definition {vnr} of '{rd['name']}' not found.",
                               C.MASK_VLM_DFN, C.MASK_MOD))
         msgs = []
+        self._check_props(body.get("override_props") or {}, f"volume definition {vnr} of '{rd['name']}'")
         vd["props"].update(body.get("override_props") or {})
         for key in body.get("delete_props") or []:
             vd["props"].pop(key, None)
         new = body.get("size_kib")
-        offline = [r["node"] for r in rd["rscs"].values() if self.s["nodes"][r["node"].upper()]["status"] != "ONLINE"]
+        offline = self._offline_nodes(self._diskful_nodes(rd)) if "DRBD" in rd["layers"] else []
         if new is not None and new != vd["size_kib"] and offline and self.since("1.30.4"):
-            # CHANGELOG 1.30.4 "VlmDfn,Resize: Only allow resize if all peers are online and UpToDate"
-            # (before, an offline satellite grew its volume when it came back)
-            raise ApiError(Rc(C.FAIL_NOT_CONNECTED, f"No active connection to satellite '{offline[0]}'",
+            # CHANGELOG 1.30.4 "VlmDfn,Resize: Only allow resize if all peers are online and UpToDate":
+            # CtrlVlmDfnModifyApiCallHandler asks allVolumesUpToDate(..., defaultIfUnknown=false), and a
+            # satellite that is not connected reports no state (before, unknown counted as UpToDate
+            # and an offline satellite grew its volume when it came back). No error report.
+            raise ApiError(Rc(C.FAIL_NOT_ALL_UPTODATE,
+                              "Cannot resize volume, because we have a non-UpToDate DRBD device.",
                               C.MASK_VLM_DFN, C.MASK_MOD, obj_refs={"RscDfn": rd["name"], "VlmNr": vnr}))
         if new is not None:
             if new < vd["size_kib"]:
@@ -1158,6 +1253,7 @@ class Controller:
         if "DRBD_DISKLESS" in flags:
             flags = sorted(set(flags) | {"DISKLESS"})
         props = dict(spec.get("props") or {})
+        self._check_props(props, f"resource '{rd['name']}' on node '{node['name']}'")
         pool = props.pop("StorPoolName", None)
         if pool is None:
             pool = DISKLESS_POOL if "DISKLESS" in flags else (self._prop_chain(rd, "StorPoolName") or "DfltStorPool")
@@ -1198,6 +1294,7 @@ class Controller:
         if rsc is None:
             raise ApiError(Rc(C.FAIL_NOT_FOUND_RSC, f"Resource '{name}' on node '{node}' not found.", C.MASK_RSC,
                               C.MASK_MOD))
+        self._check_props(body.get("override_props") or {}, f"resource '{rd['name']}' on node '{rsc['node']}'")
         rsc["props"].update(body.get("override_props") or {})
         for key in body.get("delete_props") or []:
             rsc["props"].pop(key, None)
@@ -1308,10 +1405,16 @@ class Controller:
         if diskful:
             pool = self._diskful_pool_for(rd, node_obj)
             _, msgs = self._new_resource(rd, node_obj, pool, [], {}, layers)
-        else:
-            if not self._diskful_nodes(rd) and not rd["vds"]:
+        elif not self._diskful_nodes(rd):
+            # CtrlRscMakeAvailableApiCallHandler: without a diskful DRBD peer "make available" is
+            # read as making the first diskful resource, on this node (an empty volume if none
+            # holds the data any more)
+            if not rd["vds"]:
                 raise ApiError(Rc(C.FAIL_NOT_FOUND_VLM_DFN, f"Resource definition '{rd['name']}' has no volumes.",
                                   C.MASK_RSC, C.MASK_CRT))
+            pool = self._diskful_pool_for(rd, node_obj)
+            _, msgs = self._new_resource(rd, node_obj, pool, [], {}, layers)
+        else:
             _, msgs = self._new_resource(rd, node_obj, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS"], {}, layers)
         msgs += self._auto_manage(rd)
         return [m.to_json() for m in warnings + msgs]
@@ -1423,6 +1526,7 @@ class Controller:
         self._node(a)
         self._node(b)
         key = "|".join(sorted([a.upper(), b.upper()]))
+        self._check_props(body.get("override_props") or {}, f"resource connection {a}/{b} of '{rd['name']}'")
         props = rd["conns"].setdefault(key, {})
         props.update(body.get("override_props") or {})
         for k in body.get("delete_props") or []:
@@ -1502,7 +1606,8 @@ class Controller:
             self.data.take_snapshot(rd["name"], int(vnr), snap_name, size, loops)
             vds.append({"volume_number": int(vnr), "size_kib": size})
         rd["snaps"][snap_name.upper()] = {
-            "name": snap_name, "nodes": [self.s["nodes"][k]["name"] for k in online], "props": dict(rd["props"]),
+            "name": snap_name, "nodes": [self.s["nodes"][k]["name"] for k in online], "props": {},
+            "rd_props": dict(rd["props"]),
             "flags": ["SUCCESSFUL"], "vds": vds, "uuid": _uuid(), "ts": _now_ms(),
             "pools": {self.s["nodes"][k]["name"]: rd["rscs"][k]["pool"] for k in online},
             "encrypted": any("ENCRYPTED" in vd["flags"] for vd in rd["vds"].values()),
@@ -1530,8 +1635,12 @@ class Controller:
         return 201, [m.to_json() for m in msgs]
 
     def modify_snapshot(self, name: str, snap: str, query: dict, body: Any):
+        """CtrlSnapshotApiCallHandler.modifyInTransaction (1.32+): the snapshot definition's own
+        properties only (getSnapDfnProps); the copy of the resource definition's it was taken with
+        cannot be changed, so deleting one of those keys changes nothing in the listing."""
         rd = self._rd(name)
         s = self._snap(rd, snap)
+        self._check_props(body.get("override_props") or {}, "snapshot definition")
         s["props"].update(body.get("override_props") or {})
         for key in body.get("delete_props") or []:
             s["props"].pop(key, None)
@@ -1546,13 +1655,21 @@ class Controller:
         only = set()
         for v in query.get("nodes") or []:
             only.update(x.upper() for x in v.split(",") if x)
-        if only:
-            s["nodes"] = [n for n in s["nodes"] if n.upper() not in only]
-        if not only or not s["nodes"]:
+        going = [n for n in s["nodes"] if not only or n.upper() in only]
+        offline = self._offline_nodes(n.upper() for n in going)
+        # CtrlSnapshotDeleteApiCallHandler: marked DELETE, the satellites updated; an offline one
+        # keeps its snapshot (and the definition, and its name) until it connects again
+        s["nodes"] = [n for n in s["nodes"] if n not in going or n in offline]
+        if offline:
+            if not only:
+                s["flags"] = sorted(set(s["flags"]) | {"DELETE"})
+            s["deleting_on"] = sorted(set(s.get("deleting_on", [])) | {n.upper() for n in offline})
+        elif not s["nodes"]:
             del rd["snaps"][snap.upper()]
             self.data.delete_snapshot(rd["name"], s["name"])
         msgs = [success(f"Snapshot '{s['name']}' of resource '{rd['name']}' deleted.", C.MASK_SNAPSHOT, C.MASK_DEL,
                         obj_refs={"RscDfn": rd["name"], "Snapshot": s["name"]}).to_json()]
+        msgs += [self._not_connected_warning(n, C.MASK_SNAPSHOT, C.MASK_DEL) for n in offline]
         if (query.get("delete_empty_resource_definition") or ["false"])[0].lower() == "true" \
                 and not rd["rscs"] and not rd["snaps"]:
             msgs += self.delete_rd(rd["name"], {}, {})
@@ -1593,7 +1710,9 @@ class Controller:
                                   C.MASK_SNAPSHOT, C.MASK_CRT, obj_refs=refs))
         nodes = body.get("nodes") or s["nodes"]
         rename = body.get("stor_pool_rename") or {}
-        target["props"].update(s["props"])
+        # CtrlSnapshotRestoreApiCallHandler: ctrlPropsHelper.copy(getProps(snapshotDfn, true), toRscDfn):
+        # the snapshot's copy of the resource definition's properties over the target's
+        target["props"].update(s.get("rd_props", {}))
         for vnr, vd in target["vds"].items():
             self.data.fill_from(self.data.snapshot_file(src["name"], s["name"], int(vnr)), target["name"], int(vnr),
                                 vd["size_kib"], [])
@@ -1610,28 +1729,115 @@ class Controller:
         return [m.to_json() for m in msgs]
 
     def rollback(self, name: str, snap: str, query: dict, body: Any):
+        """CtrlSnapshotRollbackApiCallHandler, release by release:
+        - up to 1.30: in place (the definition marked down, each satellite rolls its volumes back),
+          to the most recent snapshot only (ensureMostRecentSnapshot);
+        - 1.31.0 (prepareRollbackInTransaction): any snapshot. A safety snapshot of the diskful
+          resources, every resource deleted (CtrlRscDfnTruncateApiCallHandler: diskless first),
+          the snapshot restored on the nodes that hold it (CtrlSnapshotRestoreApiCallHandler: the
+          snapshot's copy of the definition's properties copied back over the definition's), the
+          safety snapshot deleted. Diskless resources are not made again ("TODO: try to re-create
+          diskless resources"); a diskful node without the snapshot is refused first
+          (ensureSnapshotsForAllVolumes);
+        - 1.31.2: recreateResources - make-available on every node that had a resource (diskful as
+          it was); ensureSnapshotsForAllVolumes gone (CHANGELOG: "restores snapshots on nodes that
+          don't have a local snapshot");
+        - 1.31.3: resetVlmDfns - the volume definitions as they were in the snapshot, sizes included
+          (before, a volume of another size than its snapshot fails the restore: the resources are
+          restored from the safety snapshot, and not the diskless ones).
+        At every release: refused while a resource's satellite is not connected
+        (ensureAllSatellitesConnected) or a resource is in use."""
         rd = self._rd(name)
         s = self._snap(rd, snap)
         refs = {"RscDfn": rd["name"], "Snapshot": s["name"]}
+        if "SUCCESSFUL" not in s["flags"]:
+            raise ApiError(Rc(C.FAIL_UNKNOWN_ERROR, "Unable to use failed snapshot", C.MASK_SNAPSHOT, C.MASK_MOD,
+                              obj_refs=refs))
+        newest = max(rd["snaps"].values(), key=lambda x: x["ts"])
+        if not self.since("1.31.0") and newest is not s:
+            raise ApiError(Rc(C.FAIL_EXISTS_SNAPSHOT_DFN, "Rollback is only allowed with the most recent snapshot",
+                              C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
+        live = {k: r for k, r in rd["rscs"].items() if "DELETE" not in r["flags"]}
+        if not self.since("1.31.2"):
+            holders = {n.upper() for n in s["nodes"]}
+            for key in sorted(k for k, r in live.items() if not self._diskless(r)):
+                if key not in holders:
+                    node = self.s["nodes"][key]["name"]
+                    raise ApiError(Rc(C.FAIL_NOT_FOUND_SNAPSHOT, f"Snapshot '{s['name']}' of resource '{rd['name']}' "
+                                      f"on node '{node}' not found.", C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
+        for node in self._offline_nodes(rd["rscs"]):
+            raise ApiError(Rc(C.FAIL_NOT_CONNECTED, f"No active connection to satellite '{node}'.", C.MASK_SNAPSHOT,
+                              C.MASK_MOD, details="Snapshot rollback cannot be performed when the corresponding "
+                              "satellites are not connected.", obj_refs=refs))
         for rsc in rd["rscs"].values():
             if self._in_use(rd, rsc):
                 raise ApiError(Rc(C.FAIL_IN_USE, f"Resource '{rd['name']}' on node '{rsc['node']}' is still in use.",
-                                  C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
-        newest = max(rd["snaps"].values(), key=lambda x: x["ts"])
-        if not self.since("1.31.2") and newest is not s:
-            # CtrlSnapshotRollbackApiCallHandler.ensureMostRecentSnapshot (up to v1.31.1): only the
-            # most recent snapshot; from v1.31.2 a rollback deletes the resources and restores them
-            # from the snapshot (ZFS's old "zfs rollback" strategy keeps the rule: not emulated)
-            raise ApiError(Rc(C.FAIL_EXISTS_SNAPSHOT_DFN, "Rollback is only allowed with the most recent snapshot",
-                              C.MASK_SNAPSHOT, C.MASK_MOD, obj_refs=refs))
-        loops = self._loops(rd)
+                                  C.MASK_SNAPSHOT, C.MASK_MOD, cause="Resource is mounted/in use.", obj_refs=refs))
+        done = success(f"Resource '{rd['name']}' rolled back to snapshot '{s['name']}'.", C.MASK_SNAPSHOT,
+                       C.MASK_MOD, obj_refs=refs)
+        if not self.since("1.31.0"):
+            loops = self._loops(rd)
+            for vd in s["vds"]:
+                vnr = str(vd["volume_number"])
+                if vnr in rd["vds"]:
+                    self.data.fill_from(self.data.snapshot_file(rd["name"], s["name"], int(vnr)), rd["name"],
+                                        int(vnr), rd["vds"][vnr]["size_kib"], loops)
+            return [done.to_json()]
+        had = {k: (not self._diskless(r), r["pool"]) for k, r in live.items()}
+        msgs: list[Rc] = []
+        if self.since("1.31.3"):
+            snap_sizes = {str(v["volume_number"]): v["size_kib"] for v in s["vds"]}
+            for vnr in [v for v in rd["vds"] if v not in snap_sizes]:
+                del rd["vds"][vnr]
+            for vnr, size in snap_sizes.items():
+                if vnr in rd["vds"]:
+                    rd["vds"][vnr]["size_kib"] = size
+                else:
+                    rd["vds"][vnr] = {"size_kib": size, "props": {}, "flags": [], "minor": self.s["next_minor"],
+                                      "uuid": _uuid()}
+                    self.s["next_minor"] += 1
+        mismatch = next(((vnr, v["size_kib"], rd["vds"][str(vnr)]["size_kib"]) for vnr, v in
+                         ((x["volume_number"], x) for x in s["vds"]) if str(vnr) in rd["vds"]
+                         and v["size_kib"] != rd["vds"][str(vnr)]["size_kib"]), None)
+        # every resource goes, diskless first (the volumes' data stay: the safety snapshot's copy)
+        for key in sorted(rd["rscs"], key=lambda k: not self._diskless(rd["rscs"][k])):
+            self._detach_devices(rd, rd["rscs"].pop(key))
+        if mismatch is not None:
+            # restoreOnNode's size check fails: rollbackToSafetySnap(restoreStarted=true) restores
+            # the safety snapshot (the data as they were) on the diskful nodes only
+            for key, (diskful, pool) in sorted(had.items()):
+                if diskful:
+                    _, m = self._new_resource(rd, self.s["nodes"][key], pool, [], {})
+            self._auto_manage(rd)
+            vnr, snap_size, size = mismatch
+            raise ApiError(Rc(C.FAIL_INVLD_VLM_SIZE, f"Snapshot size does not match for volume number {vnr}; "
+                              f"snapshot size: {snap_size}KiB, required size: {size}KiB", C.MASK_SNAPSHOT,
+                              C.MASK_MOD, obj_refs=refs))
+        rd["props"].update(s.get("rd_props", {}))
         for vd in s["vds"]:
             vnr = str(vd["volume_number"])
             if vnr in rd["vds"]:
                 self.data.fill_from(self.data.snapshot_file(rd["name"], s["name"], int(vnr)), rd["name"], int(vnr),
-                                    rd["vds"][vnr]["size_kib"], loops)
-        return [success(f"Resource '{rd['name']}' rolled back to snapshot '{s['name']}'.", C.MASK_SNAPSHOT,
-                        C.MASK_MOD, obj_refs=refs).to_json()]
+                                    rd["vds"][vnr]["size_kib"], [])
+        for node in s["nodes"]:
+            pool = s.get("pools", {}).get(node) or "DfltStorPool"
+            _, m = self._new_resource(rd, self._node(node), pool, [], {})
+            msgs += m
+        msgs += self._auto_manage(rd)
+        if self.since("1.31.2"):
+            for key, (diskful, pool) in sorted(had.items()):
+                existing = rd["rscs"].get(key)
+                if existing is None:
+                    node = self.s["nodes"][key]
+                    if diskful:
+                        _, m = self._new_resource(rd, node, self._diskful_pool_for(rd, node), [], {})
+                    else:
+                        _, m = self._new_resource(rd, node, DISKLESS_POOL, ["DISKLESS", "DRBD_DISKLESS"], {})
+                    msgs += m
+                elif "TIE_BREAKER" in existing["flags"]:
+                    existing["flags"] = [f for f in existing["flags"] if f != "TIE_BREAKER"]
+            msgs += self._auto_manage(rd)
+        return [m.to_json() for m in msgs + [done]]
 
     # ---- error reports -----------------------------------------------------------------------
     def list_error_reports(self, query: dict, body: Any):
@@ -1659,10 +1865,27 @@ class Controller:
             n = self._node(node)
             n["status"] = status
             if status == "ONLINE":
-                for rd in self.s["rds"].values():
-                    rsc = rd["rscs"].get(node.upper())
+                # what the controller finishes when a satellite connects again
+                # (resourceDefinitionConnected / snapshotDefinitionConnected listeners)
+                key = node.upper()
+                for rd in list(self.s["rds"].values()):
+                    for snap in list(rd["snaps"].values()):
+                        if key in snap.get("deleting_on", []):
+                            snap["deleting_on"].remove(key)
+                            snap["nodes"] = [n for n in snap["nodes"] if n.upper() != key]
+                            if not snap["nodes"]:
+                                del rd["snaps"][snap["name"].upper()]
+                                self.data.delete_snapshot(rd["name"], snap["name"])
+                    if "DELETE" in rd["flags"]:
+                        if not self._offline_nodes(rd["rscs"]):
+                            self._finish_rd_delete(rd)
+                        continue
+                    for clone, status in list(rd["clones"].items()):
+                        if status == "CLONING" and not self._offline_nodes(self._diskful_nodes(rd)):
+                            rd["clones"][clone] = "COMPLETE"
+                    rsc = rd["rscs"].get(key)
                     if rsc and "DELETE" in rsc["flags"]:
-                        self._remove_resource(rd, node.upper())
+                        self._remove_resource(rd, key)
             self.save()
 
     def set_in_use(self, rsc_name: str, node: str, in_use: bool) -> None:
@@ -1712,7 +1935,7 @@ class Controller:
                                                 "node_id": n}
                 for s in range(snapshots):
                     rd["snaps"][f"SNAPSHOT-{s}"] = {"name": f"snapshot-{s}", "nodes": list(nodes),
-                                                    "props": {}, "flags": ["SUCCESSFUL"],
+                                                    "props": {}, "rd_props": {}, "flags": ["SUCCESSFUL"],
                                                     "vds": [{"volume_number": 0, "size_kib": size_kib}],
                                                     "uuid": _uuid(), "ts": _now_ms(), "pools": {}}
                 self.s["rds"][name.upper()] = rd

@@ -373,6 +373,12 @@ class Linstor:
         self.do(f"create volume of {name}", lambda c: c.volume_dfn_create(name, size_kib, encrypt=encrypt),
                 done=lambda: self._sized(name))
 
+    @property
+    def spawn_takes_props(self) -> bool:
+        """LINSTOR reads resource-definition properties in a spawn request from 1.27 (REST 1.22:
+        ResourceGroupSpawn.resource_definition_props); an older one refuses the whole request."""
+        return not self.client.api_version_smaller("1.22.0")
+
     def spawn(self, resource_group: str, name: str, size_kib: int, count: Optional[int], filters: dict,
               props: Optional[dict] = None) -> None:
         """A new resource from its group, placed in one request."""

@@ -1,8 +1,9 @@
 """Where a new volume's replicas go: one small scheduler per placement policy of the datastore.
 
 - GroupScheduler: RESOURCE_GROUP set. One spawn request (definition, volume, auto-place) with the
-  datastore's filters as overrides (REPLICA_COUNT, STORAGE_POOL, ...); with ENCRYPTION the volume is
-  created encrypted first, then auto-placed.
+  datastore's filters as overrides (REPLICA_COUNT, STORAGE_POOL, ...); with ENCRYPTION, or where
+  the spawn request cannot carry the definition's properties (before LINSTOR 1.27), the definition
+  is created in the group with its properties, then auto-placed with the same filters.
 - NodeListScheduler: NODE_LIST set. A diskful replica on each listed node, in the pool of
   STORAGE_POOL with the most free space there.
 - CountScheduler: REPLICA_COUNT (or legacy AUTO_PLACE) with STORAGE_POOL: LINSTOR's auto-placer.
@@ -97,9 +98,12 @@ class GroupScheduler(Scheduler):
     def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
                props: Optional[dict] = None) -> None:
         rg = self.p.resource_group
-        if not self.p.encryption and not (self.p.prefer_node and prefer_host):
+        if not self.p.encryption and not (self.p.prefer_node and prefer_host) and \
+                (self.api.spawn_takes_props or not props):
             self.api.spawn(rg, name, size_kib, self.p.replica_count, self.p.filters(), props)
             return
+        # the definition first, born with its marks, then placed from its group: encryption, a
+        # replica on the VM's host first, or a LINSTOR whose spawn cannot carry the marks
         self._define(name, size_kib, resource_group=rg, props=props)
         self._prefer(name, prefer_host, size_kib)
         self.api.autoplace(name, self._policy[1], self.p.filters())

@@ -364,36 +364,6 @@ def test_snapshot_restore_clone_rollback_keep_bytes(client, emulator):
     assert client.snapshot_dfn_list_raise(filter_by_resources=["src"]).snapshots == []
 
 
-@pytest.mark.parametrize("version,refused", [("1.31.1", True), ("1.31.2", False)])
-def test_rollback_to_an_older_snapshot_per_version(tmp_path, version, refused):
-    """linstor-server CtrlSnapshotRollbackApiCallHandler.ensureMostRecentSnapshot: up to v1.31.1
-    only the most recent snapshot (FAIL_EXISTS_SNAPSHOT_DFN); from v1.31.2 any."""
-    import linstor
-    from tests.conftest import THREE_NODES
-    emu = LinstorEmulator(EmulatorConfig(
-        state_dir=tmp_path / "linstor", nodes=THREE_NODES, version=version,
-        resource_groups=[{"name": "one_rg", "select_filter": {"place_count": 2, "storage_pool_list": ["data"]}}]))
-    emu.start()
-    try:
-        with linstor.MultiLinstor([emu.url]) as c:
-            spawn(c, "rb")
-            write(emu, "rb", 0, b"old")
-            ok(c.snapshot_create(None, "rb", "s0"))
-            write(emu, "rb", 0, b"new")
-            ok(c.snapshot_create(None, "rb", "s1"))
-            replies = c.snapshot_rollback("rb", "s0")
-            if refused:
-                assert error_code(replies) == C.FAIL_EXISTS_SNAPSHOT_DFN & C.MASK_BITS_CODE
-                assert "most recent snapshot" in replies[0].message
-                assert read(emu, "rb", 0, 3) == b"new"
-            else:
-                ok(replies)
-                assert read(emu, "rb", 0, 3) == b"old"
-            ok(c.snapshot_rollback("rb", "s1"))                  # the newest: always
-    finally:
-        emu.shutdown()
-
-
 def test_rollback_refused_in_use(client, emulator):
     spawn(client, "inuse")
     ok(client.snapshot_create(None, "inuse", "s0"))
