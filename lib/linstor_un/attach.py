@@ -76,6 +76,14 @@ class HostLock:
             self.fd = None
 
 
+def require_a_disk(resource: str, host: str, replicas: list[Replica]) -> None:
+    """Without a diskful peer LINSTOR's make-available makes the first disk, on the host, empty
+    (CtrlRscMakeAvailableApiCallHandler): a VM would see an empty disk instead of its data."""
+    if not any(not r.diskless and r.usable for r in replicas):
+        raise DriverError(f"attach {resource} on {host}: LINSTOR holds no disk of it any more (attaching would "
+                          f"make a new, empty one): nothing was changed")
+
+
 def replica_on(replicas: list[Replica], host: str) -> Optional[Replica]:
     for r in replicas:
         if r.node.lower() == host.lower():
@@ -98,6 +106,7 @@ class Attacher:
         mine = replica_on(replicas, host)
         created = False
         if mine is None or not mine.usable:
+            require_a_disk(resource, host, replicas)
             # make-available also turns a tie-breaker into a normal diskless replica and
             # cancels a pending delete
             self.api.make_available(host, resource)
@@ -118,15 +127,19 @@ class Attacher:
     def attach_replicas(self, host: str, resource: str) -> tuple[str, list[Replica]]:
         """attach, also returning the listing it read (callers need not list again).
 
-        make-available is idempotent (an existing replica, diskful or diskless, is kept; a
-        tie-breaker becomes a normal diskless replica; a pending delete is cancelled), so one
-        request does it and one listing gives the device LINSTOR reports."""
+        A usable replica there is used as it is; otherwise make-available makes one (a tie-breaker
+        becomes a normal diskless replica; a pending delete is cancelled) - only while a disk
+        replica exists elsewhere (require_a_disk)."""
         lock = HostLock(host, resource)
         lock.exclusive()
         try:
-            self.api.make_available(host, resource)
             replicas = self.api.replicas(resource)
             mine = replica_on(replicas, host)
+            if mine is None or not mine.usable:
+                require_a_disk(resource, host, replicas)
+                self.api.make_available(host, resource)
+                replicas = self.api.replicas(resource)
+                mine = replica_on(replicas, host)
             if mine is None or not mine.device:
                 raise DriverError(f"attach {resource} on {host}: LINSTOR reports no device")
             if TEMPORARY in mine.props:         # a copy's temporary replica becomes the VM's

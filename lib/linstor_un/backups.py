@@ -306,7 +306,7 @@ def clean_up(act: "Action", args: BackupArgs) -> None:
         source = found.pop(d.resource)
         for rd in found.values():
             if rd is not None:
-                ownership.clear_temporary(d.api, rd, d.resource, source.props if source else None)
+                ownership.clear_temporary(d.api, rd, d.resource, source.props if source else None, reuse=False)
 
 
 BACKUP_IMAGE = "6"                  # IMAGE/TYPE of a backup image (6.6+)
@@ -367,7 +367,7 @@ def restore_in_place(act: "Action", args) -> None:
                     act.report.info(f"{d.resource} keeps the safety snapshot of an interrupted restore")
             for d in todo:
                 undo.add(f"roll {d.resource} back to its state before the restore",
-                         lambda d=d: d.api.rollback(d.resource, RESTORE_SAFETY))
+                         lambda d=d: d.api.rollback(d.resource, RESTORE_SAFETY, keep_size=False))
                 write_back(act, host, d, files[d.disk_id])
             undo.commit()
     finally:

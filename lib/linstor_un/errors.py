@@ -23,3 +23,7 @@ class HostUnreachable(DriverError):
 
 class Terminated(DriverError):
     """SIGTERM (a cancel, oned shutting down): the action stops where it is and undoes its work."""
+
+
+class Deferred(DriverError):
+    """LINSTOR finishes a deletion only when offline nodes are back: the name stays taken."""

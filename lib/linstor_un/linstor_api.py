@@ -16,12 +16,26 @@ import linstor
 from linstor import sharedconsts as C
 
 from . import deadline
-from .errors import DriverError, NotFound
+from .errors import Deferred, DriverError, NotFound
 from .report import Report
 from .settings import Connection
 
 THIN = {"LVM_THIN", "ZFS_THIN", "FILE_THIN", "STORAGE_SPACES_THIN"}
+CONNECT_READS = 3                 # connecting is an https probe and a version request: 3 reads' time in all
 UNMARKED_CLONES = "LINSTOR before 1.32 cannot mark a clone as it makes it"
+# CtrlSnapshotRollbackApiCallHandler: from 1.31.0 a rollback deletes every resource and restores the
+# snapshot (any snapshot, not only the newest), merging the snapshot's copy of the definition's
+# properties back; 1.31.0/1.31.1 refuse it when a diskful node lacks the snapshot and do not make
+# the diskless resources again (1.31.2 does); 1.31.3 resets the volume's size to the snapshot's
+ROLLBACK_BY_RESTORE = (1, 31, 0)
+ROLLBACK_ANY_NODES = (1, 31, 2)
+# properties LINSTOR keeps itself (auto-quorum; internal marks): never written back by the driver
+LINSTOR_MANAGED = ("DrbdOptions/Resource/quorum", "DrbdOptions/Resource/on-no-quorum", "Internal/",
+                   "DrbdPrimarySetOn", "Cloned")
+
+
+def _managed(key: str) -> bool:
+    return key.startswith(LINSTOR_MANAGED)
 
 
 @dataclass
@@ -60,6 +74,7 @@ class ResourceDef:
     props: dict
     resource_group: str
     size_kib: int
+    deleting: bool = False          # LINSTOR deletes it when its offline nodes are back; the name is taken
 
 
 @dataclass
@@ -102,6 +117,22 @@ def device_of(rsc: str, volume: dict) -> Optional[str]:
     if layers and layers[0] == "DRBD":
         return f"/dev/drbd/by-res/{rsc}/{volume.get('volume_number', 0)}"
     return volume.get("device_path") or None
+
+
+def _not_connected(replies) -> list[str]:
+    """Nodes a change waits for (WARN_NOT_CONNECTED: LINSTOR applies it when they connect)."""
+    out = set()
+    for r in replies or []:
+        if isinstance(r, linstor.ApiCallResponse) and r.is_warning() and \
+                (r.ret_code & C.MASK_BITS_CODE) == (C.WARN_NOT_CONNECTED & C.MASK_BITS_CODE):
+            quoted = r.message.split("'")      # "No active connection to satellite 'node'"
+            out.add((r.object_refs or {}).get("Node") or (quoted[1] if len(quoted) > 2 else "?"))
+    return sorted(out)
+
+
+def _which(nodes) -> str:
+    nodes = sorted(nodes)
+    return f"{'nodes' if len(nodes) > 1 else 'node'} {', '.join(nodes)} {'are' if len(nodes) > 1 else 'is'}"
 
 
 def _errors(replies) -> list:
@@ -165,7 +196,14 @@ class Linstor:
             if self.connection.cafile:
                 client.cafile = self.connection.cafile
             try:
-                client.connect()
+                # python-linstor's connect (an https probe, then the version request) times out per
+                # read only: a controller that trickles its answers would hold the action forever
+                try:
+                    deadline.within(CONNECT_READS * self.connect_timeout, f"connect to {uri}", client.connect)
+                except deadline.Expired:
+                    deadline.cut(getattr(getattr(client, "_rest_conn", None), "sock", None))
+                    problems.append(f"{uri}: no complete answer within {CONNECT_READS * self.connect_timeout:.0f}s")
+                    continue
                 client._timeout = self.timeout            # from now on: the long request timeout
                 conn = getattr(client, "_rest_conn", None)
                 if conn is not None:
@@ -277,7 +315,8 @@ class Linstor:
             data = rd.data_v1
             vds = data.get("volume_definitions") or []
             size = next((v.get("size_kib", 0) for v in vds if v.get("volume_number", 0) == 0), 0)
-            out.append(ResourceDef(data["name"], data.get("props", {}), data.get("resource_group_name", ""), size))
+            out.append(ResourceDef(data["name"], data.get("props", {}), data.get("resource_group_name", ""), size,
+                                   "DELETE" in (data.get("flags") or [])))
         return out
 
     def definitions(self, *names: str) -> dict[str, Optional[ResourceDef]]:
@@ -358,6 +397,13 @@ class Linstor:
         pools = sf.get("storage_pool_list") or ([sf["storage_pool"]] if sf.get("storage_pool") else [])
         return ResourceGroup(groups[0]["name"], list(pools), sf.get("place_count"))
 
+    def offline_nodes(self, nodes: list[str]) -> list[str]:
+        """Those of `nodes` whose satellite LINSTOR does not have online."""
+        if not nodes:
+            return []
+        reply = self._call("list nodes", lambda c: c.node_list_raise(filter_by_nodes=sorted(set(nodes))))
+        return sorted(n.name for n in reply.nodes if (n.connection_status or "").upper() != "ONLINE")
+
     def node_names(self) -> set[str]:
         reply = self._call("list nodes", lambda c: c.node_list_raise())
         return {n.name for n in reply.nodes}
@@ -411,21 +457,35 @@ class Linstor:
         have = {r.node.lower() for r in self.replicas(name) if not r.diskless}
         return bool(have) and all(n.lower() in have for n in nodes or [])
 
-    def delete_definition(self, name: str, snapshots: Optional[list[Snapshot]] = None, patience: float = 0) -> None:
+    def delete_definition(self, name: str, snapshots: Optional[list[Snapshot]] = None, patience: float = 0,
+                          reuse: bool = False) -> None:
         """Delete a resource definition with its snapshots (listed here unless the caller just
         did); a missing one is fine. With `patience`, refusals (a device still in use) are retried
-        for that many seconds."""
+        for that many seconds. With a node of it offline LINSTOR only marks it and finishes when
+        the node is back, the name taken meanwhile: said in the log, and an error where the caller
+        is about to make the name again (`reuse`)."""
         import time
         until = time.monotonic() + patience
         attempt = 0
         while True:                    # a cleanup must not give up on one transient refusal
             attempt += 1
             try:
+                waiting: set[str] = set()
                 for snap in (snapshots if snapshots is not None and attempt == 1 else self.snapshots(name)):
-                    self.delete_snapshot(name, snap.name)
-                self.do(f"delete resource {name}", lambda c: c.resource_dfn_delete(name),
-                        done=lambda: self.resource_definition(name) is None)
+                    waiting.update(self.delete_snapshot(name, snap.name))
+                if waiting:
+                    # a definition with snapshots, even ones being deleted, cannot be deleted
+                    raise Deferred(f"delete {name}: LINSTOR deletes its snapshots only when {_which(waiting)} back "
+                                   f"online, and {name} only after them: {name} stays until then. Retry when the "
+                                   f"node is back (or 'linstor node lost' it)")
+                replies = self.do(f"delete resource {name}", lambda c: c.resource_dfn_delete(name),
+                                  done=lambda: self.resource_definition(name) is None)
+                waiting.update(_not_connected(replies))
+                if waiting:
+                    self.deferred(name, sorted(waiting), reuse)
                 return
+            except Deferred:
+                raise
             except DriverError as err:
                 if attempt >= 2 and time.monotonic() >= until:
                     raise
@@ -436,15 +496,6 @@ class Linstor:
     def set_props(self, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         delete = list(delete or [])
         self.do(f"set properties of {name}", lambda c: c.resource_dfn_modify(name, props, delete_props=delete))
-
-    def set_snapshot_props(self, name: str, snap: str, props: dict, delete: Optional[list[str]] = None) -> bool:
-        """False (nothing changed) where the controller cannot change a snapshot's properties:
-        before LINSTOR 1.32 (REST 1.26, PUT .../snapshots/{snapshot})."""
-        if self.client.api_version_smaller("1.26.0"):
-            return False
-        self.do(f"set properties of snapshot {snap} of {name}",
-                lambda c: c.snapshot_dfn_modify(name, snap, props, delete_props=list(delete or [])))
-        return True
 
     def set_replica_props(self, node: str, name: str, props: dict, delete: Optional[list[str]] = None) -> None:
         self.do(f"set properties of {name} on {node}",
@@ -457,13 +508,26 @@ class Linstor:
     def make_available(self, node: str, name: str, diskful: bool = False) -> None:
         self.do(f"attach {name} on {node}", lambda c: c.resource_make_available(node, name, diskful=diskful))
 
-    def _twice(self, step: str, fn) -> None:
+    def deferred(self, name: str, nodes: list[str], reuse: bool = False) -> None:
+        """A deletion LINSTOR finishes when `nodes` are back online."""
+        if reuse:
+            raise Deferred(f"{name} is being deleted by LINSTOR, which finishes only when {_which(nodes)} back "
+                           f"online, and keeps the name until then: it cannot be made again now. Retry when the node "
+                           f"is back (or 'linstor node lost' it)")
+        self.report.info(f"{name}: LINSTOR finishes deleting it when {_which(nodes)} back online")
+
+    def being_deleted(self, rd: ResourceDef) -> None:
+        """An error for an action that would reuse or make again `rd`, which LINSTOR is deleting."""
+        nodes = self.offline_nodes([r.node for r in self.replicas(rd.name)]) or ["its offline nodes"]
+        self.deferred(rd.name, nodes, reuse=True)
+
+    def _twice(self, step: str, fn) -> list:
         """An idempotent delete: one refusal is retried before the action gives up."""
         try:
-            self.do(step, fn)
+            return self.do(step, fn)
         except DriverError as err:
             self.report.info(f"{err}; trying once more")
-            self.do(step, fn)
+            return self.do(step, fn)
 
     def delete_replica(self, node: str, name: str) -> None:
         self._twice(f"detach {name} from {node}", lambda c: c.resource_delete(node, name))
@@ -476,11 +540,64 @@ class Linstor:
                           done=lambda: any(s.name == snap for s in self.snapshots(name)))
         return not _errors(replies)
 
-    def delete_snapshot(self, name: str, snap: str) -> None:
-        self._twice(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))
+    def delete_snapshot(self, name: str, snap: str) -> list[str]:
+        """The nodes LINSTOR waits for to finish the deletion (it keeps the name until then)."""
+        replies = self._twice(f"delete snapshot {snap} of {name}", lambda c: c.snapshot_delete(name, snap))
+        waiting = _not_connected(replies)
+        if waiting:
+            self.deferred(f"snapshot {snap} of {name}", waiting)
+        return waiting
 
-    def rollback(self, name: str, snap: str) -> None:
-        self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
+    def rollback_refusal(self, snap: Snapshot, newest: bool, replicas: list[Replica]) -> Optional[str]:
+        """Why LINSTOR would refuse to roll back to `snap` (None: it rolls back): only the newest
+        snapshot before 1.31.0, only when every diskful node holds it before 1.31.2, never while a
+        node of the resource is offline."""
+        version = self.server_version()
+        if not newest and version < ROLLBACK_BY_RESTORE:
+            return f"{snap.name} is not the newest snapshot (LINSTOR before 1.31 rolls back only to that)"
+        holders = {n.lower() for n in snap.nodes}
+        lacking = sorted(r.node for r in replicas if not r.diskless and r.usable and r.node.lower() not in holders)
+        if lacking and version < ROLLBACK_ANY_NODES:
+            return f"{', '.join(lacking)} hold no copy of {snap.name} (LINSTOR before 1.31.2 needs one on every disk)"
+        offline = self.offline_nodes([r.node for r in replicas])
+        if offline:
+            return f"{', '.join(offline)} offline (LINSTOR rolls back only with every node of the volume online)"
+        return None
+
+    def rollback(self, name: str, snap: str, keep_size: bool = True) -> None:
+        """`name` holds `snap`'s data again, and nothing else changes: from LINSTOR 1.31 a rollback
+        is a delete and a restore (ROLLBACK_BY_RESTORE), so afterwards the definition's properties
+        are put back as they were (the restore merges the snapshot's copy of them in: stale tokens,
+        owner properties, sizes), the diskless replicas are attached again where 1.31.0/1.31.1 did
+        not make them again (a VM host's: its disk link would dangle), and with `keep_size` the
+        volume grows back to its size where 1.31.3 reset it to the snapshot's. Done also when the
+        rollback fails (1.31.0-1.31.2 restore the state before it, without the diskless replicas)."""
+        if self.server_version() < ROLLBACK_BY_RESTORE:
+            self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
+            return
+        before, replicas = self.resource_definition(name), self.replicas(name)
+        try:
+            self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
+        finally:
+            if before is not None:
+                self._after_rollback(name, before, replicas, keep_size)
+
+    def _after_rollback(self, name: str, before: ResourceDef, replicas: list[Replica], keep_size: bool) -> None:
+        after = self.resource_definition(name)
+        if after is None:
+            return
+        changed = {k: v for k, v in before.props.items() if after.props.get(k) != v and not _managed(k)}
+        added = [k for k in after.props if k not in before.props and not _managed(k)]
+        if changed or added:
+            self.set_props(name, changed, delete=added)
+        now = {r.node.lower(): r for r in self.replicas(name)}
+        for r in replicas:
+            if r.diskless and r.usable and (r.node.lower() not in now or not now[r.node.lower()].usable):
+                self.report.info(f"attaching {name} on {r.node} again (LINSTOR's rollback removed it)")
+                self.make_available(r.node, name)
+        if keep_size and after.size_kib < before.size_kib:
+            self.report.info(f"{name} back to {before.size_kib} KiB (LINSTOR's rollback gave it its snapshot's size)")
+            self.resize(name, before.size_kib)
 
     def resize(self, name: str, size_kib: int) -> None:
         self.do(f"resize {name}", lambda c: c.volume_dfn_modify(name, 0, size=size_kib),
@@ -526,6 +643,17 @@ class Linstor:
                 raise DriverError(f"{step}: LINSTOR reports {state}")
             time.sleep(0.5)
 
+    def copy_refusal(self, source: list[Replica]) -> Optional[str]:
+        """Why LINSTOR cannot copy a volume with these replicas itself; None if it can: a clone
+        born unmarked (clone_refusal), or a disk on a node that is offline (1.31.0+ refuses the
+        clone, FAIL_NOT_ALL_UPTODATE; an older one starts it and never finishes it)."""
+        if self.clone_refusal:
+            return self.clone_refusal
+        offline = self.offline_nodes([r.node for r in source if not r.diskless and r.usable])
+        if offline:
+            return f"{_which(offline)} offline: LINSTOR copies only with every disk online"
+        return None
+
     @property
     def clone_refusal(self) -> Optional[str]:
         """Why the driver does not let LINSTOR clone here; None where it may. LINSTOR sets a clone's
@@ -540,6 +668,13 @@ class Linstor:
         owner's marks and snapshot tokens stay with the source), grown to `size_kib` if larger."""
         self.clone(source.name, dst, resource_group or source.resource_group or None,
                    [k for k in source.props if k.startswith("Aux/one/")], props=props)
+        # LINSTOR's clone copies every resource of the source with its properties: the source's
+        # attachments (diskless, on its hosts) are not the copy's, nor are its replicas' marks
+        for r in self.replicas(dst):
+            if r.diskless and not r.tiebreaker:
+                self.delete_replica(r.node, dst)
+            elif any(k.startswith("Aux/one/") for k in r.props):
+                self.set_replica_props(r.node, dst, {}, delete=[k for k in r.props if k.startswith("Aux/one/")])
         if size_kib > source.size_kib:
             self.resize(dst, size_kib)
 
@@ -566,3 +701,11 @@ class Linstor:
                 lambda c: c.snapshot_volume_definition_restore(src, snap, dst))
         self.do(f"restore {src}/{snap} into {dst}",
                 lambda c: c.snapshot_resource_restore(list(nodes or []), src, snap, dst))
+        # the restore copies the snapshot's copy of the source's properties over the new
+        # definition's: it keeps exactly the OpenNebula marks it was born with
+        restored = self.resource_definition(dst)
+        if props is not None and restored is not None:
+            stale = [k for k in restored.props if k.startswith("Aux/one/") and k not in props]
+            changed = {k: v for k, v in props.items() if restored.props.get(k) != v}
+            if stale or changed:
+                self.set_props(dst, changed, delete=stale)

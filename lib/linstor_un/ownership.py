@@ -106,14 +106,17 @@ def foreign(res: str, props: dict, owner: Owner) -> DriverError:
 
 def may_reuse(api, rd, owner: Owner, report) -> bool:
     """For an action about to create `rd.name`, which exists already: True if it is this object's
-    complete volume (reuse it), False if it was deleted (unfinished or empty: make it again)."""
+    complete volume (reuse it), False if it was deleted (unfinished or empty: make it again). One
+    LINSTOR is deleting (a node of it offline) is neither: an error says so."""
+    if rd.deleting:
+        api.being_deleted(rd)
     verdict = judge(rd.props, rd.size_kib, owner, rd.name)
     if verdict is Verdict.MINE:
         return True
     if verdict is Verdict.FOREIGN:
         raise foreign(rd.name, rd.props, owner)
     report.info(f"{rd.name}: {verdict.value}; replacing it")
-    api.delete_definition(rd.name)
+    api.delete_definition(rd.name, reuse=True)
     return False
 
 
@@ -138,7 +141,7 @@ def temporary(of: str, step: str) -> dict:
     return {MADE_FOR: f"temporary copy of {of}", BUILDING: step}
 
 
-def clear_temporary(api, rd, of: str, of_props: Optional[dict] = None) -> None:
+def clear_temporary(api, rd, of: str, of_props: Optional[dict] = None, reuse: bool = True) -> None:
     """A temporary volume that exists already: removed if a killed run of ours left it for `of`:
     marked so, or a restore of `of`'s snapshot that carries `of`'s own marks (LINSTOR copies the
     snapshot's definition properties onto the restored volume), or empty."""
@@ -149,4 +152,8 @@ def clear_temporary(api, rd, of: str, of_props: Optional[dict] = None) -> None:
         raise DriverError(f"{rd.name} already exists and is not a temporary copy linstor_un made of {of} "
                           f"({rd.props.get(MADE_FOR) or 'unmarked'}): nothing was changed; delete it if nobody "
                           f"needs it and retry")
-    api.delete_definition(rd.name)
+    if rd.deleting:                    # LINSTOR has it already; the name is free only when that is done
+        if reuse:
+            api.being_deleted(rd)
+        return
+    api.delete_definition(rd.name, reuse=reuse)

@@ -13,10 +13,6 @@ from .ownership import Owner
 from .remote import Host
 from .report import Report
 
-# LINSTOR rolls back to any snapshot from v1.31.2 on; up to v1.31.1 only to the most recent one
-# (linstor-server CtrlSnapshotRollbackApiCallHandler.ensureMostRecentSnapshot, FAIL_EXISTS_SNAPSHOT_DFN)
-ANY_ROLLBACK_SINCE = (1, 31, 2)
-
 
 def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
     """`snapshot-<id>` of the disk as it is now. One left by a killed run of this very action is
@@ -92,8 +88,9 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
            owner: Optional[Owner] = None) -> None:
     """Make `res` hold the snapshot's exact bytes, zeros included (BUG-12).
 
-    LINSTOR's rollback where it can (the newest snapshot by creation time, BUG-13, or any snapshot
-    on servers that allow it); otherwise the snapshot is restored into `<res>-tmp` and copied back
+    LINSTOR's rollback where it can (Linstor.rollback_refusal: the newest snapshot by creation
+    time before LINSTOR 1.31, BUG-13; any from 1.31; every node online; before 1.31.2 a copy of the
+    snapshot on every disk); otherwise the snapshot is restored into `<res>-tmp` and copied back
     over the volume on `host`; the temporary resource is always removed (BUG-7)."""
     snap = names.snapshot(snap_id)
     snaps = api.snapshots(res) if snaps is None else snaps
@@ -103,10 +100,11 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     if owner is not None:
         belongs(target, res, owner)
     newest = max(snaps, key=lambda s: s.created_ms)
-    if newest.name == snap or api.server_version() >= ANY_ROLLBACK_SINCE:
+    why_not = api.rollback_refusal(target, newest.name == snap, api.replicas(res))
+    if why_not is None:
         api.rollback(res, snap)
         return
-    report.info(f"{snap} is not the newest snapshot of {res}: restoring it through {res}-tmp")
+    report.info(f"{snap} of {res} is restored through {res}-tmp: LINSTOR cannot roll back to it ({why_not})")
     host = host_for()              # only this path copies bytes on a host
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
@@ -143,10 +141,14 @@ def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, s
     found = next((s for s in api.snapshots(res) if s.name == snap), None)
     if found is None:
         raise DriverError(f"snapshot {snap} of {res} does not exist")
-    local = [n for n in found.nodes if n.lower() == host.lower()]
+    offline = {n.lower() for n in api.offline_nodes(found.nodes)}
+    holders = [n for n in found.nodes if n.lower() not in offline]
+    if not holders:
+        raise DriverError(f"snapshot {snap} of {res} is only on {', '.join(found.nodes)}, offline now")
+    local = [n for n in holders if n.lower() == host.lower()]
     try:
         api.restore_snapshot(res, snap, tmp, None, props=ownership.temporary(res, step),
-                             nodes=(local or found.nodes)[:1])
+                             nodes=(local or holders)[:1])
         with attacher.borrowed(host, tmp) as device:
             yield device
     except BaseException:

@@ -34,3 +34,47 @@ def test_answers_and_errors_pass_through():
             import linstor
             raise linstor.LinstorError("boom")
         a._call("x", fail)
+
+
+def test_connecting_to_a_controller_that_trickles_fails_at_the_deadline():
+    """python-linstor's connect (https probe, version request) reads with a per-read timeout
+    only: a controller answering a byte a second would hold the action for ever."""
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle(conn):
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999\r\n\r\n{" * 100:
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    a = Linstor(Connection([f"linstor://127.0.0.1:{port}"]), Report("test", (7, 0, 0), stream=io.StringIO()),
+                timeout=5, connect_timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DriverError, match="cannot reach any LINSTOR controller .*no complete answer within 3s"):
+            a.resource_definitions()
+        assert time.monotonic() - started < 6
+    finally:
+        stop.set()
+        server.close()
