@@ -29,7 +29,8 @@ SYS = f"/var/lib/one//datastores/{SYSTEM_DS}"
 # the reason). python-linstor's connect() adds two requests to every action that talks to LINSTOR
 # (an https-redirect probe and the API version check): counted in http_requests, not here.
 MINIMUM = {
-    "ln": (3, 1, "make-available; list (the device); owner props (persistent image); one remote ln"),
+    "ln": (4, 1, "list (a replica on the host already? a disk left anywhere?), make-available, list (the "
+                 "device); owner props (persistent image); one remote ln"),
     "mvds": (3, 1, "list (is the host's replica diskless?); clear owner props; list snapshots (clear the "
                    "VM's props they copied, remove its backup chain); one remote rm"),
     "delete": (2, 1, "list (the shared image's replica stays: another VM disk there uses it); list snapshots "
@@ -38,18 +39,20 @@ MINIMUM = {
     "snap_create": (4, 0, "ownership token on the definition (the snapshot copies it); create the snapshot; "
                           "list (its allocated size); record the size and clear the token"),
     "snap_delete": (3, 0, "list snapshots (is it this disk's?), clear the snapshot's size property, delete it"),
-    "premigrate": (3, 3, "make-available on the destination; list (device); allow two primaries; "
+    "premigrate": (2, 3, "list (the destination has a replica already: its device); allow two primaries; "
                          "ln, tar out, tar in"),
     "postmigrate": (2, 2, "clear two primaries; list (the source keeps its diskful replica); rm link, rm dir"),
     "failmigrate": (3, 2, "clear two primaries; list + delete the destination's diskless replica; rm link, rm dir"),
-    "clone (snapshot)": (9, 1, "token on the image, snapshot, RD create (marked), VD restore, resource restore, "
-                               "clear the image's token, make-available, list (device), owner props (complete); "
-                               "one remote ln"),
+    "clone (snapshot)": (10, 1, "token on the image, snapshot, RD create (marked), VD restore, resource restore, "
+                                "read the new definition (the restore copies the image's properties onto it: "
+                                "only its own marks stay), clear the image's token, list + make-available + list "
+                                "(device), owner props (complete); one remote ln"),
     "clone (copy)": (8, 1, "both definitions, the image's replicas and the datastore's resource group (does "
                            "LINSTOR's clone place as the datastore would?), clone + its status, make-available, "
                            "list (device), owner props; one remote ln (no bytes through the host)"),
-    "mkimage": (4, 1, "spawn, make-available, list (device), owner props; one remote mkfs+ln"),
-    "mkswap": (4, 2, "spawn, make-available, list (device), owner props; mkswap, ln"),
+    "mkimage": (4, 1, "spawn, list (a replica on the host? its device), make-available + list where it has "
+                      "none, owner props; one remote mkfs+ln"),
+    "mkswap": (4, 2, "as mkimage; mkswap, ln"),
     "context": (0, 1, "the context ISO is a file in the VM directory (as in the bash driver); "
                       "one remote write"),
     "mv (disk to another host)": (4, 2, "new host: make-available + list (device); old host: list + "
@@ -57,26 +60,30 @@ MINIMUM = {
     "cpds": (8, 1, "read both definitions (sizes), list the disk's replicas (device), resize the image "
                    "(smaller than the disk here); the image is not on the VM's host: list, make-available, list "
                    "(device), mark it temporary, delete it after; one dd"),
-    "snap_revert": (2, 0, "list snapshots (is it the newest?) + rollback (VM powered off: no host command)"),
+    "snap_revert": (6, 0, "list snapshots (which, whose) and replicas (may LINSTOR roll back?), read the "
+                          "definition, rollback, read it again and put back the properties LINSTOR 1.31+ merges "
+                          "in from the snapshot (its delete + restore); 3 before 1.31 (VM powered off: no host "
+                          "command)"),
     "tm monitor": (4, 0, "resource group, its pools, definitions of this datastore, their replicas: "
                          "constant, whatever the count"),
     "ds stat": (0, 0, "a local file: stat on the front-end"),
     "ds cp (64 MiB raw)": (3, 1, "spawn (marked), list (a bridge with a disk, its device), mark complete; "
                                  "one dd fed by the stream"),
     "ds mkfs": (3, 1, "spawn (marked), list (a bridge with a disk, its device), mark complete; one mkfs"),
-    "ds clone": (3, 0, "LINSTOR's clone (marked) + its status, mark complete (no bytes through a host)"),
+    "ds clone": (4, 0, "LINSTOR's clone (marked) + its status, list its replicas (LINSTOR copies the source's "
+                       "attachments too), mark complete (no bytes through a host)"),
     "ds rm": (4, 0, "read the definition, list replicas (refuse in use), list snapshots (refuse while "
                     "VM disks are cloned from it), delete"),
     "ds monitor": (2, 0, "resource group (its pools) + one storage-pool listing"),
     "ds export": (1, 1, "list (a node with a disk, its device); one md5sum"),
-    "ds snap_revert": (2, 0, "list snapshots (is it the newest?) + rollback"),
-    "ds snap_flatten": (4, 0, "list snapshots, rollback, one delete per snapshot (2 here)"),
+    "ds snap_revert": (5, 0, "as snap_revert (properties to put back only if the snapshot's copy differs)"),
+    "ds snap_flatten": (7, 0, "as ds snap_revert, then one delete per snapshot (2 here)"),
     "ds snap_delete": (3, 0, "list snapshots (is it this image's?), clear its size property, delete it"),
     "save (vmm)": (4, 2, "spawn the checkpoint volume (marked), make-available, list (device), mark complete; "
                          "virsh save, ln"),
-    "restore (vmm)": (4, 3, "read the definition (is it this VM's complete checkpoint?), make-available, list "
-                            "(device), delete the volume; read the saved XML, write it with this datastore's "
-                            "paths, virsh restore"),
+    "restore (vmm)": (3, 3, "read the definition (is it this VM's complete checkpoint?), list (its replica on "
+                            "the host: the device), delete the volume; read the saved XML, write it with this "
+                            "datastore's paths, virsh restore"),
     "snap_create_live": (4, 2, "as snap_create; domfsfreeze, domfsthaw"),
 }
 

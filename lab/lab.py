@@ -32,6 +32,7 @@ from typing import Optional
 
 from .hosts import SimHost, make_keys, write_client_config, write_ssh_programs
 from .linstor_emu.process import EmulatorConfig, LinstorEmulator, free_port
+from .linstor_emu.versions import NEWEST as NEWEST_LINSTOR
 from .oned import Datastore, Host, OnedEndpoint
 from .runner import OnedRunner, mad_environment
 
@@ -58,7 +59,7 @@ class LabConfig:
     install_driver: bool = True
     # the controller version the emulator plays; LAB_LINSTOR_VERSION changes the default (the
     # version matrix: tests/versions)
-    linstor_version: str = field(default_factory=lambda: os.environ.get("LAB_LINSTOR_VERSION", "1.33.2"))
+    linstor_version: str = field(default_factory=lambda: os.environ.get("LAB_LINSTOR_VERSION", NEWEST_LINSTOR))
     ssh_profile: str = "packaged"       # or "plain" (see the module's doc)
     jump: Optional[bool] = None         # the last node behind a jump host (default: with 3+ nodes)
 

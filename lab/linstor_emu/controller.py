@@ -70,7 +70,7 @@ def _default_ctrl_props(config: dict) -> dict:
     """What a new controller's database holds: up to 1.30 `DrbdOptions/auto-quorum io-error`
     (linstor-server's migrations set it on /CTRLCFG); 1.31.0's Migration_2025_02_19_AutoQuorumInheritRework
     deleted the property (auto-quorum works on DrbdOptions/Resource/quorum itself since)."""
-    if versions.parse(config.get("version", "1.33.2")) < (1, 31, 0):
+    if versions.parse(config.get("version", versions.NEWEST)) < (1, 31, 0):
         return {AUTO_QUORUM_PROP: "io-error"}
     return {}
 
@@ -115,8 +115,8 @@ class Controller:
         else:
             self.s = self._initial_state(config)
             self.save()
-        self.version = versions.parse(config.get("version", "1.33.2"))
-        self.spec = release_spec(config.get("version", "1.33.2"))
+        self.version = versions.parse(config.get("version", versions.NEWEST))
+        self.spec = release_spec(config.get("version", versions.NEWEST))
         self.routes = self._routes()
 
     def since(self, release: str) -> bool:
@@ -277,7 +277,7 @@ class Controller:
         report_id = f"6790A1B2-00000-{num:06d}"
         self.s["errors"][report_id] = {
             "node_name": "controller", "error_time": _now_ms(), "filename": f"ErrorReport-{report_id}.log",
-            "module": "CONTROLLER", "version": "1.33.2", "exception": exception,
+            "module": "CONTROLLER", "version": self.config.get("version", versions.NEWEST), "exception": exception,
             "exception_message": message,
             "text": f"ERROR REPORT {report_id}\n\nReported error:\n===============\n\n"
                     f"Category:  RuntimeException\nDescription: {message}\nDetails: {details}\n",
@@ -745,10 +745,10 @@ class Controller:
 
     # ---- controller --------------------------------------------------------------------------
     def get_version(self, query: dict, body: Any):
-        return {"version": self.config.get("version", "1.33.2"), "git_hash": "0e9b3f6e2c5d1c1d",
+        return {"version": self.config.get("version", versions.NEWEST), "git_hash": "0e9b3f6e2c5d1c1d",
                 "build_time": "2026-05-01T00:00:00+00:00",
                 "rest_api_version": self.config.get("rest_api_version")
-                or versions.rest_api_version(self.config.get("version", "1.33.2"))}
+                or versions.rest_api_version(self.config.get("version", versions.NEWEST))}
 
     def get_ctrl_props(self, query: dict, body: Any):
         return dict(self.s["ctrl_props"])

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .versions import NEWEST
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +38,7 @@ class EmulatorConfig:
     controller_props: dict = field(default_factory=dict)
     passphrase: bool = True
     rest_api_version: Optional[str] = None      # None: what `version` reports (versions.py)
-    version: str = "1.33.2"
+    version: str = NEWEST
 
 
 class LinstorEmulator:

@@ -367,7 +367,7 @@ def restore_in_place(act: "Action", args) -> None:
                     act.report.info(f"{d.resource} keeps the safety snapshot of an interrupted restore")
             for d in todo:
                 undo.add(f"roll {d.resource} back to its state before the restore",
-                         lambda d=d: d.api.rollback(d.resource, RESTORE_SAFETY, keep_size=False))
+                         lambda d=d: back_to_safety(d))
                 write_back(act, host, d, files[d.disk_id])
             undo.commit()
     finally:
@@ -377,6 +377,14 @@ def restore_in_place(act: "Action", args) -> None:
         d.api.delete_snapshot(d.resource, RESTORE_SAFETY)
         forget(d.api, d.resource, vm.id, d.owner)
         DigestStore.of(vm).keep_only(d.disk_id, set())
+
+
+def back_to_safety(disk: BackupDisk) -> None:
+    """The disk as it was before the restore, its size included."""
+    refused = disk.api.rollback(disk.resource, RESTORE_SAFETY, keep_size=False)
+    if refused:
+        raise DriverError(f"{disk.resource} could not be rolled back; its state before the restore is kept as "
+                          f"snapshot {RESTORE_SAFETY}: {refused}")
 
 
 def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:

@@ -130,6 +130,14 @@ def _not_connected(replies) -> list[str]:
     return sorted(out)
 
 
+def _offline_refusal(replies) -> Optional[str]:
+    """LINSTOR refused because a node is not connected (FAIL_NOT_CONNECTED): why, or None."""
+    for r in _errors(replies):
+        if (r.ret_code & C.MASK_BITS_CODE) == (C.FAIL_NOT_CONNECTED & C.MASK_BITS_CODE):
+            return f"{r.message.rstrip('.')} (LINSTOR rolls back only with every node of the volume online)"
+    return None
+
+
 def _which(nodes) -> str:
     nodes = sorted(nodes)
     return f"{'nodes' if len(nodes) > 1 else 'node'} {', '.join(nodes)} {'are' if len(nodes) > 1 else 'is'}"
@@ -549,9 +557,9 @@ class Linstor:
         return waiting
 
     def rollback_refusal(self, snap: Snapshot, newest: bool, replicas: list[Replica]) -> Optional[str]:
-        """Why LINSTOR would refuse to roll back to `snap` (None: it rolls back): only the newest
-        snapshot before 1.31.0, only when every diskful node holds it before 1.31.2, never while a
-        node of the resource is offline."""
+        """Why LINSTOR would refuse to roll back to `snap` (None: it may): only the newest snapshot
+        before 1.31.0, only when every diskful node holds it before 1.31.2. (A node offline is
+        refused at every release: `rollback` says so, with nothing changed.)"""
         version = self.server_version()
         if not newest and version < ROLLBACK_BY_RESTORE:
             return f"{snap.name} is not the newest snapshot (LINSTOR before 1.31 rolls back only to that)"
@@ -559,30 +567,42 @@ class Linstor:
         lacking = sorted(r.node for r in replicas if not r.diskless and r.usable and r.node.lower() not in holders)
         if lacking and version < ROLLBACK_ANY_NODES:
             return f"{', '.join(lacking)} hold no copy of {snap.name} (LINSTOR before 1.31.2 needs one on every disk)"
-        offline = self.offline_nodes([r.node for r in replicas])
-        if offline:
-            return f"{', '.join(offline)} offline (LINSTOR rolls back only with every node of the volume online)"
         return None
 
-    def rollback(self, name: str, snap: str, keep_size: bool = True) -> None:
-        """`name` holds `snap`'s data again, and nothing else changes: from LINSTOR 1.31 a rollback
-        is a delete and a restore (ROLLBACK_BY_RESTORE), so afterwards the definition's properties
-        are put back as they were (the restore merges the snapshot's copy of them in: stale tokens,
-        owner properties, sizes), the diskless replicas are attached again where 1.31.0/1.31.1 did
-        not make them again (a VM host's: its disk link would dangle), and with `keep_size` the
-        volume grows back to its size where 1.31.3 reset it to the snapshot's. Done also when the
-        rollback fails (1.31.0-1.31.2 restore the state before it, without the diskless replicas)."""
-        if self.server_version() < ROLLBACK_BY_RESTORE:
-            self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
-            return
-        before, replicas = self.resource_definition(name), self.replicas(name)
-        try:
-            self.do(f"roll {name} back to {snap}", lambda c: c.snapshot_rollback(name, snap))
-        finally:
-            if before is not None:
-                self._after_rollback(name, before, replicas, keep_size)
+    def rollback(self, name: str, snap: str, keep_size: bool = True,
+                 replicas: Optional[list[Replica]] = None) -> Optional[str]:
+        """`name` holds `snap`'s data again, and nothing else changes. Returns why LINSTOR refused
+        with nothing changed (a node of the volume offline: ensureAllSatellitesConnected at every
+        release), None when rolled back.
 
-    def _after_rollback(self, name: str, before: ResourceDef, replicas: list[Replica], keep_size: bool) -> None:
+        From LINSTOR 1.31 a rollback is a delete and a restore (ROLLBACK_BY_RESTORE): afterwards the
+        definition's properties are put back as they were (the restore merges the snapshot's copy
+        of them in: stale tokens, owner properties, sizes), the diskless replicas (`replicas`: the
+        listing before, read here if not given) are attached again where 1.31.0/1.31.1 did not
+        make them again (a VM host's: its disk link would dangle), and with `keep_size` the volume
+        grows back to its size where 1.31.3 reset it to the snapshot's. Done also when the rollback
+        fails (1.31.0-1.31.2 restore the state before it, without the diskless replicas)."""
+        step = f"roll {name} back to {snap}"
+        if self.server_version() < ROLLBACK_BY_RESTORE:
+            return _offline_refusal(self.do(step, lambda c: c.snapshot_rollback(name, snap),
+                                            ok_codes=(C.FAIL_NOT_CONNECTED,)))
+        before = self.resource_definition(name)
+        if replicas is None:
+            replicas = self.replicas(name)
+        refused: Optional[str] = None
+        try:
+            refused = _offline_refusal(self.do(step, lambda c: c.snapshot_rollback(name, snap),
+                                               ok_codes=(C.FAIL_NOT_CONNECTED,)))
+        except DriverError:
+            if before is not None:
+                self._after_rollback(name, before, replicas, keep_size, failed=True)
+            raise
+        if refused is None and before is not None:
+            self._after_rollback(name, before, replicas, keep_size)
+        return refused
+
+    def _after_rollback(self, name: str, before: ResourceDef, replicas: list[Replica], keep_size: bool,
+                        failed: bool = False) -> None:
         after = self.resource_definition(name)
         if after is None:
             return
@@ -590,11 +610,12 @@ class Linstor:
         added = [k for k in after.props if k not in before.props and not _managed(k)]
         if changed or added:
             self.set_props(name, changed, delete=added)
-        now = {r.node.lower(): r for r in self.replicas(name)}
-        for r in replicas:
-            if r.diskless and r.usable and (r.node.lower() not in now or not now[r.node.lower()].usable):
-                self.report.info(f"attaching {name} on {r.node} again (LINSTOR's rollback removed it)")
-                self.make_available(r.node, name)
+        if failed or self.server_version() < ROLLBACK_ANY_NODES:    # diskless replicas not made again
+            now = {r.node.lower(): r for r in self.replicas(name)}
+            for r in replicas:
+                if r.diskless and r.usable and (r.node.lower() not in now or not now[r.node.lower()].usable):
+                    self.report.info(f"attaching {name} on {r.node} again (LINSTOR's rollback removed it)")
+                    self.make_available(r.node, name)
         if keep_size and after.size_kib < before.size_kib:
             self.report.info(f"{name} back to {before.size_kib} KiB (LINSTOR's rollback gave it its snapshot's size)")
             self.resize(name, before.size_kib)
@@ -643,23 +664,13 @@ class Linstor:
                 raise DriverError(f"{step}: LINSTOR reports {state}")
             time.sleep(0.5)
 
-    def copy_refusal(self, source: list[Replica]) -> Optional[str]:
-        """Why LINSTOR cannot copy a volume with these replicas itself; None if it can: a clone
-        born unmarked (clone_refusal), or a disk on a node that is offline (1.31.0+ refuses the
-        clone, FAIL_NOT_ALL_UPTODATE; an older one starts it and never finishes it)."""
-        if self.clone_refusal:
-            return self.clone_refusal
-        offline = self.offline_nodes([r.node for r in source if not r.diskless and r.usable])
-        if offline:
-            return f"{_which(offline)} offline: LINSTOR copies only with every disk online"
-        return None
-
     @property
     def clone_refusal(self) -> Optional[str]:
         """Why the driver does not let LINSTOR clone here; None where it may. LINSTOR sets a clone's
         properties in the clone request itself from REST 1.26 (LINSTOR 1.32); before, a clone
         exists unmarked until the properties follow it, and an action killed in between leaves a
-        volume nobody can prove is its own."""
+        volume nobody can prove is its own. (From 1.31.0 LINSTOR refuses a clone while a disk of
+        the source is offline, making nothing - FAIL_NOT_ALL_UPTODATE: the callers copy instead.)"""
         return UNMARKED_CLONES if self.client.api_version_smaller("1.26.0") else None
 
     def copy_definition(self, source: ResourceDef, dst: str, resource_group: Optional[str], size_kib: int,

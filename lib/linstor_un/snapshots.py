@@ -100,10 +100,12 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
     if owner is not None:
         belongs(target, res, owner)
     newest = max(snaps, key=lambda s: s.created_ms)
-    why_not = api.rollback_refusal(target, newest.name == snap, api.replicas(res))
+    replicas = api.replicas(res)
+    why_not = api.rollback_refusal(target, newest.name == snap, replicas)
     if why_not is None:
-        api.rollback(res, snap)
-        return
+        why_not = api.rollback(res, snap, replicas=replicas)
+        if why_not is None:
+            return
     report.info(f"{snap} of {res} is restored through {res}-tmp: LINSTOR cannot roll back to it ({why_not})")
     host = host_for()              # only this path copies bytes on a host
     safety = "linstor_un-revert-safety"
@@ -120,7 +122,10 @@ def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: 
         except BaseException:
             if safety_made:
                 report.info(f"copy failed: rolling {res} back to its state before the revert")
-                api.rollback(res, safety)
+                refused = api.rollback(res, safety)
+                if refused:
+                    raise DriverError(f"the copy onto {res} failed and it could not be rolled back to its state "
+                                      f"before the revert, kept as snapshot {safety}: {refused}")
                 api.delete_snapshot(res, safety)    # kept if the rollback failed: the state before
             raise
         if safety_made:

@@ -45,7 +45,8 @@ def flags(c, name) -> dict:
 
 
 @pytest.mark.parametrize("version,rest", [("1.20.0", "1.15.0"), ("1.22.0", "1.18.0"), ("1.31.0", "1.25.0"), ("1.31.2", "1.25.1"),
-                                          ("1.32.3", "1.26.0"), ("1.33.2", "1.27.0")])
+                                          ("1.32.3", "1.26.0"), ("1.33.2", "1.27.0"),
+                                          ("1.34.0", "1.28.0")])
 def test_each_release_reports_its_rest_api_version(tmp_path, version, rest):
     assert rest_api_version(version) == rest
     with controller(tmp_path, version) as (c, _):

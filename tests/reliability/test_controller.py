@@ -232,7 +232,9 @@ def test_controller_restart_in_the_middle_of_save(scenario):
         ckpt = f"/var/lib/one//datastores/{SYSTEM_DS}/140/checkpoint"
         sc.run()
         lab.linstor.clear_requests()
-        result = restart_during(env, r"one-vm-140-checkpoint/resources/node1/make-available$", "POST",
+        # the checkpoint volume is placed on the host (PREFER_NODE): attaching it is the listing
+        # that finds its replica there
+        result = restart_during(env, r"^/v1/view/resources$", "GET",
                                 lambda: env.r.save("one-140", ckpt, "node1", 140, data(env, vm, "node1")))
         assert result.ok, str(result)
         assert domain_state(env, "node1", 140) == "absent"

@@ -109,7 +109,7 @@ def test_killed_clone_mkimage_cp_snap_revert_then_rerun(kenv, scenario):
     # a clone as it makes it: the copy goes through the host; LINSTOR's own: below) ---------------------
     system = env.lab.oned.datastores[SYSTEM_DS].template
     points = [("hang", "POST", r"/resource-definitions$"),                     # creating the volume
-              ("delay_after", "POST", r"-disk-0/resources/node1/make-available$"),  # applied, no reply
+              ("delay_after", "POST", r"-disk-0/resources$"),                 # placed, no reply
               ("dd", None, None),                                              # in the middle of the copy
               ("hang", "PUT", r"/resource-definitions/one-vm-\d+-disk-0$")]    # marking it complete
     system["NODE_LIST"] = "node1"                   # the VM disk on node1 only, as before 1.32 changed it

@@ -106,7 +106,7 @@ def test_revert_with_a_node_offline_copies_the_snapshot_back(version, reverts):
         result = env.r.tm("snap_revert", f"node1:{path}", 0, 30, IMAGE_DS)
         if reverts:
             ok(result)
-            assert "node3 offline" in result.stderr, result.stderr
+            assert "satellite 'node3'" in result.stderr, result.stderr
             assert env.read("node1", path) == PATTERN
         else:
             failed(result, "node3")
@@ -177,6 +177,45 @@ def test_linstor_copies_only_with_every_disk_online():
         env.vm(71, [Disk(0, IMAGE_DS, image_id=70, source=img.source, size=32)], host="node3")
         lab.linstor.set_node_status("node2", "OFFLINE")
         result = ok(env.clone(img, 71, 0, host="node3"))
-        assert "copied through node3 (node node2 is offline" in result.stderr, result.stderr
+        assert "copied through node3 (LINSTOR's clone failed" in result.stderr, result.stderr
+        assert "non-UpToDate" in result.stderr, result.stderr
         assert env.read("node3", disk_path(71, 0)) == PATTERN
         lab.linstor.set_node_status("node2", "ONLINE")
+
+
+def test_ds_clone_with_a_disk_of_the_image_offline_copies_through_a_bridge():
+    from lab.oned import Image, to_xml
+    from lab.runner import ds_action_data
+    with lab_at("1.33.2") as lab:
+        env = Env(lab)
+        env.image(80, data=PATTERN, nodes=["node1", "node2"])
+        lab.linstor.set_node_status("node2", "OFFLINE")
+        image = Image(81, "c", IMAGE_DS, path="/dev/drbd/by-res/one-image-80/0", size=32, cloning_id=80)
+        data = ds_action_data(to_xml(image.element()), to_xml(lab.oned.datastores[IMAGE_DS].element()))
+        result = ok(env.r.ds("clone", data, 81))
+        assert "LINSTOR's clone failed" in result.stderr and "non-UpToDate" in result.stderr, result.stderr
+        assert result.stdout == "/dev/drbd/by-res/one-image-81/0\n"
+        node = next(n for n, f in env.replicas("one-image-81").items() if "DISKLESS" not in f)
+        assert lab.read_device(node, "/dev/drbd/by-res/one-image-81/0") == PATTERN
+        assert "Aux/one/linstor_un/BUILDING" not in env.rds()["one-image-81"]
+        lab.linstor.set_node_status("node2", "ONLINE")
+
+
+def test_save_as_with_the_new_images_volume_on_an_offline_node_copies_into_it():
+    """LINSTOR's copy replaces DS mkfs's volume (deleted, made again): with a node of it offline
+    LINSTOR would keep the name until the node is back, so the bytes go into it through a host."""
+    with lab_at("1.33.2") as lab:
+        env = Env(lab)
+        img = env.image(90, data=PATTERN, nodes=["node1", "node2"])
+        env.vm(91, [Disk(0, IMAGE_DS, image_id=90, source=img.source, size=32)], lcm="LCM_INIT", state="POWEROFF")
+        ok(env.clone(img, 91, 0))
+        target = env.save_as_volume(92, 32)
+        holders = sorted(n for n, f in env.replicas("one-image-92").items() if "DISKLESS" not in f)
+        offline = next(n for n in holders if n != "node1")
+        lab.linstor.set_node_status(offline, "OFFLINE")
+        result = ok(env.r.tm("cpds", f"node1:{disk_path(91, 0)}", target.source, -1, 91, IMAGE_DS))
+        assert f"copied through node1 ({offline} offline: the image's volume could not be made anew)" in \
+            result.stderr, result.stderr
+        lab.linstor.set_node_status(offline, "ONLINE")
+        assert "DELETE" not in str(env.replicas("one-image-92"))
+        assert lab.read_device(offline, "/dev/drbd/by-res/one-image-92/0") == PATTERN
