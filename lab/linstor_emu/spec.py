@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -120,6 +120,8 @@ class ReleaseSpec:
         self.release, self.rest_version, name = _entry(version)
         self.spec = _load(name)
         self.schemas = self.spec["components"]["schemas"]
+        self._shapers: dict[int, Callable[[Any], Any]] = {}
+        self.newest = name == _releases()[-1][2]
         self.routes: dict[tuple[str, str], Route] = {}
         for template, item in self.spec["paths"].items():
             for method, op in item.items():
@@ -275,24 +277,48 @@ class ReleaseSpec:
         return content.get("schema")
 
     def shape(self, schema: Optional[dict], value: Any) -> Any:
-        """`value` with only the fields the release's schema has (what its serializer writes)."""
-        if schema is None or value is None:
+        """`value` with only the fields the release's schema has (what its serializer writes). The
+        emulator writes the newest document's fields: for the newest release nothing is cut."""
+        if schema is None or value is None or self.newest:
             return value
+        return self._shaper(schema)(value)
+
+    def _shaper(self, schema: dict) -> Callable[[Any], Any]:
+        """A function cutting a value to `schema`, compiled once per schema (listings of tens of
+        thousands of resources go through it)."""
+        key = id(schema)
+        found = self._shapers.get(key)
+        if found is not None:
+            return found
+        cell: list = []
+        self._shapers[key] = lambda v: cell[0](v)          # (a schema may contain itself)
         s = self._resolve(schema)
-        if "anyOf" in s or "oneOf" in s:
-            return value
-        if isinstance(value, list):
-            items = s.get("items")
-            return [self.shape(items, v) for v in value] if items else value
-        if isinstance(value, dict):
-            props = s.get("properties")
-            if props is None:
-                extra = s.get("additionalProperties")
-                if isinstance(extra, dict) and ("properties" in extra or "$ref" in extra):
-                    return {k: self.shape(extra, v) for k, v in value.items()}
-                return value
-            return {k: self.shape(props[k], v) for k, v in value.items() if k in props}
-        return value
+        fn: Callable[[Any], Any] = _same
+        if "anyOf" not in s and "oneOf" not in s:
+            if s.get("type") == "array" and s.get("items"):
+                item = self._shaper(s["items"])
+                if item is not _same:
+                    fn = lambda v, item=item: [item(x) for x in v] if isinstance(v, list) else v  # noqa: E731
+            elif s.get("properties") is not None:
+                subs = {k: self._shaper(sub) for k, sub in s["properties"].items()}
+                deep = {k: f for k, f in subs.items() if f is not _same}
+                allowed = frozenset(subs)
+
+                def fn(v, allowed=allowed, deep=deep):
+                    if not isinstance(v, dict):
+                        return v
+                    return {k: (deep[k](x) if k in deep else x) for k, x in v.items() if k in allowed}
+            elif isinstance(s.get("additionalProperties"), dict):
+                inner = self._shaper(s["additionalProperties"])
+                if inner is not _same:
+                    fn = lambda v, inner=inner: {k: inner(x) for k, x in v.items()} if isinstance(v, dict) else v  # noqa: E731,E501
+        cell.append(fn)
+        self._shapers[key] = fn
+        return fn
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def json_scalar(value: Any) -> str:
