@@ -141,6 +141,11 @@ class Masters:
         return os.path.join(self.directory, "%C")
 
 
+# ssh's words for a server that closed the connection before the first exchange
+TRANSIENT = ("kex_exchange_identification", "Connection closed by", "Connection reset by",
+             "ssh_exchange_identification")
+
+
 def _ssh_failure(name: str, stderr: bytes) -> DriverError:
     text = stderr.decode(errors="replace")
     if "IDENTIFICATION HAS CHANGED" in text or "has changed and you have requested strict" in text:
@@ -234,6 +239,20 @@ class Host:
         It may run `timeout` seconds (the host's command timeout by default), then it counts as
         hung: the host kills it and the step fails. A bulk copy (bulk=True: dd, qemu-img, virsh
         save...) takes as long as the data needs."""
+        try:
+            return self._run(command, step, stdin, check, timeout, bulk)
+        except HostUnreachable as err:
+            # the server closed the connection before the first exchange (a master connection
+            # going away under a new client, an sshd at its start-up limit): nothing ran there, and
+            # an input given as bytes can be sent again - once
+            if not any(sign in str(err) for sign in TRANSIENT) or not isinstance(stdin, (bytes, type(None))):
+                raise
+            self.report.info(f"{err}; connecting again")
+            time.sleep(1)
+            return self._run(command, step, stdin, check, timeout, bulk)
+
+    def _run(self, command: Command, step: str, stdin: Input, check: bool, timeout: Optional[float],
+             bulk: bool) -> Output:
         limit = 0.0 if bulk else float(timeout or self.timeout)
         started = time.monotonic()
         proc = self.spawn(command, step, limit, watched=stdin is None)
