@@ -153,33 +153,43 @@ class Attacher:
 
         Concurrent copies of one image through one host share its replica: a usable replica
         found under the shared lock cannot go away (removers need the lock exclusively), so
-        only the first copy attaches and the last one detaches. A diskful replica in `known` (a
+        only the first copy attaches and the last one detaches; borrowers that find the lock
+        taken look one at a time (a gate lock). A diskful replica in `known` (a
         listing the caller just read) is used as it is: detaches never remove one."""
         mine = replica_on(list(known), host)
         if mine is not None and not mine.diskless and mine.usable and mine.device:
             return mine.device
         lock = HostLock(host, resource)
-        deadline = time.monotonic() + lock.timeout
         # nobody else at it (the usual case): one listing under the exclusive lock does
-        while not lock.exclusive(blocking=False):
-            if time.monotonic() > deadline:
-                raise DriverError(f"attach {resource} on {host}: timed out waiting for other copies")
-            lock.shared()
+        if not lock.exclusive(blocking=False):
+            # others are: borrowers pass one at a time through a gate, so that one finding no
+            # replica waits for the lock alone (borrowers trying shared/exclusive in turn would
+            # keep each other out for as long as they come: BUG-20 under load)
+            gate = HostLock(host, resource + ".gate")
+            gate.exclusive()
             try:
-                mine = replica_on(self.api.replicas(resource), host)
-            except BaseException:
-                lock.release()
-                raise
-            if mine is not None and mine.usable and mine.device:
-                if mine.diskless:
-                    self._held[(host, resource)] = (lock, TEMPORARY in mine.props)
-                else:
-                    lock.release()      # a diskful replica is never removed by a detach: no cleanup
-                return mine.device
-            # none yet: create it under the exclusive lock. flock cannot upgrade atomically; if
-            # another copy holds the lock it is creating or using the replica: look again
-            fcntl.flock(lock.fd, fcntl.LOCK_UN)
-            time.sleep(0.1)
+                lock.shared()
+                try:
+                    mine = replica_on(self.api.replicas(resource), host)
+                except BaseException:
+                    lock.release()
+                    raise
+                if mine is not None and mine.usable and mine.device:
+                    if mine.diskless:
+                        self._held[(host, resource)] = (lock, TEMPORARY in mine.props)
+                    else:
+                        lock.release()      # a diskful replica is never removed by a detach: no cleanup
+                    return mine.device
+                # none: users of a replica hold the lock only while it exists, so only a brief
+                # remover or creator holds it now. flock cannot upgrade: let go, then wait
+                fcntl.flock(lock.fd, fcntl.LOCK_UN)
+                try:
+                    lock.exclusive()
+                except BaseException:
+                    lock.release()
+                    raise
+            finally:
+                gate.release()
         try:
             mine, created = self._ensure(host, resource)
             if created:
