@@ -6,7 +6,8 @@ datastore, written here from the contract OpenNebula 7.0.2 showed
   `backup` step (the host's `<vm_dir>/backup/` copied over SSH into `<BASE_PATH>/<vm>/<6 hex>/`;
   like rsync's, it fails when there is no `disk.*` file), then TM postbackup[_live] (also after a
   failure), and on success oned's bookkeeping: a new backup image (FULL mode, or a new chain) or
-  one more increment, LAST_INCREMENT_ID, and the flatten when the chain exceeds KEEP_LAST.
+  one more increment (its DATE: when oned recorded it), LAST_INCREMENT_ID, and the flatten when
+  the chain exceeds KEEP_LAST.
 - Two stand-ins go into the lab's remotes: `datastore/rsync/ls -i <increment>` (the disks of a
   backup image as `rsync://<ds>/<job>/<inc:src,...>/<path>` URLs, as TM restore asks for them)
   and `datastore/downloader.sh --nodecomp <url> <file|->`, which rebuilds an increment chain the
@@ -15,10 +16,12 @@ datastore, written here from the contract OpenNebula 7.0.2 showed
 """
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,6 +38,9 @@ import xml.etree.ElementTree as ET
 inc = int(sys.argv[sys.argv.index("-i") + 1]) if "-i" in sys.argv else -1
 doc = ET.fromstring(sys.stdin.read())
 ds = doc.find("DATASTORE")
+password = ds.findtext("TEMPLATE/RESTIC_PASSWORD")
+if password is not None and password.strip() != ds.findtext("TEMPLATE/LAB_REPOSITORY_PASSWORD", ""):
+    sys.exit("Fatal: wrong password or no key found")     # (restic's words: the repository stays closed)
 image = doc.find("IMAGE")
 base = ds.findtext("BASE_PATH").rstrip("/")
 vm = image.findtext("VMS/ID")
@@ -68,6 +74,9 @@ else:
     path = "/" + path
     disk = os.path.basename(path).split(".")[1]
     vm_dir = os.path.dirname(os.path.dirname(path))
+if url.startswith("rsync://") and disk == "tpm":           # the vTPM state: a tar.gz of the last backup
+    src = open(path, "rb")
+elif url.startswith("rsync://"):
     work = tempfile.mkdtemp(prefix="lab-download-")
     files = []
     for item in spec.split(","):
@@ -104,6 +113,7 @@ class BackupRun:
 class BackupDatastore:
     def __init__(self, lab, ds_id: int = BACKUP_DS, first_image_id: int = 900):
         self.lab = lab
+        self.failure_result = False         # True: as OpenNebula 7.4.1+ (BACKUP_RESULT after a failure)
         self.ds_id = ds_id
         self.root = lab.workdir / "backups" / str(ds_id)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -132,6 +142,18 @@ class BackupDatastore:
             raise RuntimeError(f"Error copying backup: {pipe.stderr.decode(errors='replace')}")
         return source
 
+    # ---- onevm backup-cancel ---------------------------------------------------------------------
+    def cancel(self, disk_ids: list[int]) -> subprocess.CompletedProcess:
+        """What the rsync and restic datastores' backup_cancel does first, on the front-end: TERM to
+        every `ps -C ruby` process whose command line matches `(pre)?backup(_live)? .*<ARGV[1]> `,
+        ARGV[1] being the backup's disk ids (`backup_cancel <host>:<dir> <disks> <deploy> ...`)."""
+        disks = ":".join(str(d) for d in disk_ids)
+        script = ("(ps --no-headers -o pid,cmd -C ruby | awk '$0 ~ \"(pre)?backup(_live)? .*%s \" "
+                  "{ print $1 }') | xargs -r kill -s TERM" % disks)
+        # (oned's drivers run without COLUMNS: with it, ps would cut the command lines it prints)
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+
     # ---- one backup, as one_vmm_exec and oned do it ----------------------------------------------
     def backup(self, runner, vm, disk_ids: list[int], live: bool, host: Optional[str] = None,
                kill_when=None, job_id: Optional[int] = None, kill_signal: int = 9) -> BackupRun:
@@ -152,8 +174,13 @@ class BackupDatastore:
                     run.source = self.copy_away(host, vm.id, vm_dir)
                 except RuntimeError as err:
                     run.error = str(err)
+            post_xml = xml
+            if not run.source and self.failure_result:
+                # 7.4.1+: postbackup after a failed step gets the VM with BACKUP_RESULT=FAILURE
+                # (one_vmm_exec.rb backup: failure_vm_xml)
+                post_xml = xml.replace("</VM>", "<BACKUP_RESULT>FAILURE</BACKUP_RESULT></VM>")
             run.post = runner.backup_step("postbackup" + suffix, host, vm_dir, disk_ids, deploy, vm.id, SYSTEM_DS,
-                                          xml, job_id)
+                                          post_xml, job_id)
         finally:
             vm.lcm_state = state
         if run.ok:
@@ -172,12 +199,13 @@ class BackupDatastore:
             vm.backup_ids.append(image.id)
             run.image_id, run.increment = image.id, 0
             if incremental:
-                image.backup_increments = [{"ID": 0, "SOURCE": run.source, "TYPE": "FULL", "PARENT_ID": -1}]
+                image.backup_increments = [{"ID": 0, "SOURCE": run.source, "TYPE": "FULL", "PARENT_ID": -1,
+                                            "DATE": int(time.time())}]
                 cfg.update(LAST_INCREMENT_ID=0, INCREMENTAL_BACKUP_ID=image.id)
             return
         image = self.lab.oned.images[int(cfg["INCREMENTAL_BACKUP_ID"])]
         image.backup_increments.append({"ID": last + 1, "SOURCE": run.source, "TYPE": "INCREMENT",
-                                        "PARENT_ID": last})
+                                        "PARENT_ID": last, "DATE": int(time.time())})
         cfg["LAST_INCREMENT_ID"] = last + 1
         run.image_id, run.increment = image.id, last + 1
         keep = int(cfg.get("KEEP_LAST", 0) or 0)

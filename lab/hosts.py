@@ -171,10 +171,29 @@ class SimHost:
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
                                       "/bin/sh", "-c", self._namespace_script(cfg)],
                                      stdout=log, stderr=log, start_new_session=True)
+        self.mnt_ns = self._own_namespace()
         self._wait_listening()
-        self.mnt_ns = os.readlink(f"/proc/{self.proc.pid}/ns/mnt")
         if self.libvirt:
             self._wait_libvirt()
+
+    def _own_namespace(self, timeout: float = 15) -> str:
+        """The mount namespace `unshare` made for this host. Read once it differs from the lab's
+        own: read before unshare(2) ran, it would be the lab's, and stop() would signal every
+        process of the machine (an sshd already listening on the address - a host restarted -
+        made that race real)."""
+        ours = os.readlink("/proc/self/ns/mnt")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                ns = os.readlink(f"/proc/{self.proc.pid}/ns/mnt")
+            except OSError:
+                ns = ours
+            if ns != ours:
+                return ns
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"host {self.name} failed: {(self.root / 'host.log').read_text()[-2000:]}")
+            time.sleep(0.01)
+        raise TimeoutError(f"host {self.name}: no mount namespace of its own")
 
     def _wait_listening(self, timeout: float = 15) -> None:
         import socket
@@ -199,8 +218,8 @@ class SimHost:
         raise TimeoutError(f"libvirtd of {self.name} did not start: {(self.root / 'host.log').read_text()[-2000:]}")
 
     def processes(self) -> list[int]:
-        """Every process living in this host's mount namespace."""
-        if not self.mnt_ns:
+        """Every process living in this host's mount namespace (never the lab's own)."""
+        if not self.mnt_ns or self.mnt_ns == os.readlink("/proc/self/ns/mnt"):
             return []
         pids = []
         for pid in os.listdir("/proc"):

@@ -8,6 +8,8 @@ one.hostpool.info, checks the session string like oned's core auth, and records 
 """
 from __future__ import annotations
 
+import base64
+
 import copy
 import threading
 import time
@@ -342,6 +344,14 @@ class _Handler(SimpleXMLRPCRequestHandler):
         pass
 
 
+ENCRYPTED_DATASTORE_ATTRS = ("RESTIC_PASSWORD",)      # oned.conf DATASTORE_ENCRYPTED_ATTR (6.10, 7.x)
+
+
+def encrypted(value: str) -> str:
+    """A stand-in of oned's encryption of an attribute (AES with its key, then base64): not the value."""
+    return base64.b64encode(b"lab-encrypted:" + value.encode()).decode()
+
+
 class OnedEndpoint:
     """The XML-RPC API at http://127.0.0.1:<port>/RPC2; objects are edited directly by tests."""
 
@@ -410,7 +420,17 @@ class OnedEndpoint:
         return self._info(name, self.vms, oid, "virtual machine")
 
     def _datastore(self, name: str, oid, decrypt: bool = False):
-        return self._info(name, self.datastores, oid, "datastore")
+        """As oned: the attributes DATASTORE_ENCRYPTED_ATTR names (RESTIC_PASSWORD, 6.10+) come
+        encrypted unless the caller asks for them decrypted."""
+        ok, xml, code = self._info(name, self.datastores, oid, "datastore")
+        if not ok or decrypt:
+            return [ok, xml, code]
+        root = etree.fromstring(xml.encode())
+        for attr in ENCRYPTED_DATASTORE_ATTRS:
+            node = root.find(f"TEMPLATE/{attr}")
+            if node is not None and node.text:
+                node.text = etree.CDATA(encrypted(node.text))
+        return [True, to_xml(root), 0]
 
     def _image(self, name: str, oid, decrypt: bool = False):
         return self._info(name, self.images, oid, "image")

@@ -13,6 +13,8 @@ stdin   the digests of the disk at the previous backup: 16 bytes per block (SHA-
         and without it every block counts as changed).
 stdout  the digests of the device now, in the same form (the next increment compares with them).
 stderr  errors as one line; on success a last line of JSON counts.
+Both digest streams are read and written as the blocks pass (memory does not grow with the disk:
+they are 256 MiB per TiB); the digests on stdout are complete only when the exit code is 0.
 
 The qcow2 (version 3, clusters of <block_size>, no backing file: OpenNebula's downloaders and
 `increment_flatten` give increments their backing file with `qemu-img rebase -u`):
@@ -148,12 +150,44 @@ def scan(device, size, block, pool, depth):
             yield first + i, buf[i * block:(i + 1) * block], digest
 
 
-def base_digests(path, size, block, pool, depth):
-    device = Device(path)
-    try:
-        return b"".join(d for _, _, d in scan(device, min(size, device.size), block, pool, depth))
-    finally:
-        device.close()
+class Digests:
+    """Digests of the previous backup, by block index, read forward as the scan goes: from a
+    stream (stdin), or computed from the base device alongside."""
+
+    def __init__(self, stream=None, device=None, size=0, block=0, pool=None, depth=1):
+        self.stream = stream
+        self.device = device
+        self.blocks = scan(device, min(size, device.size), block, pool, depth) if device is not None else None
+        self.index = -1
+        self.current = None
+
+    def at(self, index):
+        """The digest of block `index` (indexes only grow), or None where none is known."""
+        while self.index < index:
+            self.index += 1
+            self.current = self._next()
+            if self.current is None:
+                self.index = 1 << 62            # the end: nothing further is known
+                return None
+        return self.current if self.index == index else None
+
+    def _next(self):
+        if self.stream is not None:
+            data = b""
+            while len(data) < DIGEST:
+                more = self.stream.read(DIGEST - len(data))
+                if not more:
+                    return None
+                data += more
+            return data
+        if self.blocks is not None:
+            for _, _, digest in self.blocks:
+                return digest
+        return None
+
+    def close(self):
+        if self.device is not None:
+            self.device.close()
 
 
 class Qcow2Writer:
@@ -232,31 +266,50 @@ class Qcow2Writer:
         os.ftruncate(self.fd, self.end)       # no fsync: the backup datastore reads it at once
 
 
+class _Prefixed:
+    """A stream with bytes already read put back in front."""
+
+    def __init__(self, head, rest):
+        self.head, self.rest = head, rest
+
+    def read(self, n):
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.rest.read(n)
+
+
 def main(argv):
     mode, device, output, block = argv[0], argv[1], argv[2], int(argv[3])
     base = argv[4] if len(argv) > 4 else None
     if mode not in ("full", "increment") or block < 512 or block & (block - 1) or block > (2 << 20):
         raise SystemExit("usage: full|increment <device> <output> <block_size> [<base_device>]")
     started = time.time()
-    previous = sys.stdin.buffer.read() if mode == "increment" else b""
     source = Device(device)
     size = source.size
     workers = max(1, min(4, (os.cpu_count() or 1)))
     part = "%s.part.%d" % (output, os.getpid())
     out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
     counts = {"blocks": 0, "changed": 0, "zeroed": 0, "data_bytes": 0}
+    previous = Digests()
+    digests_out = sys.stdout.buffer
     try:
         with ThreadPoolExecutor(workers) as pool:
-            if mode == "increment" and not previous and base:
-                previous = base_digests(base, size, block, pool, workers * 2)
-            known = len(previous) // DIGEST
+            if mode == "increment":
+                stdin = sys.stdin.buffer
+                first = stdin.read(DIGEST)
+                if first:
+                    previous = Digests(stream=_Prefixed(first, stdin))
+                elif base:
+                    previous = Digests(device=Device(base), size=size, block=block, pool=pool, depth=workers * 2)
             writer = Qcow2Writer(out, size, block.bit_length() - 1)
-            digests = bytearray()
             for index, buf, digest in scan(source, size, block, pool, workers * 2):
-                digests += digest
+                try:
+                    digests_out.write(digest)
+                except BrokenPipeError:
+                    raise SystemExit("backup abandoned: the driver that started it is gone")
                 counts["blocks"] += 1
-                if mode == "increment" and index < known \
-                        and previous[index * DIGEST:(index + 1) * DIGEST] == digest:
+                if mode == "increment" and previous.at(index) == digest:
                     continue                        # unchanged: read through to the last backup
                 if digest == ZERO_DIGEST:
                     if mode == "increment":
@@ -282,8 +335,8 @@ def main(argv):
         raise
     finally:
         source.close()
-    sys.stdout.buffer.write(bytes(digests))
-    sys.stdout.flush()
+        previous.close()
+    digests_out.flush()
     counts.update(size=size, file_bytes=os.path.getsize(output), seconds=round(time.time() - started, 3))
     sys.stderr.write(json.dumps(counts) + "\n")
 

@@ -14,9 +14,19 @@ A backup of disks D of a VM:
 oned tells which backup succeeded only through the next one: BACKUP_CONFIG/LAST_INCREMENT_ID. So
 each backup keeps the base named by it and removes every other backup snapshot of the VM's disks
 (a failed or killed run's, an older chain's). The digests live on the front-end
-(`<state>/digests/vm-<id>-<stime>/`, state: /var/lib/one/linstor_un); where they are missing (another front-end, a lost disk) the
-base snapshot is read instead, and without either, an increment holds the whole disk (correct,
-only larger).
+(`<state>/digests/vm-<id>-<stime>/`, state: /var/lib/one/linstor_un); where they are missing
+(another front-end, a lost disk) the base snapshot is read instead, and without either, an
+increment holds the whole disk (correct, only larger).
+
+A name and a number are not proof that a base is the one oned continues: increment numbers
+restart at 0 whenever a chain is reset, and after an oned database restore, on a second front-end
+or with a restored /var/lib/one the numbers oned gives may name another chain's snapshot or
+digests. So every backup snapshot carries its identity (ChainLink: a random nonce, the time it was
+taken, the chain's backup image), and so do its digests (the nonce). An increment uses a base only
+when its identity matches oned's record of the last increment of this very chain (the backup
+image INCREMENTAL_BACKUP_ID, its increment LAST_INCREMENT_ID and that increment's DATE: taken
+before oned recorded it, not long before), and the digests only when they carry the base's nonce;
+otherwise it reads the base snapshot, or, without a base it can trust, holds the whole disk.
 """
 from __future__ import annotations
 
@@ -24,13 +34,14 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
 
 from . import disks, host_ops, names, ownership, snapshots
 from .errors import DriverError
@@ -47,6 +58,10 @@ if TYPE_CHECKING:
 
 BLOCK = 64 << 10                    # the qcow2 cluster and the unit of change
 HOST_PROGRAM = Path(__file__).with_name("backup_host.py")
+CHAIN_LINK = "Aux/one/linstor_un/BACKUP/"      # + snapshot name: the backup's ChainLink
+LS_LIMIT = 300                      # seconds a backup datastore's `ls` may take
+CLOCK_SKEW = 300                    # seconds the front-end's and oned's clocks may differ
+LONGEST_BACKUP = 7 * 86400          # a backup's snapshot is taken at most this long before oned records it
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,8 @@ class BackupConfig:
     incremental: bool               # MODE=INCREMENT (FULL when absent)
     last_increment: int             # LAST_INCREMENT_ID: -1 when no chain was started (or it was reset)
     fs_freeze: str                  # NONE (oned's default), AGENT, SUSPEND
+
+    chain_image: Optional[int] = None   # INCREMENTAL_BACKUP_ID: the backup image of the chain, when one runs
 
     @classmethod
     def of(cls, vm: VmDoc) -> "BackupConfig":
@@ -65,7 +82,9 @@ class BackupConfig:
         last = vm.text(cfg + "LAST_INCREMENT_ID", "-1") or "-1"
         if last != "-1" and natural(last) is None:
             raise DriverError(f"invalid BACKUP_CONFIG LAST_INCREMENT_ID '{last}'")
-        return cls(mode == "INCREMENT", int(last), vm.text(cfg + "FS_FREEZE", "NONE").upper())
+        chain = vm.text(cfg + "INCREMENTAL_BACKUP_ID", "-1") or "-1"
+        return cls(mode == "INCREMENT", int(last), vm.text(cfg + "FS_FREEZE", "NONE").upper(),
+                   natural(chain) if chain != "-1" else None)
 
     @property
     def increment_id(self) -> int:
@@ -76,6 +95,44 @@ class BackupConfig:
     def base_id(self) -> Optional[int]:
         """The backup this increment is a delta to."""
         return self.last_increment if self.increment_id > 0 else None
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """What one backup snapshot (and the digests read from it) is: a random nonce, when it was
+    taken (front-end clock, seconds), and the backup image of its chain (None for a chain's full
+    backup: oned makes that image after it)."""
+    nonce: str
+    taken: int
+    chain: Optional[int]
+
+    @classmethod
+    def new(cls, chain: Optional[int]) -> "ChainLink":
+        return cls(secrets.token_hex(8), int(time.time()), chain)
+
+    def encode(self) -> str:
+        return f"{self.nonce} {self.taken} {'-' if self.chain is None else self.chain}"
+
+    @classmethod
+    def decode(cls, text: Optional[str]) -> Optional["ChainLink"]:
+        parts = (text or "").split()
+        if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{16}", parts[0]) or natural(parts[1]) is None or \
+                (parts[2] != "-" and natural(parts[2]) is None):
+            return None
+        return cls(parts[0], int(parts[1]), None if parts[2] == "-" else int(parts[2]))
+
+    def continues(self, chain: Optional[int], recorded: Optional[int]) -> Optional[str]:
+        """Why this is not the backup oned recorded as the last of `chain` at `recorded` (epoch
+        seconds), or None when it is."""
+        if chain is None or recorded is None:
+            return "oned names no increment of a chain to continue"
+        if self.chain is not None and self.chain != chain:
+            return f"it belongs to the chain of backup image {self.chain}, oned continues image {chain}"
+        if self.taken > recorded + CLOCK_SKEW:
+            return "it was taken after oned recorded that increment (another chain of the same numbers)"
+        if recorded - self.taken > LONGEST_BACKUP:
+            return "it was taken long before oned recorded that increment"
+        return None
 
 
 @dataclass(frozen=True)
@@ -104,25 +161,65 @@ class DigestStore:
     def _file(self, disk_id: int, increment: int) -> Path:
         return self.root / f"disk.{disk_id}.{increment}.digests"
 
-    def load(self, disk_id: int, increment: Optional[int]) -> bytes:
-        if increment is None:
-            return b""
-        try:
-            return self._file(disk_id, increment).read_bytes()
-        except OSError:
-            return b""
+    HEADER = b"linstor_un digests v2 "
 
-    def save(self, disk_id: int, increment: int, digests: bytes, report: Report) -> None:
-        """Kept if the front-end lets us: without them the next increment reads its base
-        snapshot as well (slower, as exact)."""
+    def _head(self, nonce: str) -> bytes:
+        return self.HEADER + nonce.encode() + b"\n"
+
+    def previous(self, disk_id: int, increment: Optional[int], nonce: Optional[str]) -> Optional[BinaryIO]:
+        """The digests kept for that increment, opened after their header, if they are the ones
+        read from the snapshot of that nonce (else None: another chain's, an older file's, a
+        restored directory's). Read as a stream: their size grows with the disk."""
+        if increment is None or nonce is None:
+            return None
+        try:
+            f = open(self._file(disk_id, increment), "rb")
+        except OSError:
+            return None
+        head = self._head(nonce)
+        if f.read(len(head)) != head:
+            f.close()
+            return None
+        return f
+
+    def load(self, disk_id: int, increment: Optional[int], nonce: Optional[str]) -> bytes:
+        f = self.previous(disk_id, increment, nonce)
+        if f is None:
+            return b""
+        with f:
+            return f.read()
+
+    @contextmanager
+    def writing(self, disk_id: int, increment: int, nonce: str, keep: bool, report: Report) -> Iterator[BinaryIO]:
+        """A file the host's new digests stream into, kept under its name (atomically) only if
+        the body ends well and `keep`; if the front-end cannot keep them, the next increment reads
+        its base snapshot as well (slower, as exact)."""
         tmp = self._file(disk_id, increment).with_suffix(".part")
         try:
+            if not keep:
+                raise FileNotFoundError
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(digests)
-            os.replace(tmp, self._file(disk_id, increment))
+            sink = open(tmp, "wb")
+            sink.write(self._head(nonce))
+            sink.flush()
         except OSError as err:
-            report.info(f"could not keep the block digests of disk {disk_id} in {self.root} ({err.strerror}): "
-                        f"the next increment reads the base snapshot too")
+            if keep:
+                report.info(f"could not keep the block digests of disk {disk_id} in {self.root} "
+                            f"({err.strerror}): the next increment reads the base snapshot too")
+            with open(os.devnull, "wb") as null:
+                yield null
+            return
+        try:
+            with sink:
+                yield sink
+            os.replace(tmp, self._file(disk_id, increment))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def save(self, disk_id: int, increment: int, digests: bytes, nonce: str, report: Report) -> None:
+        with self.writing(disk_id, increment, nonce, True, report) as sink:
+            sink.write(digests)
 
     def keep_only(self, disk_id: int, keep: set[int]) -> None:
         for path in self.root.glob(f"disk.{disk_id}.*"):
@@ -154,10 +251,11 @@ def mine(snap: Snapshot, vm_id: int, owner: Owner) -> Optional[int]:
     return parsed[1]
 
 
-def tidy(disk: BackupDisk, vm_id: int, keep: Optional[int], taking: str) -> bool:
-    """Remove this VM disk's backup snapshots except `keep`; True if `keep` is there. A snapshot of
-    the name about to be taken that is not ours stops the backup before anything happens."""
-    kept = False
+def tidy(disk: BackupDisk, vm_id: int, keep: Optional[int], taking: str) -> Optional[Snapshot]:
+    """Remove this VM disk's backup snapshots except `keep`; returns `keep`'s if it is there. A
+    snapshot of the name about to be taken that is not ours stops the backup before anything
+    happens."""
+    kept = None
     for snap in disk.api.snapshots(disk.resource):
         inc = mine(snap, vm_id, disk.owner)
         if inc is None:
@@ -167,10 +265,42 @@ def tidy(disk: BackupDisk, vm_id: int, keep: Optional[int], taking: str) -> bool
                                   f"nobody needs it (linstor snapshot delete {disk.resource} {taking}) and retry")
             continue
         if inc == keep:
-            kept = True
+            kept = snap
         else:
             disk.api.delete_snapshot(disk.resource, snap.name)
     return kept
+
+
+def last_increment_date(act: "Action", cfg: BackupConfig) -> Optional[int]:
+    """When oned recorded the last increment of the chain it continues (its DATE), or None."""
+    if cfg.base_id is None or cfg.chain_image is None:
+        return None
+    try:
+        image = act.one.image(cfg.chain_image)
+    except DriverError as err:
+        act.report.info(f"cannot read backup image {cfg.chain_image} ({err})")
+        return None
+    for inc in image.root.findall("BACKUP_INCREMENTS/INCREMENT"):
+        if natural((inc.findtext("ID") or "").strip()) == cfg.base_id:
+            return natural((inc.findtext("DATE") or "").strip())
+    return None
+
+
+def trusted_base(act: "Action", disk: BackupDisk, cfg: BackupConfig, base: Optional[Snapshot],
+                 recorded: Optional[int]) -> Optional[ChainLink]:
+    """The base snapshot's identity, if it is the backup oned continues; else the snapshot goes
+    (a backup of another chain under the same number) and None."""
+    if base is None:
+        return None
+    link = ChainLink.decode(base.props.get(CHAIN_LINK + base.name))
+    why = "it carries no chain identity (an older linstor_un's)" if link is None else \
+        link.continues(cfg.chain_image, recorded)
+    if why is None:
+        return link
+    act.report.info(f"disk {disk.disk_id}: {base.name} is not the base oned continues ({why}): the increment "
+                    f"holds the whole disk")
+    disk.api.delete_snapshot(disk.resource, base.name)
+    return None
 
 
 def forget(api: Linstor, res: str, vm_id: int, owner: Owner, snaps: Optional[list[Snapshot]] = None) -> None:
@@ -181,16 +311,17 @@ def forget(api: Linstor, res: str, vm_id: int, owner: Owner, snaps: Optional[lis
             api.delete_snapshot(res, snap.name)
 
 
-def snapshot_together(group: list[BackupDisk], snap: str) -> None:
-    """One request for all disks of one controller, each snapshot carrying its owner's token."""
-    api = group[0].api
+def mark_for_snapshot(group: list[BackupDisk], snap: str, link: ChainLink) -> None:
+    """Each disk's owner token and the backup's identity on its definition, for the snapshot to
+    copy (LINSTOR before 1.32 cannot set a snapshot's own properties)."""
     for d in group:
-        api.set_props(d.resource, {ownership.SNAPSHOT_TOKEN + snap: d.owner.snapshot_token(snap)})
-    try:
-        api.create_snapshots([d.resource for d in group], snap)
-    finally:
-        for d in group:
-            api.set_props(d.resource, {}, delete=[ownership.SNAPSHOT_TOKEN + snap])
+        d.api.set_props(d.resource, {ownership.SNAPSHOT_TOKEN + snap: d.owner.snapshot_token(snap),
+                                     CHAIN_LINK + snap: link.encode()})
+
+
+def unmark(group: list[BackupDisk], snap: str) -> None:
+    for d in group:
+        d.api.set_props(d.resource, {}, delete=[ownership.SNAPSHOT_TOKEN + snap, CHAIN_LINK + snap])
 
 
 @contextmanager
@@ -220,38 +351,123 @@ def guest_quiet(host: Host, domain: str, fs_freeze: str, report: Report) -> Iter
             report.info(f"guest filesystems frozen for {time.monotonic() - started:.2f} s")
 
 
+@dataclass(frozen=True)
+class ReaderLimits:
+    """The backup datastore's limits on the program that reads a disk on the host, as OpenNebula's
+    own drivers apply them (src/tm_mad/lib/datastore.rb cmd_confinement): `<DS_MAD>_MAX_RIOPS`,
+    `_MAX_WIOPS`, `_CPU_QUOTA`, `_MEMORY_MAX_MB` run it in the systemd slice
+    `backup.<ds id>.slice` of oneadmin's user manager; else `<DS_MAD>_NICE` and `_IONICE`."""
+    ds_id: int = -1
+    nice: Optional[int] = None
+    ionice: Optional[int] = None
+    slice_settings: tuple = ()          # ((systemd key, value), ...)
+
+    @classmethod
+    def of(cls, act: "Action", vm: VmDoc) -> "ReaderLimits":
+        ds_id = natural(vm.text("BACKUPS/BACKUP_CONFIG/LAST_DATASTORE_ID"))
+        if ds_id is None:
+            return cls()
+        ds = act.one.datastore(ds_id)
+        mad = ds.text("DS_MAD").upper()
+
+        def number(name: str) -> Optional[int]:
+            raw = ds.text(f"TEMPLATE/{mad}_{name}").strip()
+            if not raw or raw == "-1":
+                return None
+            value = natural(raw)
+            if value is None:
+                raise DriverError(f"backup datastore {ds_id}: {mad}_{name} '{raw}' is not a whole number")
+            return value
+        nice, ionice = number("NICE"), number("IONICE")
+        riops, wiops, cpu, mem = number("MAX_RIOPS"), number("MAX_WIOPS"), number("CPU_QUOTA"), number("MEMORY_MAX_MB")
+        if nice is not None and not 0 <= nice <= 19:
+            raise DriverError(f"backup datastore {ds_id}: {mad}_NICE {nice} is not 0-19")
+        if ionice is not None and not 0 <= ionice <= 7:
+            raise DriverError(f"backup datastore {ds_id}: {mad}_IONICE {ionice} is not 0-7")
+        settings = tuple((k, v) for k, v in (("CPUQuota", f"{cpu}%" if cpu is not None else None),
+                                             ("MemoryMax", f"{mem}M" if mem is not None else None),
+                                             ("IOReadIOPSMax", riops), ("IOWriteIOPSMax", wiops))
+                         if v is not None)
+        return cls(ds_id, nice, ionice, settings)
+
+    def apply(self, argv: list[str], io_path: str):
+        """`argv` as the host runs it under these limits (io_path: where the IOPS limits apply)."""
+        from .remote import Shell
+        if self.slice_settings:
+            name = f"backup.{self.ds_id}.slice"
+            lines = ["[Slice]"] + [f"{k}={io_path + ' ' if k.startswith('IO') else ''}{v}"
+                                   for k, v in self.slice_settings]
+            unit = "\n".join(lines) + "\n"
+            return Shell.join(["mkdir", "-p", ".config/systemd/user"], "&&",
+                              ["printf", "%b", unit], ">", [f".config/systemd/user/{name}"], "&&",
+                              ["systemctl", "--user", "daemon-reload"], "&&",
+                              ["systemd-run", "--user", "--quiet", "--pipe", "--collect", "--wait", f"--slice={name}",
+                               *argv])
+        prefix = (["nice", "-n", str(self.nice)] if self.nice is not None else []) + \
+                 (["ionice", "-c2", f"-n{self.ionice}"] if self.ionice is not None else [])
+        return prefix + argv
+
+
+def transfer_limit(size_bytes: int) -> float:
+    """How long reading or writing a disk of that size may take, whole: generous (10 MiB/s, plus
+    10 minutes), but a limit - a host that stops answering does not hold a backup for ever."""
+    return 600 + size_bytes / (10 << 20)
+
+
 def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Optional[str], increment: int,
-              previous: bytes, target: str) -> bytes:
-    """Write the backup file of one disk from its snapshot; returns the disk's digests now."""
+              previous: Optional[BinaryIO], target: str, sink: BinaryIO, size_bytes: int,
+              limits: ReaderLimits = ReaderLimits()) -> None:
+    """Write the backup file of one disk from its snapshot; the disk's digests now stream into
+    `sink` (the previous ones from `previous`, None where there are none)."""
     attacher = act.attacher(disk.settings)
     mode = "increment" if increment > 0 else "full"
     with snapshots.restored(disk.api, attacher, host.name, disk.resource, snap, "prebackup",
                             suffix="backup") as device:
         base_read = nullcontext(None)
-        if mode == "increment" and not previous and base is not None:
+        if mode == "increment" and previous is None and base is not None:
             act.report.info(f"no digests of disk {disk.disk_id} at the last backup here: reading {base} too")
             base_read = snapshots.restored(disk.api, attacher, host.name, disk.resource, base, "prebackup",
                                            suffix="backup-base")
-        elif mode == "increment" and not previous:
+        elif mode == "increment" and previous is None:
             act.report.info(f"disk {disk.disk_id} has no base at the last backup: the increment holds all of it")
+        start = sink.tell()
         with base_read as base_device:
-            out = host.run(["python3", "-c", HOST_PROGRAM.read_text(), mode, device, target, str(BLOCK),
-                            *([base_device] if base_device else [])],
-                           f"back up disk {disk.disk_id} ({disk.resource}) to {target}", stdin=previous, bulk=True)
+            reader = ["python3", "-c", HOST_PROGRAM.read_text(), mode, device, target, str(BLOCK),
+                      *([base_device] if base_device else [])]
+            out = host.run(limits.apply(reader, os.path.dirname(target)),
+                           f"back up disk {disk.disk_id} ({disk.resource}) to {target}",
+                           stdin=previous if previous is not None and mode == "increment" else b"",
+                           stdout=sink, timeout=transfer_limit(size_bytes) * (2 if base_device else 1))
     counts = out.stderr.decode(errors="replace").strip().splitlines()[-1:]
     try:
         c = json.loads(counts[0]) if counts else {}
-        act.report.info(f"disk {disk.disk_id}: {c.get('changed', 0)} of {c.get('blocks', 0)} blocks written"
-                        f"{', %d zeroed' % c['zeroed'] if c.get('zeroed') else ''}, {c.get('file_bytes', 0)} bytes "
-                        f"in {c.get('seconds', 0)} s")
     except ValueError:
+        c = {}
+    act.report.info(f"disk {disk.disk_id}: {c.get('changed', 0)} of {c.get('blocks', 0)} blocks written"
+                    f"{', %d zeroed' % c['zeroed'] if c.get('zeroed') else ''}, {c.get('file_bytes', 0)} bytes "
+                    f"in {c.get('seconds', 0)} s")
+    sink.flush()
+    written = os.fstat(sink.fileno()).st_size - start if sink.name != os.devnull else None
+    if written is not None and written != 16 * int(c.get("blocks", -1)):
+        raise DriverError(f"back up disk {disk.disk_id}: the host returned {written} bytes of digests for "
+                          f"{c.get('blocks', '?')} blocks")
+
+
+def findable_by_backup_cancel() -> None:
+    """`onevm backup-cancel`: OpenNebula's rsync and restic `backup_cancel` stop a running backup
+    with `ps -C ruby` and a pattern of the action's command line (`(pre)?backup(_live)? .* <id> `),
+    then SIGTERM - their TM actions are Ruby programs. This one takes the command name "ruby" so
+    that the same search finds it (its command line matches already); SIGTERM then stops it and
+    undoes what it made, as it always does."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(15, b"ruby", 0, 0, 0)      # PR_SET_NAME
+    except (OSError, AttributeError):
         pass
-    if len(out.stdout) % 16:
-        raise DriverError(f"back up disk {disk.disk_id}: the host returned malformed digests")
-    return out.stdout
 
 
 def take(act: "Action", args: BackupArgs, live: bool) -> None:
+    findable_by_backup_cancel()
     vm = VmDoc.parse(args.vm_xml)
     if vm.id != args.vm_id:
         raise DriverError(f"the VM XML on stdin is VM {vm.id}'s, not VM {args.vm_id}'s: nothing was changed")
@@ -264,7 +480,10 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
     host = act.hosts[args.host]
     act.report.info(f"{'increment ' + str(increment) if increment else 'full backup'} of disk(s) "
                     f"{', '.join(str(d.disk_id) for d in todo)}")
-    have_base = {d.disk_id: tidy(d, vm.id, base_id, snap) for d in todo}
+    limits = ReaderLimits.of(act, vm)          # (a bad limit stops the backup before anything is made)
+    recorded = last_increment_date(act, cfg)
+    bases = {d.disk_id: trusted_base(act, d, cfg, tidy(d, vm.id, base_id, snap), recorded) for d in todo}
+    link = ChainLink.new(cfg.chain_image if increment > 0 else None)
     backup_dir = f"{args.vm_dir}/backup"
     groups: dict[int, list[BackupDisk]] = {}
     for d in todo:
@@ -273,18 +492,30 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
         host_ops.fresh_dir(host, backup_dir)
         undo.add(f"remove {backup_dir}", lambda: host_ops.remove_dir(host, backup_dir, check=False))
         undo.add(f"delete snapshots {snap}", lambda: [d.api.delete_snapshot(d.resource, snap) for d in todo])
+        undo.add(f"clear the marks of {snap}", lambda: unmark(todo, snap))
+        mark_for_snapshot(todo, snap, link)
+        # the guest is quiet for the snapshot requests alone (one per controller)
         quiet = guest_quiet(host, args.deploy_id, cfg.fs_freeze, act.report) if live else nullcontext()
         with quiet:
             for group in groups.values():
-                snapshot_together(group, snap)
+                group[0].api.create_snapshots([d.resource for d in group], snap)
+        unmark(todo, snap)
+        if vm.text("TEMPLATE/TPM/MODEL"):
+            host_ops.save_tpm(host, args.deploy_id, args.vm_dir, backup_dir)
         for d in todo:
-            previous = store.load(d.disk_id, base_id)
-            digests = read_disk(act, host, d, snap, base if have_base[d.disk_id] else None, increment,
-                                previous, f"{backup_dir}/disk.{d.disk_id}.{increment}")
+            base_link = bases[d.disk_id]
+            previous = store.previous(d.disk_id, base_id, base_link.nonce if base_link else None)
             if cfg.incremental:
-                store.save(d.disk_id, increment, digests, act.report)
                 undo.add(f"forget digests of disk {d.disk_id}",
                          lambda d=d: store.keep_only(d.disk_id, {base_id} if base_id is not None else set()))
+            try:
+                with store.writing(d.disk_id, increment, link.nonce, cfg.incremental, act.report) as sink:
+                    read_disk(act, host, d, snap, base if base_link else None, increment, previous,
+                              f"{backup_dir}/disk.{d.disk_id}.{increment}", sink, vm.disk(d.disk_id).size_mb << 20,
+                              limits)
+            finally:
+                if previous is not None:
+                    previous.close()
         host_ops.write_file(host, f"{backup_dir}/vm.xml", base64.b64encode(args.vm_xml.encode()))
         if cfg.incremental:
             for d in todo:      # the base of the next increment, and this one's until oned confirms
@@ -298,27 +529,35 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
 
 def clean_up(act: "Action", args: BackupArgs) -> None:
     """After the backup datastore copied the files (or failed to): the files go, and the
-    temporary resources a killed prebackup may have left."""
+    temporary resources a killed prebackup may have left. When oned says the backup failed
+    (BACKUP_RESULT=FAILURE, 7.4.1+: the datastore could not store it) nothing of it stays to be
+    continued: its snapshot and digests go, the base of the chain stays."""
     vm = VmDoc.parse(args.vm_xml)
+    failed = vm.text("BACKUP_RESULT", "SUCCESS").upper() == "FAILURE"
     host_ops.remove_dir(act.hosts[args.host], f"{args.vm_dir}/backup", check=False)
+    cfg = BackupConfig.of(vm) if failed else None
     for d in backup_disks(act, vm, args.disk_ids, args.system_ds):
         found = d.api.definitions(d.resource, f"{d.resource}-backup", f"{d.resource}-backup-base")
         source = found.pop(d.resource)
         for rd in found.values():
             if rd is not None:
                 ownership.clear_temporary(d.api, rd, d.resource, source.props if source else None, reuse=False)
+        if cfg is not None:
+            act.report.info(f"the backup failed: disk {d.disk_id} keeps the base of its chain only")
+            tidy(d, vm.id, cfg.base_id, names.backup_snapshot(vm.id, cfg.increment_id))
+            DigestStore.of(vm).keep_only(d.disk_id, {cfg.base_id} if cfg.base_id is not None else set())
 
 
 BACKUP_IMAGE = "6"                  # IMAGE/TYPE of a backup image (6.6+)
 RESTORE_SAFETY = "linstor_un-restore-safety"
 
 
-def backup_urls(act: "Action", vm: VmDoc, image, increment_id: int) -> dict[int, str]:
+def backup_urls(act: "Action", vm: VmDoc, image, increment_id: int) -> dict[str, str]:
     """disk id -> URL of the backup files (up to `increment_id`, -1: the last), as the backup
     datastore's own `ls -i` lists them (src/tm_mad/lib/datastore.rb hands it the datastore, the
     VM and the image, plain XML on stdin)."""
     from lxml import etree
-    ds = act.one.datastore(natural(image.text("DATASTORE_ID")) or 0)
+    ds = act.one.datastore(natural(image.text("DATASTORE_ID")) or 0, decrypt=True)
     ds_mad = ds.text("DS_MAD")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", ds_mad):
         raise DriverError(f"backup datastore {ds.id} has an invalid DS_MAD '{ds_mad}'")
@@ -327,14 +566,22 @@ def backup_urls(act: "Action", vm: VmDoc, image, increment_id: int) -> dict[int,
         raise DriverError(f"backup datastore {ds.id} ({ds_mad}) has no 'ls' action: OpenNebula 6.10+ is needed")
     data = "<DS_DRIVER_ACTION_DATA>\n" + "\n".join(
         etree.tostring(doc.root, encoding="unicode") for doc in (ds, vm, image)) + "\n</DS_DRIVER_ACTION_DATA>\n"
-    done = subprocess.run([str(ls), "-i", str(increment_id)], input=data, capture_output=True, text=True)
+    try:
+        done = subprocess.run([str(ls), "-i", str(increment_id)], input=data, capture_output=True, text=True,
+                              timeout=LS_LIMIT)
+    except subprocess.TimeoutExpired:
+        raise DriverError(f"cannot list backup image {image.id}: the backup datastore's ls gave no answer "
+                          f"within {LS_LIMIT} s")
     if done.returncode != 0:
         raise DriverError(f"cannot list backup image {image.id}: {done.stderr.strip() or 'ls failed'}")
     try:
         listed = json.loads(done.stdout)
-        return {int(k): str(v) for k, v in listed.items()}
+        out = {str(k): str(v) for k, v in listed.items()}
     except (ValueError, AttributeError, TypeError):
         raise DriverError(f"cannot list backup image {image.id}: unexpected answer {done.stdout[:200]!r}")
+    if any(k != "tpm" and natural(k) is None for k in out):
+        raise DriverError(f"cannot list backup image {image.id}: unexpected answer {done.stdout[:200]!r}")
+    return out
 
 
 def restore_in_place(act: "Action", args) -> None:
@@ -348,16 +595,21 @@ def restore_in_place(act: "Action", args) -> None:
     if image.text("TYPE") != BACKUP_IMAGE:
         raise DriverError(f"image {args.image_id} is not a backup image: nothing was changed")
     urls = backup_urls(act, vm, image, args.increment_id)
-    chosen = {i: u for i, u in urls.items() if args.disk_id in (-1, i)}
+    tpm = urls.pop("tpm", None)
+    chosen = {int(i): u for i, u in urls.items() if args.disk_id in (-1, int(i))}
     if not chosen:
         raise DriverError(f"backup image {args.image_id} holds no disk {args.disk_id}: nothing was changed")
     todo = backup_disks(act, vm, tuple(sorted(chosen)), args.system_ds)
     host = act.hosts[args.host]
     files: dict[int, str] = {}
+    tpm_file = None
     try:
         for d in todo:
             act.report.info(f"downloading disk {d.disk_id} from {chosen[d.disk_id]}")
             files[d.disk_id] = image_source.download(act.remotes, chosen[d.disk_id])
+        if tpm:
+            act.report.info(f"downloading the vTPM state from {tpm}")
+            tpm_file = image_source.download(act.remotes, tpm)
         with Rollback(act.report) as undo:
             for d in todo:
                 if snapshots.take(d.api, d.resource, RESTORE_SAFETY, d.owner):
@@ -365,13 +617,17 @@ def restore_in_place(act: "Action", args) -> None:
                              lambda d=d: d.api.delete_snapshot(d.resource, RESTORE_SAFETY))
                 else:
                     act.report.info(f"{d.resource} keeps the safety snapshot of an interrupted restore")
+                # the snapshot has the token now; the definition keeps none
+                d.api.set_props(d.resource, {}, delete=[ownership.SNAPSHOT_TOKEN + RESTORE_SAFETY])
             for d in todo:
                 undo.add(f"roll {d.resource} back to its state before the restore",
                          lambda d=d: back_to_safety(d))
                 write_back(act, host, d, files[d.disk_id])
+            if tpm_file:
+                host_ops.restore_tpm(host, args.vm_dir, tpm_file)
             undo.commit()
     finally:
-        for path in files.values():
+        for path in [*files.values(), *([tpm_file] if tpm_file else [])]:
             os.unlink(path)
     for d in todo:
         d.api.delete_snapshot(d.resource, RESTORE_SAFETY)

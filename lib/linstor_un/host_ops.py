@@ -143,3 +143,31 @@ def write_file(host: Host, path: str, data: bytes) -> None:
     """A small file written whole (a temporary name, then renamed)."""
     host.run(Shell.join(["cat"], ">", [path + ".part"], "&&", ["mv", "-f", path + ".part", path]),
              f"write {path}", stdin=data)
+
+
+VTPM_SETUP = "/var/tmp/one/vtpm_setup"      # OpenNebula's vTPM helper on the hosts (7.2+)
+
+
+def save_tpm(host: Host, domain: str, vm_dir: str, backup_dir: str) -> None:
+    """The VM's vTPM state into the backup, as OpenNebula's own drivers save it (backup_kvm.rb
+    save_tpm_sh): vtpm_setup's `backup` where oneadmin may run it with sudo, then the VM
+    directory's `tpm` folder as `disk.tpm.0`, which the backup datastores carry along."""
+    _vm_dir(vm_dir)
+    _vm_dir(backup_dir, below="/backup")
+    host.run(Shell.join(["sudo", "-l"], "2>/dev/null", "|", ["grep", "-q", "vtpm_setup"], "&&",
+                        ["sudo", VTPM_SETUP, "backup", domain, vm_dir], ";",
+                        ["tar", "zcf", f"{backup_dir}/disk.tpm.0", "-C", vm_dir, "tpm"]),
+             f"save the vTPM state of {domain}")
+
+
+def restore_tpm(host: Host, vm_dir: str, tgz: str) -> None:
+    """A backup's vTPM state back into the VM directory (backup_kvm.rb restore_tpm_sh: the VM is
+    off; its VMM sets it up when it starts)."""
+    _vm_dir(vm_dir)
+    host.run(Shell.join(["rm", "-rf", f"{vm_dir}/tpm"], "&&", ["tar", "zxf", "-", "-C", vm_dir]),
+             f"restore the vTPM state into {vm_dir}", stdin=tgz_bytes(tgz))
+
+
+def tgz_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

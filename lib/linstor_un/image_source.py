@@ -9,10 +9,12 @@ import bz2
 import hashlib
 import lzma
 import os
+import signal
 import stat
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -295,6 +297,9 @@ def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5:
         host.run(["rm", "-f", tmp], "remove the staging file", check=False)
 
 
+DOWNLOAD_STALL = 300                # seconds a download may go without a byte before it is stopped
+
+
 def download(remotes: Path, url: str, drv_action: str = "") -> str:
     """A URL OpenNebula's downloader.sh understands (rsync://, restic://, s3://...) fetched into a
     local temporary file, as it is (no decompression); returns its path: the caller removes it."""
@@ -307,8 +312,35 @@ def download(remotes: Path, url: str, drv_action: str = "") -> str:
     env = dict(os.environ)
     if drv_action:
         env["DRV_ACTION"] = base64.b64encode(drv_action.encode()).decode()
-    done = subprocess.run([str(downloader), "--nodecomp", url, tmp], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
+    # no limit on the whole (a backup may be terabytes), but on a download that stops moving
+    proc = subprocess.Popen([str(downloader), "--nodecomp", url, tmp], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    err_chunks: list = []
+    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    size, moved = -1, time.monotonic()
+    try:
+        while proc.poll() is None:
+            try:
+                now = os.path.getsize(tmp)
+            except OSError:
+                now = -1
+            if now != size:
+                size, moved = now, time.monotonic()
+            elif time.monotonic() - moved > DOWNLOAD_STALL:
+                raise DriverError(f"downloading {url}: nothing arrived for {DOWNLOAD_STALL} s (stopped)")
+            time.sleep(1)
+    except BaseException:                   # stalled, or this action stopped (SIGTERM): so does it
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        proc.wait()
         os.unlink(tmp)
-        raise DriverError(f"downloading {url} failed: {done.stderr.strip()}")
+        raise
+    reader.join(5)
+    if proc.returncode != 0:
+        os.unlink(tmp)
+        said = b"".join(err_chunks).decode(errors="replace").strip()
+        raise DriverError(f"downloading {url} failed: {said}")
     return tmp

@@ -195,7 +195,7 @@ class OneApi:
         self._auth = auth
         self.timeout = timeout
         self.deadline = deadline
-        self._cache: dict[tuple[str, int], Xml] = {}
+        self._cache: dict[tuple, Xml] = {}
         self._proxy = None
         self._transport: Optional[_TimedTransport] = None
 
@@ -218,16 +218,21 @@ class OneApi:
             raise DriverError(f"oned refused {method}: {reply[1]}")
         return reply[1]
 
-    def _info(self, method: str, cls, oid: int):
-        key = (method, oid)
+    def _info(self, method: str, cls, oid: int, *extra):
+        key = (method, oid, *extra)
         if key not in self._cache:
-            self._cache[key] = cls.parse(self._call(method, int(oid)))
+            self._cache[key] = cls.parse(self._call(method, int(oid), *extra))
         return self._cache[key]
 
     def vm(self, vm_id: int) -> VmDoc:
         return self._info("one.vm.info", VmDoc, vm_id)
 
-    def datastore(self, ds_id: int) -> DatastoreDoc:
+    def datastore(self, ds_id: int, decrypt: bool = False) -> DatastoreDoc:
+        """decrypt: with the attributes oned keeps encrypted (DATASTORE_ENCRYPTED_ATTR: a restic
+        backup datastore's RESTIC_PASSWORD) in clear, as OpenNebula's own drivers read a backup
+        datastore (TransferManager::Datastore: `info(true)`)."""
+        if decrypt:
+            return self._info("one.datastore.info", DatastoreDoc, ds_id, True)
         return self._info("one.datastore.info", DatastoreDoc, ds_id)
 
     def image(self, image_id: int) -> ImageDoc:

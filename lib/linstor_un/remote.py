@@ -233,14 +233,16 @@ class Host:
         return text
 
     def run(self, command: Command, step: str, stdin: Input = None,
-            check: bool = True, timeout: Optional[float] = None, bulk: bool = False) -> Output:
+            check: bool = True, timeout: Optional[float] = None, bulk: bool = False,
+            stdout: Optional[BinaryIO] = None) -> Output:
         """Run a command; with check, a non-zero exit raises DriverError naming host and step.
 
         It may run `timeout` seconds (the host's command timeout by default), then it counts as
         hung: the host kills it and the step fails. A bulk copy (bulk=True: dd, qemu-img, virsh
-        save...) takes as long as the data needs."""
+        save...) takes as long as the data needs. `stdout`: a file the output goes into instead
+        (what grows with a disk's size is not held in memory)."""
         try:
-            return self._run(command, step, stdin, check, timeout, bulk)
+            return self._run(command, step, stdin, check, timeout, bulk, stdout)
         except HostUnreachable as err:
             # the server closed the connection before the first exchange (a master connection
             # going away under a new client, an sshd at its start-up limit): nothing ran there, and
@@ -249,13 +251,14 @@ class Host:
                 raise
             self.report.info(f"{err}; connecting again")
             time.sleep(1)
-            return self._run(command, step, stdin, check, timeout, bulk)
+            return self._run(command, step, stdin, check, timeout, bulk, stdout)
 
     def _run(self, command: Command, step: str, stdin: Input, check: bool, timeout: Optional[float],
-             bulk: bool) -> Output:
+             bulk: bool, stdout: Optional[BinaryIO]) -> Output:
         limit = 0.0 if bulk else float(timeout or self.timeout)
         started = time.monotonic()
-        proc = self.spawn(command, step, limit, watched=stdin is None)
+        proc = self.spawn(command, step, limit, watched=stdin is None,
+                          stdout=stdout if stdout is not None else subprocess.PIPE)
         feed = _Feed(stdin)
         try:
             [(out, err)] = _exchange([(proc, feed)], started + limit + TRANSPORT_GRACE if limit else None)

@@ -86,7 +86,7 @@ def test_in_use_follows_an_open_device(lab):
     with lab.client() as c:
         c.resource_group_spawn("one_rg", "held", [8 * MIB])
         holder = subprocess.Popen(["ssh", "-F", str(lab.home / ".ssh" / "config"), "node1",
-                                   "exec 3<>/dev/drbd/by-res/held/0; echo open; sleep 30"],
+                                   "exec 3<>/dev/drbd/by-res/held/0; echo open; sleep 30.4711"],
                                   stdout=subprocess.PIPE)
         assert holder.stdout.readline() == b"open\n"
         try:
@@ -97,7 +97,8 @@ def test_in_use_follows_an_open_device(lab):
             assert any(r.is_error() for r in replies)
         finally:
             holder.kill()
-            ssh(lab, "node1", "pkill -f 'sleep 30' || true")
+            # (the hosts share the machine's process ids: a pattern only this test's process has)
+            ssh(lab, "node1", "pkill -f 'sleep 30[.]4711' || true")
         deadline = time.time() + 10
         while time.time() < deadline:
             states = {s.node_name: s.in_use for s in c.resource_list_raise(filter_by_resources=["held"])
