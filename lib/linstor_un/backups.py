@@ -659,9 +659,10 @@ def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:
             disk.api.resize(disk.resource, (size + 1023) // 1024)
         with act.attacher(disk.settings).borrowed(host.name, disk.resource) as device:
             act.report.info(f"restoring disk {disk.disk_id} ({src.format}, {size} bytes) onto {host.name}:{device}")
-            image_source.write(host, src, device, disk.settings.staging_dir, thin=False)
+            image_source.write(host, src, device, disk.settings.staging_dir, thin=False,
+                               limit=transfer_limit(size))
             tail = rd.size_kib * 1024 - size
             if tail > 0:                # the disk was larger than the backup: zeros, as it was then
-                host_ops.zero(host, device, size, tail)
+                host_ops.zero(host, device, size, tail, limit=transfer_limit(tail))
     finally:
         src.close()

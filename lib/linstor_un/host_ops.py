@@ -68,11 +68,11 @@ def copy(host: Host, src: str, dst: str, sparse: bool, block_size: str = "64k") 
               f"conv={conv}", "status=none"], f"copy {src} to {dst}", bulk=True)
 
 
-def zero(host: Host, device: str, offset: int, length: int) -> None:
-    """Zeros over `length` bytes of `device` from byte `offset` on."""
+def zero(host: Host, device: str, offset: int, length: int, limit: Optional[float] = None) -> None:
+    """Zeros over `length` bytes of `device` from byte `offset` on (`limit`: seconds it may take)."""
     host.run(["dd", "if=/dev/zero", f"of={device}", "bs=1M", f"seek={offset}", "oflag=seek_bytes",
               f"count={length}", "iflag=count_bytes", "conv=fsync", "status=none"],
-             f"zero {device} from byte {offset}", bulk=True)
+             f"zero {device} from byte {offset}", **({"timeout": limit} if limit else {"bulk": True}))
 
 
 def mkfs(host: Host, device: str, fs: str) -> None:

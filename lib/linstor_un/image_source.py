@@ -268,31 +268,34 @@ def streamable_qcow2(src: "Source") -> bool:
     return True
 
 
-def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5: str = "", sha1: str = "") -> None:
+def write(host: Host, src: "Source", device: str, staging: str, thin: bool, md5: str = "", sha1: str = "",
+          limit: Optional[float] = None) -> None:
     """An image stream onto a device on host, read once: raw straight through dd; qcow2 through the
     one-pass importer (qcow2_host.py); anything else staged in STAGING_DIR (qemu-img cannot read
-    qcow2 & co. from a pipe) and converted to raw there."""
+    qcow2 & co. from a pipe) and converted to raw there. `limit`: seconds each step may take
+    (None: as long as the data need)."""
+    bulk: dict = {"timeout": limit} if limit else {"bulk": True}
     if src.format == "raw":
         host.run(["dd", f"of={device}", "bs=4M", "iflag=fullblock", "oflag=direct",
                   "conv=sparse,fsync" if thin else "conv=fsync", "status=none"],
-                 f"write {src.url} to {device}", stdin=src, bulk=True)
+                 f"write {src.url} to {device}", stdin=src, **bulk)
         src.verify(md5, sha1)
         return
     if src.format == "qcow2" and streamable_qcow2(src):
         host.run(["sh", "-c", _QCOW2_ON_HOST, "import", QCOW2_PROGRAM.read_text(), device, staging,
                   "1" if thin else "0", "--target-is-zero" if thin else ""],
-                 f"write {src.url} to {device} (qcow2, one pass)", stdin=src, bulk=True)
+                 f"write {src.url} to {device} (qcow2, one pass)", stdin=src, **bulk)
         src.verify(md5, sha1)
         return
     tmp = os.path.join(staging, f"linstor_un-import-{uuid.uuid4().hex}")
     try:
         host.run(Shell.join(["mkdir", "-p", staging], "&&", ["cat"], ">", [tmp]), f"stage the image in {tmp}",
-                 stdin=src, bulk=True)
+                 stdin=src, **bulk)
         src.verify(md5, sha1)
         args = ["qemu-img", "convert", "-q", "-n", "-O", "raw", "-t", "none"]
         if thin:
             args.append("--target-is-zero")
-        host.run(args + [tmp, device], f"convert the image to raw on {device}", bulk=True)
+        host.run(args + [tmp, device], f"convert the image to raw on {device}", **bulk)
     finally:
         host.run(["rm", "-f", tmp], "remove the staging file", check=False)
 
