@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import DriverError
-from .one_input import HOST_RE
+from .one_input import HOST_RE, natural
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 PROP_RE = re.compile(r"^[A-Za-z0-9_/.:-]+(=[^\s]*)?$")
@@ -56,9 +56,10 @@ def _count(attr: str, value: str) -> Optional[int]:
     v = value.strip()
     if not v:
         return None
-    if not v.isdigit() or not 1 <= int(v) <= 16:
+    count = natural(v)           # ASCII digits only: '²' or '٣' are not counts
+    if count is None or not 1 <= count <= 16:
         raise DriverError(f"datastore attribute {attr}: '{value}' is not a replica count (1-16)")
-    return int(v)
+    return count
 
 
 def read_conf(path: Path) -> dict[str, str]:

@@ -26,6 +26,8 @@ def parse(conf=None, **attrs):
     ("RESOURCE_GROUP", "1x", "RESOURCE_GROUP: '1x' is not a valid LINSTOR name"),
     ("NODE_LIST", "node1 -oProxy", "NODE_LIST: '-oProxy' is not a valid LINSTOR name"),
     ("REPLICA_COUNT", "17", "REPLICA_COUNT: '17' is not a replica count (1-16)"),
+    ("REPLICA_COUNT", "²", "REPLICA_COUNT: '²' is not a replica count (1-16)"),
+    ("REPLICA_COUNT", "٣", "REPLICA_COUNT: '٣' is not a replica count (1-16)"),
     ("AUTO_PLACE", "two", "AUTO_PLACE: 'two' is not a replica count (1-16)"),
     ("CHECKPOINT_REPLICA_COUNT", "0", "CHECKPOINT_REPLICA_COUNT: '0' is not a replica count"),
     ("PREFER_NODE", "maybe", "PREFER_NODE: 'maybe' is not yes or no"),
