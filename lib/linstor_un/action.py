@@ -117,6 +117,24 @@ def _terminated(signum, frame) -> None:
     raise Terminated("terminated (SIGTERM): stopped and undone")
 
 
+def paths_agree_with_oned(act: Action, args: Any) -> None:
+    """Every VM path argv gives (a disk, a VM directory) lies in a system datastore oned has that
+    VM in (its current history record's, or the previous one's during a migration): a path
+    anywhere else names no file of this VM, and an action must not touch the VM's volumes for it."""
+    from dataclasses import fields, is_dataclass
+    from .one_input import VmPath
+    if not is_dataclass(args) or not hasattr(args, "vm_id"):
+        return
+    paths = [getattr(args, f.name) for f in fields(args) if isinstance(getattr(args, f.name), VmPath)]
+    if not paths:
+        return
+    homes = act.one.vm(args.vm_id).system_datastores()
+    for path in paths:
+        if homes and path.system_ds not in homes:
+            raise DriverError(f"{path.path} is in system datastore {path.system_ds}; oned has VM {args.vm_id} in "
+                              f"{' and '.join(str(h) for h in homes)}: nothing was changed")
+
+
 def run(main: Callable[[Action, Any], None], parse: Optional[Callable[[list[str]], Any]] = None) -> None:
     """Run `main(act, args)`: `args` parsed from argv by `parse` (a signature of one_input; the
     object it names is the one a failure reports), or argv itself."""
@@ -130,6 +148,7 @@ def run(main: Callable[[Action, Any], None], parse: Optional[Callable[[list[str]
         else:
             args = parse(sys.argv[1:])
             act.report.object_id = getattr(args, "object_id", None)
+            paths_agree_with_oned(act, args)
             main(act, args)
     except DriverError as err:
         if act.report.object_id is None:    # argv named the object before it failed to parse

@@ -127,6 +127,13 @@ class VmDoc(Xml):
     def deploy_id(self) -> str:
         return self.text("DEPLOY_ID")
 
+    def system_datastores(self) -> list[int]:
+        """The system datastores oned has the VM in: its current history record's, then the one
+        before (a migration between them names both). Empty: oned keeps no history of it yet."""
+        ids = [natural((h.findtext("DS_ID") or "").strip()) for h in self.root.findall("HISTORY_RECORDS/HISTORY")]
+        known = [i for i in ids if i is not None]
+        return list(dict.fromkeys(reversed(known[-2:])))
+
     def disks(self) -> list[DiskInfo]:
         out = []
         for d in self.root.findall("TEMPLATE/DISK"):

@@ -76,6 +76,7 @@ def test_bug14_mv_records_the_new_system_datastore(env):
     vm = env.vm(31, [Disk(0, IMAGE_DS, image_id=30, source=img.source, size=32)])
     ok(env.clone(img, 31, 0))
     vm.lcm_state = "PROLOG_MIGRATE_POWEROFF"
+    vm.history.append(History("node2", 102))                  # oned's record of the move
     env.lab.oned.add(vm)
     new = "/var/lib/one//datastores/102/31/disk.0"
     from lab.oned import Datastore

@@ -187,9 +187,28 @@ def test_cold_migration_to_another_system_datastore_keeps_disk_snapshots(env):
     ok(env.r.tm("snap_create", f"node1:{disk_path(77, 0)}", 0, 77, IMAGE_DS))
     second_system_ds(env)
     vm.lcm_state = "PROLOG_MIGRATE_POWEROFF"
+    vm.history.append(History("node2", SYSTEM2))
     ok(env.r.tm("mv", f"node1:{disk_path(77, 0)}", f"node2:{SYS2}/77/disk.0", 77, SYSTEM2))
     ok(env.r.tm("mv", f"node1:{SYS}/77", f"node2:{SYS2}/77", 77, SYSTEM2))
     assert env.rds()["one-vm-77-disk-0"]["Aux/one/DS_ID"] == str(SYSTEM2)
     env.lab.write_device("node2", f"{SYS2}/77/disk.0", b"\0" * 4096)
     ok(env.r.tm("snap_revert", f"node2:{SYS2}/77/disk.0", 0, 77, IMAGE_DS))
     assert env.read("node2", f"{SYS2}/77/disk.0") == PATTERN
+
+
+def test_a_path_outside_the_vms_system_datastore_touches_nothing(env):
+    """argv names VM 78's disk in system datastore 999, where oned does not have the VM: delete
+    (and every other action with a VM path) refuses before anything; the disk and its real link stay."""
+    img = env.image(78, data=PATTERN)
+    env.vm(78, [Disk(0, IMAGE_DS, image_id=78, source=img.source, size=32)])
+    ok(env.clone(img, 78, 0))
+    wrong = "/var/lib/one//datastores/999/78/disk.0"
+    for args in (("delete", f"node1:{wrong}", 78, IMAGE_DS),
+                 ("mvds", f"node1:{wrong}", img.source, 78, IMAGE_DS),
+                 ("snap_create", f"node1:{wrong}", 0, 78, IMAGE_DS),
+                 ("resize", f"node1:{wrong}", 64, 78, IMAGE_DS)):
+        result = env.r.tm(*args)
+        assert not result.ok and "system datastore 999; oned has VM 78 in 101" in result.stderr, str(result)
+    assert "one-vm-78-disk-0" in env.rds()
+    assert env.link("node1", disk_path(78, 0)) == "/dev/drbd/by-res/one-vm-78-disk-0/0"
+    assert env.read("node1", disk_path(78, 0)) == PATTERN

@@ -77,6 +77,7 @@ def test_restore_into_another_system_datastore_rewrites_paths(venv):
     assert env.r.save("one-2", f"/var/lib/one//datastores/{SYSTEM_DS}/2/checkpoint", "node1", 2,
                       data(env, vm, "node1")).ok
     vm.lcm_state = "PROLOG_MIGRATE_SUSPEND"
+    vm.history.append(History("node1", 102))
     env.lab.oned.add(vm)
     new_path = "/var/lib/one//datastores/102/2/disk.0"
     assert env.r.tm("mv", f"node1:{disk_path(2, 0)}", f"node1:{new_path}", 2, SYSTEM_DS).ok
