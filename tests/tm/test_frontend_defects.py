@@ -212,3 +212,20 @@ def test_a_path_outside_the_vms_system_datastore_touches_nothing(env):
     assert "one-vm-78-disk-0" in env.rds()
     assert env.link("node1", disk_path(78, 0)) == "/dev/drbd/by-res/one-vm-78-disk-0/0"
     assert env.read("node1", disk_path(78, 0)) == PATTERN
+
+
+def test_ln_of_another_vms_volume_changes_nothing_of_it(env):
+    """argv's SOURCE is VM 79's disk, not VM 80's persistent image: refused; VM 79's volume keeps
+    its owner properties (its own delete still works)."""
+    img = env.image(79, data=PATTERN)
+    env.vm(79, [Disk(0, IMAGE_DS, image_id=79, source=img.source, size=32)])
+    ok(env.clone(img, 79, 0))
+    pimg = env.image(80, persistent=True)
+    env.vm(80, [Disk(0, IMAGE_DS, image_id=80, source=pimg.source, size=32, persistent=True)])
+    before = env.rds()["one-vm-79-disk-0"]
+    result = env.r.tm("ln", f"{FRONTEND}:/dev/drbd/by-res/one-vm-79-disk-0/0", f"node1:{disk_path(80, 0)}", 80,
+                      IMAGE_DS)
+    assert not result.ok and "is not the image of disk 0 of VM 80" in result.stderr, str(result)
+    assert env.rds()["one-vm-79-disk-0"] == before
+    ok(env.r.tm("delete", f"node1:{disk_path(79, 0)}", 79, IMAGE_DS))
+    assert "one-vm-79-disk-0" not in env.rds()
