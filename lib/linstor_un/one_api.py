@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import xmlrpc.client
+from xml.parsers.expat import ExpatError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,8 +55,13 @@ class Xml:
 
     @classmethod
     def parse(cls, text: str) -> "Xml":
+        if not isinstance(text, str):
+            raise DriverError(f"OpenNebula sent {type(text).__name__} where an XML document was due")
         try:
-            return cls(etree.fromstring(text.encode(), etree.XMLParser(resolve_entities=False, no_network=True)))
+            # huge_tree: a VM with many snapshots or a long template is a large document, not an attack
+            # (entities are not resolved, nothing is fetched)
+            return cls(etree.fromstring(text.encode(), etree.XMLParser(resolve_entities=False, no_network=True,
+                                                                       huge_tree=True)))
         except etree.XMLSyntaxError as err:
             raise DriverError(f"cannot parse OpenNebula XML: {err}")
 
@@ -219,8 +225,17 @@ class OneApi:
             self._transport.abort()
             self._proxy = None
             raise DriverError(f"oned at {self.url} gave no complete answer to {method} within {self.deadline:.0f}s")
-        except (OSError, xmlrpc.client.Error) as err:
+        except xmlrpc.client.Fault as err:
+            raise DriverError(f"oned at {self.url} answered {method} with a fault: {err.faultString}")
+        except xmlrpc.client.ProtocolError as err:
+            raise DriverError(f"oned at {self.url} answered {method} with HTTP {err.errcode} {err.errmsg}")
+        except OSError as err:
             raise DriverError(f"cannot reach oned at {self.url} ({method}): {err}")
+        except (xmlrpc.client.Error, ExpatError, ValueError, TypeError, OverflowError) as err:
+            raise DriverError(f"oned at {self.url} answered {method} with something that is not an XML-RPC "
+                              f"reply ({type(err).__name__})")
+        if not isinstance(reply, (list, tuple)) or len(reply) < 2 or not isinstance(reply[0], bool):
+            raise DriverError(f"oned at {self.url} answered {method} with an unexpected reply")
         if not reply[0]:
             raise DriverError(f"oned refused {method}: {reply[1]}")
         return reply[1]

@@ -3,7 +3,8 @@
 - 5.6 - 6.0.2: every stderr line goes to the VM log; the failure reason oned keeps is the text
   between the `ERROR MESSAGE --8<------` and `ERROR MESSAGE ------>8--` markers.
 - 6.0.3 - 6.10: on failure the whole stderr becomes the reason (newlines become spaces), and on
-  success stderr is dropped: so only the final error line is written.
+  success stderr is dropped: so only the final error line is written - with what could not be
+  undone (the error-level lines) appended to it, so that a leftover is never invisible.
 - 7.0+: `LEVEL: [id] msg` lines are forwarded as log messages (to the VM log when id is the VM's)
   and taken out of the reason, which is the remaining lines: the final error is a plain line.
 stdout is never touched here: it carries only what oned parses.
@@ -42,6 +43,7 @@ class Report:
         self.version = version
         self.object_id = object_id
         self.stream = stream
+        self.kept: list[str] = []       # 6.0.3-6.10: error lines, told with the final reason
 
     @property
     def _era(self) -> str:
@@ -54,7 +56,11 @@ class Report:
     def _log(self, level: str, message: str) -> None:
         era = self._era
         if era == "6":
-            return                      # would end up inside the error message; dropped on success
+            # would end up inside the error message, dropped on success: an error line (a step
+            # that could not be undone) is kept for the final reason instead
+            if level == "ERROR":
+                self.kept.append(message)
+            return
         prefix = f"{level}: "
         if era == "7" and self.object_id is not None:
             prefix += f"{self.object_id} "
@@ -73,6 +79,8 @@ class Report:
     def fail(self, message: str) -> None:
         """The final reason of a failed action, in the form oned keeps as the error."""
         message = " ".join(message.split())
+        if self._era == "6" and self.kept:
+            message += " (" + "; ".join(" ".join(k.split()) for k in self.kept) + ")"
         if self._era == "5":
             self.stream.write(f"ERROR: {self.script}: {message}\n"
                               f"ERROR MESSAGE --8<------\n{message}\nERROR MESSAGE ------>8--\n")

@@ -13,8 +13,8 @@ ANSWER = (b"<?xml version='1.0'?><methodResponse><params><param><value><array><d
           b"</string></value></data></array></value></param></params></methodResponse>")
 
 
-def server(trickle: float):
-    """An oned that answers correctly, `trickle` seconds per byte."""
+def server(trickle: float, answer: bytes = ANSWER, status: bytes = b"200 OK"):
+    """An oned that answers `answer` (correctly, by default), `trickle` seconds per byte."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -31,12 +31,13 @@ def server(trickle: float):
                               if line.lower().startswith(b"content-length")))
             while len(body) < length:
                 body += conn.recv(65536)
-            reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER
-            for i in range(len(reply)):
+            reply = b"HTTP/1.1 %s\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % (status, len(answer)) + answer
+            step = 1 if trickle else 1 << 16
+            for i in range(0, len(reply), step):
                 if stop.is_set():
                     return
                 try:
-                    conn.sendall(reply[i:i + 1])
+                    conn.sendall(reply[i:i + step])
                 except OSError:
                     return
                 time.sleep(trickle)
@@ -57,3 +58,30 @@ def test_a_trickling_oned_cannot_hold_an_action():
 def test_a_prompt_oned_answers():
     url, _ = server(0)
     assert OneApi(url, auth="oneadmin:x", timeout=5, deadline=5).vm(7).id == 7
+
+
+FAULT = (b"<?xml version='1.0'?><methodResponse><fault><value><struct><member><name>faultCode</name><value>"
+         b"<int>1</int></value></member><member><name>faultString</name><value><string>no such method</string>"
+         b"</value></member></struct></value></fault></methodResponse>")
+HUGE = (b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
+        b"<value><boolean>1</boolean></value><value><string>&lt;VM&gt;&lt;ID&gt;7&lt;/ID&gt;&lt;T&gt;"
+        + b"x" * (11 << 20) + b"&lt;/T&gt;&lt;/VM&gt;</string></value></data></array></value></param></params>"
+        b"</methodResponse>")
+
+
+@pytest.mark.parametrize("answer,status,says", [
+    (b"<html>not xml-rpc", b"200 OK", "answered one.vm.info with something that is not an XML-RPC reply"),
+    (FAULT, b"200 OK", "answered one.vm.info with a fault: no such method"),
+    (b"busy", b"503 Service Unavailable", "answered one.vm.info with HTTP 503"),
+    (ANSWER.replace(b"<boolean>1</boolean></value><value>", b""), b"200 OK", "unexpected reply"),
+])
+def test_what_oned_answers_wrongly_is_said_as_such(answer, status, says):
+    url, _ = server(0, answer, status)
+    with pytest.raises(DriverError, match=says) as err:
+        OneApi(url, auth="oneadmin:x", timeout=5, deadline=5).vm(7)
+    assert "cannot reach" not in str(err.value)
+
+
+def test_a_large_document_is_read():
+    url, _ = server(0, HUGE)
+    assert OneApi(url, auth="oneadmin:x", timeout=5, deadline=20).vm(7).id == 7

@@ -53,3 +53,14 @@ def test_log_lines_and_the_failure_in_each_versions_form(version, info, fail):
     out.truncate(0), out.seek(0)
     report.fail("no\nroom")
     assert out.getvalue() == fail
+
+
+def test_on_6_0_3_to_6_10_what_could_not_be_undone_is_in_the_final_line():
+    """oned 6.0.3-6.10 keeps stderr only as the reason of a failure: a step the rollback could not
+    undo (a leftover volume) is said there, not lost with the log lines."""
+    out = io.StringIO()
+    report = Report("clone", (6, 10, 0), object_id=5, stream=out)
+    report.info("copied")
+    report.error("rollback step failed (delete one-vm-5-disk-0): LINSTOR unreachable")
+    report.fail("no room")
+    assert out.getvalue() == "no room (rollback step failed (delete one-vm-5-disk-0): LINSTOR unreachable)\n"
