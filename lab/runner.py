@@ -142,7 +142,8 @@ class OnedRunner:
         return results
 
     def migrate(self, action: str, src: str, dst: str, vmdir: str, vmid: int, sys_ds: int, vm_xml: str,
-                caller: Optional[str] = None) -> Result:
+                caller: Optional[str] = None, kill_when: Optional[Callable[[], bool]] = None,
+                kill_signal: int = 9) -> Result:
         """premigrate / postmigrate / failmigrate of the system datastore's TM."""
         script = self.remotes / "tm" / self.driver / action
         b64 = self.b64(vm_xml)
@@ -151,10 +152,11 @@ class OnedRunner:
             args.append(b64)
             if caller:
                 args.append(caller)
-            return self._run(f"{script} {self._join(args)}")
+            return self._run(f"{script} {self._join(args)}", kill_when=kill_when, kill_signal=kill_signal)
         if caller:
             args.append(caller)
-        return self._run(f"{script} {self._join(args)}", stdin=b64.encode())
+        return self._run(f"{script} {self._join(args)}", stdin=b64.encode(), kill_when=kill_when,
+                         kill_signal=kill_signal)
 
     def backup_step(self, action: str, host: str, vm_dir: str, disk_ids: list[int], deploy_id: str, vm_id: int,
                     sys_ds: int, vm_xml: str, job_id: Optional[int] = None,

@@ -44,6 +44,24 @@ def run_hook(act: "Action", action: str, args: MigrateArgs) -> None:
     if args.src_host == args.dst_host:
         act.report.info(f"not moving: {args.src_host} is both source and destination")
         return
+    if action != "premigrate":
+        hook(act, action, vm, args)
+        return
+    # oned calls no failmigrate when premigrate fails (one_vmm_exec.rb): a premigrate that fails at
+    # any step (or is stopped: SIGTERM) undoes itself the way failmigrate would - no second
+    # primary allowed, no attachment, link or directory left on the destination
+    try:
+        hook(act, "premigrate", vm, args)
+    except BaseException:
+        act.report.info("premigrate failed: undoing what it did on the destination")
+        try:
+            hook(act, "failmigrate", vm, args)
+        except Exception as err:            # (the failure that brought us here is the one to report)
+            act.report.error(f"could not undo premigrate: {err}")
+        raise
+
+
+def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
     settings = settings_for(act, vm, args.system_ds)
     # a live migration to another system datastore (7.2+, DS_LIVE_MIGRATE): the VM runs from the
     # previous datastore's directory on the source and gets the new one on the destination; the
