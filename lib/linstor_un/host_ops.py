@@ -121,6 +121,18 @@ def leave_dir(src: Host, src_path: str, dst: Host, dst_path: str, remove: bool =
     return names
 
 
+def copy_dir_here(host: Host, src_path: str, dst_path: str) -> None:
+    """What a VM directory holds, copied into another on the same host (a VM moving to another
+    system datastore): links stay links, files keep their holes; what is already in the new
+    directory (the disk links just made) is replaced by the old directory's version only where
+    the old one has the same name."""
+    _vm_dir(src_path)
+    _vm_dir(dst_path)
+    host.run(Shell.join(["mkdir", "-p", dst_path], "&&",
+                        ["cp", "-a", "--sparse=always", "--remove-destination", "--", src_path + "/.", dst_path]),
+             f"copy {src_path} to {dst_path}", bulk=True)
+
+
 def _vm_dir(path: str, below: str = "") -> None:
     """`path` is a VM directory (`.../<sys_ds>/<vm>`), or `below` names what in one it may be."""
     if not re.search(rf"/[0-9]+/[0-9]+{below}$", path):

@@ -41,33 +41,39 @@ def settings_for(act: "Action", vm: VmDoc, system_ds: int):
 
 def run_hook(act: "Action", action: str, args: MigrateArgs) -> None:
     vm = VmDoc.parse(args.vm_xml) if args.vm_xml else act.one.vm(args.vm_id)
-    if args.src_host == args.dst_host:
+    old_dir, _ = previous_location(vm, args.vm_dir, args.system_ds)
+    if args.src_host == args.dst_host and old_dir is None:
         act.report.info(f"not moving: {args.src_host} is both source and destination")
         return
+    # OpenNebula 7.2+ moves a running VM to another system datastore only on its own host
+    # (DS_LIVE_MIGRATE; "Cannot live migrate host and datastore at the same time")
+    step = datastore_move if args.src_host == args.dst_host else hook
     if action != "premigrate":
-        hook(act, action, vm, args)
+        step(act, action, vm, args)
         return
-    # oned calls no failmigrate when premigrate fails (one_vmm_exec.rb): a premigrate that fails at
-    # any step (or is stopped: SIGTERM) undoes itself the way failmigrate would - no second
-    # primary allowed, no attachment, link or directory left on the destination
+    # oned calls no failmigrate when premigrate fails before 7.4 (one_vmm_exec.rb): a premigrate
+    # that fails at any step (or is stopped: SIGTERM) undoes itself the way failmigrate would - no
+    # second primary allowed, no attachment, link or directory left on the destination (7.4 calls
+    # failmigrate as well: it finds nothing left to undo)
     try:
-        hook(act, "premigrate", vm, args)
+        step(act, "premigrate", vm, args)
     except BaseException:
         act.report.info("premigrate failed: undoing what it did on the destination")
         try:
-            hook(act, "failmigrate", vm, args)
+            step(act, "failmigrate", vm, args)
         except Exception as err:            # (the failure that brought us here is the one to report)
             act.report.error(f"could not undo premigrate: {err}")
         raise
 
 
 def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
+    """The VM moves to another host (and, before 7.2, maybe to another system datastore too)."""
     settings = settings_for(act, vm, args.system_ds)
-    # a live migration to another system datastore (7.2+, DS_LIVE_MIGRATE): the VM runs from the
-    # previous datastore's directory on the source and gets the new one on the destination; the
-    # running domain may still name the old paths, so the destination has both until postmigrate
     old_dir, old_ds = previous_location(vm, args.vm_dir, args.system_ds)
     src_dir = old_dir or args.vm_dir
+    # the running domain names the paths of the datastore it started in, which a live datastore
+    # move did not change: the destination's QEMU opens those, so they exist there while it moves
+    named = domain_dirs(vm, args.vm_dir)
     if settings is not None and our_disks(vm):
         api = act.linstor(settings)
         attacher = act.attacher(settings)
@@ -84,8 +90,8 @@ def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
                         props[disks.DS_ID] = str(args.system_ds)
                 api.set_props(res, props)
                 host_ops.link(act.hosts[args.dst_host], device, path)
-                if old_dir:
-                    host_ops.link(act.hosts[args.dst_host], device, os.path.join(old_dir, name))
+                for other in named:
+                    host_ops.link(act.hosts[args.dst_host], device, os.path.join(other, name))
             else:
                 leaving = args.src_host if action == "postmigrate" else args.dst_host
                 rd = api.resource_definition(res)
@@ -95,8 +101,8 @@ def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
                 if rd is not None and (TWO_PRIMARIES in rd.props or back):
                     api.set_props(res, {disks.DS_ID: str(old_ds)} if back else {},
                                   delete=[TWO_PRIMARIES] if TWO_PRIMARIES in rd.props else [])
-                if old_dir:                 # the old paths the destination had for the running domain
-                    quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name),
+                for other in named:         # the old paths the destination had for the running domain
+                    quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(other, name),
                                                                            remove_empty_dir=True))
                 release(act, attacher, leaving, res,
                         os.path.join(src_dir if action == "postmigrate" else args.vm_dir, name))
@@ -110,6 +116,56 @@ def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
         remove_quietly(act, args.dst_host, args.vm_dir)
     if action != "failmigrate":
         migrate_other(act, action, vm, args)
+
+
+def datastore_move(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
+    """The VM stays on its host and moves to another system datastore (7.2+). The device stays
+    attached and in use all along: premigrate links it in the new directory and moves DS_ID,
+    postmigrate removes the old directory, failmigrate takes the new one back."""
+    host = act.hosts[args.src_host]
+    old_dir, old_ds = previous_location(vm, args.vm_dir, args.system_ds)
+    assert old_dir is not None and old_ds is not None
+    settings = settings_for(act, vm, args.system_ds)
+    if settings is not None and our_disks(vm):
+        api = act.linstor(settings)
+        attacher = act.attacher(settings)
+        for disk in our_disks(vm):
+            res, _ = disks.resource_of(vm, disk.disk_id)
+            name = f"disk.{disk.disk_id}"
+            rd = api.resource_definition(res)
+            owned = rd is not None and disks.owned_by(rd.props, args.vm_id, disk.disk_id)
+            if action == "premigrate":
+                device = attacher.attach(args.src_host, res)      # there already: the VM runs on it
+                if owned:
+                    api.set_props(res, {disks.DS_ID: str(args.system_ds)})
+                host_ops.link(host, device, os.path.join(args.vm_dir, name))
+            elif action == "postmigrate":
+                if args.caller:             # the directory is the system TM's: only our link goes
+                    quietly(act, args.src_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name)))
+            else:
+                if owned and rd is not None and rd.props.get(disks.DS_ID) != str(old_ds):
+                    api.set_props(res, {disks.DS_ID: str(old_ds)})
+                quietly(act, args.src_host, lambda h: host_ops.unlink(h, os.path.join(args.vm_dir, name),
+                                                                       remove_empty_dir=True))
+    if args.caller:
+        return
+    if action == "premigrate":
+        host_ops.copy_dir_here(host, old_dir, args.vm_dir)
+    elif action == "postmigrate":
+        remove_quietly(act, args.src_host, old_dir)
+    else:
+        remove_quietly(act, args.src_host, args.vm_dir)
+    if action != "failmigrate":
+        migrate_other(act, action, vm, args)
+
+
+def domain_dirs(vm: VmDoc, vm_dir: str) -> list[str]:
+    """VM directories of other datastores whose paths the running domain may name."""
+    datastores = os.path.dirname(os.path.dirname(vm_dir.rstrip("/")))
+    here = os.path.basename(vm_dir.rstrip("/"))
+    current = os.path.normpath(vm_dir)
+    dirs = [os.path.join(datastores, str(ds), here) for ds in vm.domain_datastores()]
+    return [d for d in dirs if os.path.normpath(d) != current]
 
 
 def release(act: "Action", attacher, host_name, res, path) -> None:

@@ -20,6 +20,7 @@ from .errors import DriverError
 from .one_input import natural
 
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
+LIVE_MIGRATE_ACTION = 2     # a history record's ACTION when a live migration ended it (VMActions.h, 5.x-7.x)
 
 
 def _first_file(*candidates: Optional[str]) -> Optional[Path]:
@@ -140,6 +141,35 @@ class VmDoc(Xml):
         known = [i for i in ids if i is not None]
         return list(dict.fromkeys(reversed(known[-2:])))
 
+    def domain_datastores(self) -> list[int]:
+        """During a live migration: the system datastores whose VM-directory paths the running
+        domain may name, the new one first. A live migration to another datastore renames no path
+        of a block disk (libvirt cannot change a disk's source without copying it), so the domain
+        keeps the paths of the datastore it last started in: the record it leaves or any record
+        of the run of live migrations before it."""
+        records = self.root.findall("HISTORY_RECORDS/HISTORY")
+
+        def ds(record) -> Optional[int]:
+            return natural((record.findtext("DS_ID") or "").strip())
+        run = records[-2:]
+        for i in range(len(records) - 2, 0, -1):
+            if natural((records[i - 1].findtext("ACTION") or "").strip()) != LIVE_MIGRATE_ACTION:
+                break
+            run.insert(0, records[i - 1])
+        found = [d for d in map(ds, reversed(run)) if d is not None]
+        return list(dict.fromkeys(found))
+
+    def saveas(self) -> Optional[SaveAs]:
+        """The disk save-as oned has in progress for this VM (the disk it flagged
+        HOTPLUG_SAVE_AS_ACTIVE, 5.6-7.4): what its CPDS line must name."""
+        for disk in self.disks():
+            if disk.get("HOTPLUG_SAVE_AS_ACTIVE").upper() == "YES":
+                image_id = natural(disk.get("HOTPLUG_SAVE_AS"))
+                snap = disk.get("HOTPLUG_SAVE_AS_SNAPSHOT_ID") or "-1"
+                return SaveAs(disk.disk_id, image_id, disk.get("HOTPLUG_SAVE_AS_SOURCE"),
+                              -1 if snap == "-1" else natural(snap))
+        return None
+
     def disks(self) -> list[DiskInfo]:
         out = []
         for d in self.root.findall("TEMPLATE/DISK"):
@@ -153,6 +183,14 @@ class VmDoc(Xml):
             if d.disk_id == disk_id:
                 return d
         raise DriverError(f"VM {self.id} has no disk {disk_id}")
+
+
+@dataclass(frozen=True)
+class SaveAs:
+    disk_id: int
+    image_id: Optional[int]         # None: oned gave no (readable) image id
+    source: str                     # the new image's SOURCE ("" before oned knows it)
+    snap_id: Optional[int]          # -1: the disk itself
 
 
 class DatastoreDoc(Xml):
