@@ -257,9 +257,11 @@ class Lab:
     # ---- handles ---------------------------------------------------------------------------------
     def runner(self, version: Optional[str] = None, **kw) -> OnedRunner:
         version = version or self.config.version
-        if version != self.config.version:
-            (self.one_location / "var" / "remotes" / "VERSION").write_text(version + "\n")
+        stamp = self.one_location / "var" / "remotes" / "VERSION"
+        if not stamp.exists() or stamp.read_text() != version + "\n":     # (back to the default too)
+            stamp.write_text(version + "\n")
         env = mad_environment(self.home, self.one_location, extra_path=str(REPO / "lib"), ssh_dirs=self.ssh_dirs)
+        kw.setdefault("saveas", self.oned.saving_as if self.oned else None)
         return OnedRunner(self.one_location, version, env, **kw)
 
     def datastore_template(self, **extra: str) -> dict:

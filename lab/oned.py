@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 
 import copy
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Optional
+from typing import Callable, Optional
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from lxml import etree
@@ -389,6 +390,33 @@ class OnedEndpoint:
         table = {VM: self.vms, Datastore: self.datastores, Image: self.images, Host: self.hosts}[type(obj)]
         with self.lock:
             table[obj.id] = obj
+
+    def saving_as(self, disk_arg: str, source: str, snap: str, vm_id: str, ds_id: str) -> Callable[[], None]:
+        """What oned's disk save-as does before it writes the CPDS line of a transfer: the new
+        image registered (LOCKED, unless a test registered it itself) and the VM's disk flagged
+        with it (VirtualMachineDisks::set_saveas_disk / set_saveas). Returns what oned does after
+        the transfer (clear_saveas)."""
+        vm = self.vms.get(int(vm_id)) if vm_id.isdigit() else None
+        found = re.search(r"one-image-([0-9]+)/", source)
+        disk_no = re.search(r"/disk\.([0-9]+)$", disk_arg)
+        if vm is None or found is None or disk_no is None:
+            return lambda: None
+        image_id, disk_id = int(found.group(1)), int(disk_no.group(1))
+        flags = {"HOTPLUG_SAVE_AS_ACTIVE": "YES", "HOTPLUG_SAVE_AS": str(image_id),
+                 "HOTPLUG_SAVE_AS_SOURCE": source, "HOTPLUG_SAVE_AS_SNAPSHOT_ID": snap}
+        with self.lock:
+            if image_id not in self.images:
+                self.images[image_id] = Image(image_id, f"saveas{image_id}", int(ds_id), source=source, state=4)
+            disks = [d for d in vm.disks if d.disk_id == disk_id]
+            for disk in disks:
+                disk.extra.update(flags)
+
+        def clear() -> None:
+            with self.lock:
+                for disk in disks:
+                    for key in flags:
+                        disk.extra.pop(key, None)
+        return clear
 
     def host_by_name(self, name: str) -> Optional[Host]:
         return next((h for h in self.hosts.values() if h.name == name), None)

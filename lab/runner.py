@@ -45,7 +45,8 @@ class Result:
 
 class OnedRunner:
     def __init__(self, one_location: Path, version: str, env: dict[str, str], driver: str = "linstor_un",
-                 ds_stdin_option: bool = False, timeout: float = 600):
+                 ds_stdin_option: bool = False, timeout: float = 600,
+                 saveas: Optional[Callable[..., Callable[[], None]]] = None):
         self.one_location = Path(one_location)
         self.remotes = self.one_location / "var" / "remotes"
         self.version = version
@@ -55,6 +56,7 @@ class OnedRunner:
         self.ds_stdin_option = ds_stdin_option
         self.timeout = timeout
         self.history: list[Result] = []
+        self.saveas = saveas            # the lab oned's save-as flags (OnedEndpoint.saving_as)
 
     # ---- plumbing ------------------------------------------------------------------------------
     def _run(self, command: str, stdin: bytes = b"", extra_env: Optional[dict] = None,
@@ -66,6 +68,11 @@ class OnedRunner:
         import signal
         import tempfile
         env = {**self.env, **(extra_env or {})}
+        # the release oned would be: the remotes' VERSION file, as this runner's (several runners
+        # of different releases may be used in turn)
+        stamp = self.one_location / "var" / "remotes" / "VERSION"
+        if stamp.parent.is_dir() and (not stamp.exists() or stamp.read_text() != self.version + "\n"):
+            stamp.write_text(self.version + "\n")
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
@@ -122,10 +129,17 @@ class OnedRunner:
         return base / action.lower()
 
     def tm(self, action: str, *args, system_tm: Optional[str] = None,
-           kill_when: Optional[Callable[[], bool]] = None) -> Result:
-        """One line of a transfer file: `ACTION[.sys] linstor_un args...`."""
+           kill_when: Optional[Callable[[], bool]] = None, oned_saveas: bool = True) -> Result:
+        """One line of a transfer file: `ACTION[.sys] linstor_un args...`. A CPDS line comes after
+        oned flagged the save-as (the lab's oned does it here; `oned_saveas=False`: a line oned
+        did not ask for)."""
         script = self.tm_script(action, system_tm)
-        return self._run(f"{script} {self._join([str(a) for a in args])}".rstrip(), kill_when=kill_when)
+        done = self.saveas(*map(str, args)) if action == "cpds" and oned_saveas and self.saveas and len(args) == 5 \
+            else (lambda: None)
+        try:
+            return self._run(f"{script} {self._join([str(a) for a in args])}".rstrip(), kill_when=kill_when)
+        finally:
+            done()
 
     def transfer(self, lines: list[str]) -> list[Result]:
         """A whole transfer file, run line by line and stopped at the first failure (one_tm)."""
