@@ -229,3 +229,25 @@ def test_ln_of_another_vms_volume_changes_nothing_of_it(env):
     assert env.rds()["one-vm-79-disk-0"] == before
     ok(env.r.tm("delete", f"node1:{disk_path(79, 0)}", 79, IMAGE_DS))
     assert "one-vm-79-disk-0" not in env.rds()
+
+
+def test_a_persistent_image_is_nobodys_after_its_vm_is_deleted(env):
+    """`onevm recover --delete` (and a failed prolog) removes the disk with `delete`, not `mvds`:
+    the image's owner properties go with it, so monitoring reports no disk of a VM that is gone;
+    another VM's claim on the image is left as it is."""
+    img = env.image(84, data=PATTERN, persistent=True)
+    vm = env.vm(84, [Disk(0, IMAGE_DS, image_id=84, source=img.source, size=32, persistent=True)])
+    ok(env.r.tm("ln", f"{FRONTEND}:{img.source}", f"node1:{disk_path(84, 0)}", 84, IMAGE_DS))
+    assert env.rds()["one-image-84"]["Aux/one/VM_ID"] == "84"
+    vm.lcm_state = "CLEANUP_DELETE"
+    ok(env.r.tm("delete", f"node1:{disk_path(84, 0)}", 84, SYSTEM_DS))
+    props = env.rds()["one-image-84"]
+    assert not any(k in props for k in ("Aux/one/VM_ID", "Aux/one/DS_ID", "Aux/one/DISK_ID")), props
+    assert env.read("node1", img.source) == PATTERN                          # the image itself stays
+    # the same image now another VM's: a stale delete by VM 84 leaves that claim alone
+    with env.lab.client() as c:
+        c.resource_dfn_modify("one-image-84", {"Aux/one/VM_ID": "85", "Aux/one/DISK_ID": "0",
+                                               "Aux/one/DS_ID": str(SYSTEM_DS)})
+    ok(env.r.tm("delete", f"node1:{disk_path(84, 0)}", 84, SYSTEM_DS))
+    assert env.rds()["one-image-84"]["Aux/one/VM_ID"] == "85"
+
