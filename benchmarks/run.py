@@ -35,7 +35,8 @@ MINIMUM = {
                    "VM's props they copied, remove its backup chain); one remote rm"),
     "delete": (2, 1, "list (the shared image's replica stays: another VM disk there uses it); list snapshots "
                      "(this VM's backup chain on the image goes); one remote rm"),
-    "resize": (2, 0, "read the volume size (refuse shrinking) + resize"),
+    "resize": (3, 0, "read the volume size (refuse shrinking) + resize + list the replicas (every device "
+                     "offers the new size: LINSTOR records it before its satellites make it)"),
     "snap_create": (4, 0, "ownership token on the definition (the snapshot copies it); create the snapshot; "
                           "list (its allocated size); record the size and clear the token"),
     "snap_delete": (3, 0, "list snapshots (is it this disk's?), clear the snapshot's size property, delete it"),

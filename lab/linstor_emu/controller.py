@@ -669,15 +669,15 @@ class Controller:
             if "DRBD" in layers:
                 drbd_vol = {"drbd_volume_definition": {"resource_name_suffix": "", "volume_number": int(vnr),
                                                        "minor_number": vd["minor"]},
-                            "device_path": dev, "allocated_size_kib": allocated, "usable_size_kib": vd["size_kib"],
-                            "disk_state": disk_state}
+                            "device_path": dev, "allocated_size_kib": allocated,
+                            "usable_size_kib": vd.get("usable_kib", vd["size_kib"]), "disk_state": disk_state}
                 if not diskless:
                     drbd_vol["backing_device"] = self._device_paths(rd, {**rsc, "layers": ["STORAGE"]}, int(vnr))[0]
                     drbd_vol["meta_disk"] = "internal"
                 drbd_volumes.append(drbd_vol)
                 layer_list.append({"type": "DRBD", "data": drbd_vol})
             stor_vol = {"volume_number": int(vnr), "allocated_size_kib": allocated,
-                        "usable_size_kib": vd["size_kib"], "disk_state": "[]"}
+                        "usable_size_kib": vd.get("usable_kib", vd["size_kib"]), "disk_state": "[]"}
             if not diskless:
                 stor_vol["device_path"] = self._device_paths(rd, {**rsc, "layers": ["STORAGE"]}, int(vnr))[0]
             storage_volumes.append(stor_vol)
@@ -688,7 +688,8 @@ class Controller:
                     repl[other["node"]] = {"replication_state": "Established", "done_percentage": 100.0}
             volumes.append({
                 "volume_number": int(vnr), "storage_pool_name": rsc["pool"], "provider_kind": pool["provider_kind"],
-                "device_path": dev, "allocated_size_kib": allocated, "usable_size_kib": vd["size_kib"],
+                "device_path": dev, "allocated_size_kib": allocated,
+                "usable_size_kib": vd.get("usable_kib", vd["size_kib"]),
                 "props": {"StorPoolName": rsc["pool"]}, "flags": [], "uuid": _uuid(), "reports": [],
                 "state": {"disk_state": disk_state, "replication_states": repl},
                 "layer_data_list": layer_list,
@@ -1192,7 +1193,27 @@ class Controller:
                         raise ApiError(Rc(C.FAIL_NOT_ENOUGH_FREE_SPACE,
                                           f"Not enough free space in '{pool['name']}' on '{key}' to grow.",
                                           C.MASK_VLM_DFN, C.MASK_MOD))
+                failing = self.s.setdefault("resize_fails", {}).pop(rd["name"].upper(), None)
+                if failing is not None:
+                    # CtrlVlmDfnModifyApiCallHandler: the new size and the RESIZE flag are committed
+                    # before the satellites are asked (modifyInTransaction, then updateSatellites);
+                    # a satellite whose lvresize fails answers an error and the flag stays, the
+                    # devices keep their size (its own comment: "UpToDate with different allocated
+                    # sizes"); a request of the same size then only warns WARN_VLMDFN_RESIZE_SAME_SIZE
+                    vd.setdefault("usable_kib", vd["size_kib"])
+                    vd["size_kib"] = new
+                    vd.setdefault("flags", [])
+                    if "RESIZE" not in vd["flags"]:
+                        vd["flags"].append("RESIZE")
+                    msgs.append(success(f"Volume definition {vnr} of '{rd['name']}' modified.", C.MASK_VLM_DFN,
+                                        C.MASK_MOD, obj_refs={"RscDfn": rd["name"], "VlmNr": vnr}))
+                    msgs.append(Rc(C.FAIL_UNKNOWN_ERROR, f"(Node: '{failing}') Failed to resize volume "
+                                   f"'{rd['name']}/{vnr}': lvresize: Insufficient free space",
+                                   C.MASK_VLM_DFN, C.MASK_MOD))
+                    self._attach_error_reports(msgs)
+                    return http_status(msgs, 200), [m.to_json() for m in msgs]
                 vd["size_kib"] = new
+                vd.pop("usable_kib", None)
                 self.data.grow(rd["name"], int(vnr), new, [r["loops"][vnr] for r in rd["rscs"].values()
                                                           if r.get("loops", {}).get(vnr)])
         msgs.append(success(f"Volume definition {vnr} of '{rd['name']}' modified.", C.MASK_VLM_DFN, C.MASK_MOD,
@@ -1886,6 +1907,13 @@ class Controller:
                     rsc = rd["rscs"].get(key)
                     if rsc and "DELETE" in rsc["flags"]:
                         self._remove_resource(rd, key)
+            self.save()
+
+    def fail_resize(self, rsc_name: str, node: str) -> None:
+        """The next growth of the resource fails on a satellite (lab control)."""
+        with self.lock:
+            self._rd(rsc_name)
+            self.s.setdefault("resize_fails", {})[rsc_name.upper()] = node
             self.save()
 
     def set_in_use(self, rsc_name: str, node: str, in_use: bool) -> None:

@@ -148,6 +148,10 @@ class LinstorEmulator:
     def set_node_status(self, node: str, status: str) -> None:
         self.control("POST", "/__lab/node-status", {"node": node, "status": status})
 
+    def fail_resize(self, resource: str, node: str) -> None:
+        """The next growth of `resource` fails on `node`'s satellite (its devices keep their size)."""
+        self.control("POST", "/__lab/resize-fails", {"resource": resource, "node": node})
+
     def set_in_use(self, resource: str, node: str, in_use: bool = True) -> None:
         self.control("POST", "/__lab/in-use", {"resource": resource, "node": node, "in_use": in_use})
 

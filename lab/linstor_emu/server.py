@@ -112,6 +112,9 @@ class Emulator:
         if path == "/__lab/node-status" and method == "POST":
             c.set_node_status(body["node"], body["status"])
             return 200, {"ok": True}
+        if path == "/__lab/resize-fails" and method == "POST":
+            c.fail_resize(body["resource"], body["node"])
+            return 200, {"ok": True}
         if path == "/__lab/in-use" and method == "POST":
             c.set_in_use(body["resource"], body["node"], bool(body["in_use"]))
             return 200, {"ok": True}

@@ -10,7 +10,7 @@ only where the call is idempotent or its effect can be checked first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import linstor
 from linstor import sharedconsts as C
@@ -49,6 +49,7 @@ class Replica:
     provider: str
     pool: str
     allocated_kib: int
+    usable_kib: Optional[int] = None    # what the device offers (None: LINSTOR did not say)
 
     @property
     def diskless(self) -> bool:
@@ -109,6 +110,10 @@ class ResourceGroup:
 def thin_only(replicas: list[Replica]) -> bool:
     """Every disk of a volume in a thin pool: a new one reads zeros, so a copy may skip them."""
     return all(r.provider in THIN for r in replicas if not r.diskless)
+
+
+def natural_int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def device_of(rsc: str, volume: dict) -> Optional[str]:
@@ -366,7 +371,8 @@ class Linstor:
                                in_use=bool((data.get("state") or {}).get("in_use")),
                                device=device_of(data["name"], vol0), provider=vol0.get("provider_kind", ""),
                                pool=vol0.get("storage_pool_name", ""),
-                               allocated_kib=int(vol0.get("allocated_size_kib") or 0)))
+                               allocated_kib=int(vol0.get("allocated_size_kib") or 0),
+                               usable_kib=natural_int(vol0.get("usable_size_kib"))))
         return out
 
     def snapshots(self, name: str) -> list[Snapshot]:

@@ -251,3 +251,27 @@ def test_a_persistent_image_is_nobodys_after_its_vm_is_deleted(env):
     ok(env.r.tm("delete", f"node1:{disk_path(84, 0)}", 84, SYSTEM_DS))
     assert env.rds()["one-image-84"]["Aux/one/VM_ID"] == "85"
 
+
+
+def test_a_resize_the_satellites_did_not_make_is_not_reported_done(env):
+    """LINSTOR records the new size before its satellites grow the devices; one fails and the reply
+    saying so is lost: the retry reads "same size". The action reads what the devices offer."""
+    img = env.image(86, data=PATTERN)
+    vm = env.vm(86, [Disk(0, IMAGE_DS, image_id=86, source=img.source, size=32)], lcm="RUNNING")
+    ok(env.clone(img, 86, 0))
+    vm.lcm_state = "DISK_RESIZE"
+    res = "one-vm-86-disk-0"
+    env.lab.linstor.fail_resize(res, "node2")
+    env.lab.linstor.add_fault(rf"/resource-definitions/{res}/volume-definitions/0$", "drop_after", method="PUT")
+    try:
+        result = env.r.tm("resize", f"node1:{disk_path(86, 0)}", 64, 86, IMAGE_DS)
+    finally:
+        env.lab.linstor.clear_faults()
+    assert not result.ok, str(result)
+    assert f"{res} did not grow to 64 MB" in result.stderr and "32 MB on node" in result.stderr, result.stderr
+    assert int(env.lab.host("node1").run_inside(f"blockdev --getsize64 {disk_path(86, 0)}").stdout) == 32 << 20
+    # oned's retry says the same; a resize that works (the satellites well again) is done
+    again = env.r.tm("resize", f"node1:{disk_path(86, 0)}", 64, 86, IMAGE_DS)
+    assert not again.ok and "did not grow" in again.stderr, str(again)
+    ok(env.r.tm("resize", f"node1:{disk_path(86, 0)}", 96, 86, IMAGE_DS))
+    assert int(env.lab.host("node1").run_inside(f"blockdev --getsize64 {disk_path(86, 0)}").stdout) == 96 << 20
