@@ -113,7 +113,7 @@ class VmDoc(Xml):
 
     @property
     def lcm_state(self) -> int:
-        return int(self.text("LCM_STATE", "0") or 0)
+        return natural(self.text("LCM_STATE", "0") or "0") or 0
 
     @property
     def saving_as_running(self) -> bool:

@@ -100,10 +100,9 @@ def seconds_setting(conf: dict[str, str], key: str, default: float) -> float:
     value = conf.get(key, "").strip()
     if not value:
         return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
+    # ASCII digits only, like every number the driver reads (float() would also take '٣',
+    # '1e9', 'inf')
+    seconds = float(value) if re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", value) else 0.0
     if not seconds > 0:
         raise DriverError(f"linstor_un.conf {key}: '{value}' is not a number of seconds")
     return seconds

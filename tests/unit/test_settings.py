@@ -63,7 +63,7 @@ def test_bad_driver_wide_settings(conf, says):
 
 
 @pytest.mark.parametrize("reader,key", [(command_timeout, "SSH_COMMAND_TIMEOUT"), (oned_deadline, "ONED_DEADLINE")])
-@pytest.mark.parametrize("value", ["soon", "-1", "0"])
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "inf", "1e9", "٣", "nan"])
 def test_seconds_settings(reader, key, value):
     with pytest.raises(DriverError, match=f"linstor_un.conf {key}: '{value}' is not a number of seconds"):
         reader({key: value}, 30)
