@@ -121,6 +121,12 @@ class Value:
     start: int          # span of the text (inside the quotes when quoted)
     end: int
     quoted: bool
+    key_start: int = -1     # where `KEY =` begins (attributes of a section)
+
+    @property
+    def stop(self) -> int:
+        """The end of the value with its closing quote."""
+        return self.end + (1 if self.quoted else 0)
 
 
 @dataclass
@@ -189,6 +195,7 @@ class OnedConf:
             if j >= n or text[j] != "=":
                 raise InstallError(f"{self.file.path}: '=' expected after {m.group()} at line {line_of(text, j)}")
             value, i = self._value(text, self._skip_blank(text, j + 1))
+            value.key_start = m.start()
             attrs[m.group().upper()] = value
 
     def _value(self, text: str, i: int):
@@ -223,7 +230,34 @@ class OnedConf:
 
 
 # ---- MAD arguments ----------------------------------------------------------------------------------
-VALUE_FLAGS = {"-t", "-r", "-l", "-s", "-w", "-d", "-m", "-i", "-p", "-c", "-o", "-e"}
+# oned starts a MAD through its shell wrapper (`exec ... one_tm.rb $*`): ARGUMENTS become words split
+# on white space, read by Ruby's GetoptLong (PERMUTE order: options anywhere; `--` ends them; a long
+# option may be an unambiguous prefix and take `=value`; a short one its value attached; an
+# OPTIONAL_ARGUMENT takes the next word only when it does not start with '-'; the last occurrence
+# of an option wins). Each MAD's table is its GetoptLong.new (5.6 to 7.4).
+@dataclass(frozen=True)
+class OptSpec:
+    long: str
+    short: str
+    arg: str                # "none", "optional", "required"
+
+
+THREADS, TIMEOUT = OptSpec("--threads", "-t", "optional"), OptSpec("--timeout", "-w", "optional")
+TM_OPTIONS = [THREADS, OptSpec("--tm-types", "-d", "optional"), TIMEOUT]                     # one_tm.rb
+DS_OPTIONS = [THREADS, OptSpec("--ds-types", "-d", "optional"),                              # one_datastore.rb
+              OptSpec("--system-ds-types", "-s", "optional"), TIMEOUT]
+VMM_OPTIONS = [OptSpec("--retries", "-r", "optional"), THREADS,                              # one_vmm_exec.rb
+               OptSpec("--local", "-l", "required"), OptSpec("--delegate", "-d", "required"),
+               OptSpec("--shell", "-s", "required"), OptSpec("--parallel", "-p", "none"), TIMEOUT]
+
+
+TM_TYPES, DS_TYPES, SYS_DS_TYPES, LOCAL = TM_OPTIONS[1], DS_OPTIONS[1], DS_OPTIONS[2], VMM_OPTIONS[2]
+MAD_OPTIONS = {"TM_MAD": TM_OPTIONS, "DATASTORE_MAD": DS_OPTIONS, "VM_MAD": VMM_OPTIONS}
+
+
+def option_of(section: str, flag: str) -> OptSpec:
+    """A recorded edit's option (records name it by its short flag)."""
+    return next(o for o in MAD_OPTIONS[section] if flag in (o.short, o.long))
 
 
 @dataclass
@@ -233,64 +267,133 @@ class Token:
     end: int
 
 
+@dataclass
+class Occurrence:
+    spec: OptSpec
+    start: int                      # the option's words (flag and value) in the text
+    end: int
+    value: Optional[Token]          # None: given without a value
+
+
+@dataclass
+class MadArgs:
+    options: list[Occurrence]
+    positional: list[Token]
+
+    def last(self, spec: OptSpec) -> Optional[Occurrence]:
+        found = [o for o in self.options if o.spec == spec]
+        return found[-1] if found else None
+
+
 def tokens(args: str) -> list[Token]:
     return [Token(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", args)]
 
 
-def flag_value(args: str, flag: str) -> Optional[Token]:
-    toks = tokens(args)
-    for a, b in zip(toks, toks[1:]):
-        if a.text == flag:
-            return b
-    return None
+def parse_mad_args(args: str, table: list[OptSpec]) -> MadArgs:
+    toks, out, positional, i = tokens(args), [], [], 0
+
+    def takes_next(spec: OptSpec) -> bool:
+        return i + 1 < len(toks) and (spec.arg == "required" or
+                                      (spec.arg == "optional" and not toks[i + 1].text.startswith("-")))
+    while i < len(toks):
+        tok = toks[i]
+        if tok.text == "--":
+            positional += toks[i + 1:]
+            break
+        if tok.text.startswith("--"):
+            name, eq, _ = tok.text.partition("=")
+            exact = [o for o in table if o.long == name]
+            spec = exact[0] if exact else next(iter(o for o in table if o.long.startswith(name)
+                                                    if len([p for p in table if p.long.startswith(name)]) == 1),
+                                               None)
+            if spec is None:
+                raise InstallError(f"'{tok.text}' is not an option this driver takes (oned would not start it)")
+            if eq:
+                value: Optional[Token] = Token(tok.text[len(name) + 1:], tok.start + len(name) + 1, tok.end)
+            elif spec.arg != "none" and takes_next(spec):
+                i += 1
+                value = toks[i]
+            else:
+                value = None
+            out.append(Occurrence(spec, tok.start, toks[i].end, value))
+        elif tok.text.startswith("-") and len(tok.text) > 1:
+            j = 1
+            while j < len(tok.text):
+                spec = next((o for o in table if o.short == "-" + tok.text[j]), None)
+                if spec is None:
+                    raise InstallError(f"'-{tok.text[j]}' in '{tok.text}' is not an option this driver takes "
+                                       f"(oned would not start it)")
+                if spec.arg == "none":
+                    out.append(Occurrence(spec, tok.start, tok.end, None))
+                    j += 1
+                    continue
+                if j + 1 < len(tok.text):
+                    value = Token(tok.text[j + 1:], tok.start + j + 1, tok.end)
+                elif takes_next(spec):
+                    i += 1
+                    value = toks[i]
+                else:
+                    value = None
+                out.append(Occurrence(spec, tok.start, toks[i].end, value))
+                break
+        else:
+            positional.append(tok)
+        i += 1
+    return MadArgs(out, positional)
 
 
 def vmm_driver_dir(args: str) -> Optional[str]:
     """The positional argument of one_vmm_exec: the remotes/vmm directory the VM_MAD runs."""
-    toks, skip = tokens(args), False
-    for t in toks:
-        if skip:
-            skip = False
-        elif t.text.startswith("-"):
-            skip = t.text in {"-t", "-r", "-l", "-s", "-w", "--threads", "--retries", "--local", "--shell",
-                              "--timeout"}
-        else:
-            return t.text
-    return None
+    try:
+        positional = parse_mad_args(args, VMM_OPTIONS).positional
+    except InstallError:
+        return None
+    return positional[0].text if positional else None
 
 
-def add_items(args: str, flag: str, items: list[str]) -> tuple[str, list[str], bool]:
-    """Args with the items appended to the flag's comma list: (new args, items added, flag added).
-    Without the flag a `-d`/`-s` list means every driver is on: nothing to add."""
-    tok = flag_value(args, flag)
-    if tok is None:
-        if flag != "-l":
+def option_items(args: str, table: list[OptSpec], spec: OptSpec) -> list[str]:
+    """The effective comma list of an option (its last occurrence)."""
+    occ = parse_mad_args(args, table).last(spec)
+    return [i.strip() for i in occ.value.text.split(",")] if occ and occ.value else []
+
+
+def add_items(args: str, table: list[OptSpec], spec: OptSpec, items: list[str]) -> tuple[str, list[str], bool]:
+    """Args with the items appended to the option's comma list, in the occurrence that counts (the
+    last): (new args, items added, option added). Without the option a types list means every
+    driver is on: nothing to add; `--local` is added."""
+    occ = parse_mad_args(args, table).last(spec)
+    if occ is None:
+        if spec.long != "--local":
             return args, [], False
-        return f"{args} {flag} {','.join(items)}", list(items), True
-    have = tok.text.split(",")
-    add = [i for i in items if i not in have]
+        return f"{args} {spec.short} {','.join(items)}", list(items), True
+    if occ.value is None:
+        raise InstallError(f"'{args[occ.start:occ.end]}' has no list: give it one (e.g. {spec.short} "
+                           f"<drivers>) before installing")
+    have = [i.strip() for i in occ.value.text.split(",")]
+    if spec.long == "--local":
+        add = [i for i in items if i.split("=")[0].upper() not in {h.split("=")[0].upper() for h in have}]
+    else:
+        add = [i for i in items if i not in have]
     if not add:
         return args, [], False
-    new = ",".join([*filter(None, have), *add])
-    return args[:tok.start] + new + args[tok.end:], add, False
+    new = ",".join([*filter(None, occ.value.text.split(",")), *add])
+    return args[:occ.value.start] + new + args[occ.value.end:], add, False
 
 
-def remove_items(args: str, flag: str, items: list[str], flag_added: bool) -> str:
-    tok = flag_value(args, flag)
-    if tok is None:
+def remove_items(args: str, table: list[OptSpec], spec: OptSpec, items: list[str], flag_added: bool) -> str:
+    occ = parse_mad_args(args, table).last(spec)
+    if occ is None or occ.value is None:
         return args
-    have = tok.text.split(",")
+    have = occ.value.text.split(",")
     for item in items:
         if item in have:
             del have[len(have) - 1 - have[::-1].index(item)]      # the last one: the one appended
     if not have and flag_added:
-        toks = tokens(args)
-        flag_tok = next(t for t, nxt in zip(toks, toks[1:]) if t.text == flag and nxt.start == tok.start)
-        cut_from = flag_tok.start
+        cut_from = occ.start
         while cut_from > 0 and args[cut_from - 1] in " \t":
             cut_from -= 1
-        return args[:cut_from] + args[tok.end:]
-    return args[:tok.start] + ",".join(have) + args[tok.end:]
+        return args[:cut_from] + args[occ.end:]
+    return args[:occ.value.start] + ",".join(have) + args[occ.value.end:]
 
 
 # ---- the edits ------------------------------------------------------------------------------------
@@ -343,12 +446,13 @@ def kvm_vm_mads(conf: OnedConf) -> list[Section]:
 
 
 def override_conflicts(args: str) -> list[str]:
-    tok = flag_value(args, "-l")
-    if tok is None:
-        return []
-    ours = {o.split("=")[0]: o for o in OVERRIDES}
-    return [item for item in tok.text.split(",")
-            if item.split("=")[0].lower() in ours and item not in OVERRIDES]
+    """Overrides of our actions to other scripts (parse_actions_list: action names upper-cased)."""
+    def action(item: str) -> tuple[str, str]:
+        name, _, script = item.partition("=")
+        return name.strip().upper(), script.strip()
+    ours = dict(action(o) for o in OVERRIDES)
+    return [item for item in option_items(args, VMM_OPTIONS, LOCAL)
+            if action(item)[0] in ours and action(item)[1] != ours[action(item)[0]]]
 
 
 class Edits:
@@ -390,27 +494,31 @@ def patch_oned(f: TextFile, version, record: dict) -> tuple[str, list[str]]:
     edits, said = Edits(f.text), []
     lists = record.setdefault("lists", [])
 
-    def extend(section: Section, flag: str, items: list[str], key: dict) -> None:
+    def extend(section: Section, spec: OptSpec, items: list[str], key: dict) -> None:
         value = section.attrs.get("ARGUMENTS")
         if value is None or not value.quoted:
             return
-        new, added, flag_added = add_items(value.text, flag, items)
+        where = f"{f.path} line {line_of(f.text, section.start)} ({key['section']} ARGUMENTS)"
+        try:
+            new, added, flag_added = add_items(value.text, MAD_OPTIONS[key["section"]], spec, items)
+        except InstallError as err:
+            raise InstallError(f"{where}: {err}") from None
         if added:
             edits.replace(value.start, value.end, new)
             value.text = new                       # a second flag of the same section sees the first edit
-            entry = {**key, "flag": flag, "items": added, "flag_added": flag_added}
+            entry = {**key, "flag": spec.short, "items": added, "flag_added": flag_added}
             if entry not in lists:
                 lists.append(entry)
-            said.append(f"{key['section']}{' ' + key['name'] if key.get('name') else ''} {flag} "
+            said.append(f"{key['section']}{' ' + key['name'] if key.get('name') else ''} {spec.short} "
                         f"+{','.join(added)}")
 
     for s in conf.of("TM_MAD"):
-        extend(s, "-d", [DRIVER], {"section": "TM_MAD"})
+        extend(s, TM_TYPES, [DRIVER], {"section": "TM_MAD"})
     for s in conf.of("DATASTORE_MAD"):
-        extend(s, "-d", [DRIVER], {"section": "DATASTORE_MAD"})
-        extend(s, "-s", [DRIVER], {"section": "DATASTORE_MAD"})
+        extend(s, DS_TYPES, [DRIVER], {"section": "DATASTORE_MAD"})
+        extend(s, SYS_DS_TYPES, [DRIVER], {"section": "DATASTORE_MAD"})
     for s in kvms:
-        extend(s, "-l", OVERRIDES, {"section": "VM_MAD", "name": s.get("NAME")})
+        extend(s, LOCAL, OVERRIDES, {"section": "VM_MAD", "name": s.get("NAME")})
 
     blocks = record.setdefault("blocks", [])
     attrs_added = record.setdefault("attributes", [])
@@ -432,16 +540,20 @@ def patch_oned(f: TextFile, version, record: dict) -> tuple[str, list[str]]:
             blocks.append({"section": section, "text": new_block})
             said.append(f"{section} {DRIVER} added")
             continue
-        # someone else's block (the bash driver's, or the admin's): add only what this version needs
-        block = existing[-1]
+        # someone else's block (the bash driver's, or the admin's): add only what this version
+        # needs, to the block oned reads (the first of that name)
+        block = existing[0]
         missing = [(k, v) for k, v in wanted if k not in block.attrs]
         if not missing:
             continue
         last = max(block.attrs.values(), key=lambda v: v.end)
-        insert_at = last.end + (1 if last.quoted else 0)
         text = "".join(f',{f.newline}    {k} = "{v}"' for k, v in missing)
-        edits.replace(insert_at, insert_at, text)
-        attrs_added.append({"section": section, "text": text})
+        edits.replace(last.stop, last.stop, text)
+        recorded = next((a for a in attrs_added if a["section"] == section and "attrs" in a), None)
+        if recorded is None:
+            recorded = {"section": section, "attrs": {}}
+            attrs_added.append(recorded)
+        recorded["attrs"].update(dict(missing))
         said.append(f"{section} {DRIVER} (existing) +{','.join(k for k, _ in missing)}")
     return edits.apply(), said
 
@@ -456,17 +568,43 @@ def unpatch_oned(f: TextFile, record: dict) -> tuple[str, list[str]]:
             value = s.attrs.get("ARGUMENTS")
             if value is None:
                 continue
-            new = remove_items(value.text, entry["flag"], entry["items"], entry.get("flag_added", False))
+            spec = option_of(entry["section"], entry["flag"])
+            try:
+                new = remove_items(value.text, MAD_OPTIONS[entry["section"]], spec, entry["items"],
+                                   entry.get("flag_added", False))
+            except InstallError as err:
+                raise InstallError(f"{f.path} line {line_of(f.text, s.start)} ({entry['section']} ARGUMENTS): "
+                                   f"{err}") from None
             if new != value.text:
                 edits.replace(value.start, value.end, new)
                 value.text = new
                 said.append(f"{entry['section']}{' ' + entry['name'] if entry.get('name') else ''} "
                             f"{entry['flag']} -{','.join(entry['items'])}")
-    text = edits.apply()
+    # attributes added to someone else's linstor_un block come out of that block only, and only
+    # where they still have the value install.py gave them
     for entry in record.get("attributes", []):
-        if entry["text"] in text:
-            text = text.replace(entry["text"], "", 1)
-            said.append(f"{entry['section']} {DRIVER}: attributes added by install.py removed")
+        block = next((s for s in conf.of(entry["section"]) if s.named(DRIVER)), None)
+        if block is None:
+            continue
+        if "attrs" in entry:
+            gone = []
+            for key, value in entry["attrs"].items():
+                attr = block.attrs.get(key.upper())
+                if attr is None or attr.text != value:
+                    continue
+                before = [v for v in block.attrs.values() if v.stop <= attr.key_start]
+                if not before:
+                    continue                # the block's first attribute: not one install.py adds
+                edits.replace(max(v.stop for v in before), attr.stop, "")
+                gone.append(key)
+            if gone:
+                said.append(f"{entry['section']} {DRIVER}: {','.join(gone)} (added by install.py) removed")
+        else:                               # recorded as text by an earlier install.py: in that block only
+            at = f.text.find(entry["text"], block.start, block.close + 1)
+            if at >= 0:
+                edits.replace(at, at + len(entry["text"]), "")
+                said.append(f"{entry['section']} {DRIVER}: attributes added by install.py removed")
+    text = edits.apply()
     for entry in record.get("blocks", []):
         if entry["text"] in text:
             text = text.replace(entry["text"], "", 1)

@@ -51,8 +51,10 @@ def section_args(one: Path, name: str, vm_mad: str | None = None) -> list[str]:
 
 
 def flag_list(args: str, flag: str) -> list[str]:
-    tok = install.flag_value(args, flag)
-    return tok.text.split(",") if tok else []
+    """The effective list of an option as the MAD reads it (the table by the option)."""
+    table = install.VMM_OPTIONS if flag == "-l" else install.DS_OPTIONS
+    spec = next(o for o in table if o.short == flag)
+    return install.option_items(args, table, spec)
 
 
 def ours(one: Path, section: str) -> list[install.Section]:
