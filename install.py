@@ -22,23 +22,29 @@ What it does, in this order, so that a failure leaves the front-end as it was:
    --uninstall removes exactly that and nothing the admin or the bash driver had.
 Only the standard library is used here, so it runs with the system's python3.
 """
-from __future__ import annotations
+import sys
+
+if sys.version_info < (3, 9):       # (the rest of this file is not read before this line runs)
+    sys.exit("install.py: Python 3.9 or newer is needed; this is Python %d.%d (%s)"
+             % (sys.version_info[0], sys.version_info[1], sys.executable))
 
 import argparse
+import contextlib
 import difflib
+import fcntl
 import hashlib
 import json
 import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 REPO = Path(__file__).resolve().parent
 DRIVER = "linstor_un"
@@ -751,6 +757,14 @@ def load_state(layout: Layout) -> dict:
     return {}
 
 
+def venvs_created(state: dict) -> list[str]:
+    """The virtual environments install.py created (records before this one: the venv, if made)."""
+    made = list(state.get("venvs_created", []))
+    if state.get("venv_created") and state.get("venv") and state["venv"] not in made:
+        made.append(state["venv"])
+    return made
+
+
 def legacy_record(old: dict, layout: Layout) -> dict:
     """An install by the install.py that recorded only the venv, the conf and the version: what it
     added is known from its rules."""
@@ -795,23 +809,72 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
+JOURNAL_NAME = "install.journal"
+
+
 class Transaction:
-    """Every write of a run: backed up first (outside the remotes), undone in reverse on failure."""
+    """Every write of a run, undone in reverse on failure. Each step's undo is written to a journal
+    (fsync'ed) before the step runs, so a run killed at any point (SIGKILL, a dropped SSH session)
+    is undone by the next run (`undo_interrupted`). Replaced files are backed up outside the
+    remotes first."""
 
     def __init__(self, layout: Layout, owner, dry_run: bool):
         self.layout, self.owner, self.dry_run = layout, owner, dry_run
-        self.undo: list[Callable[[], None]] = []
+        self.undo: list[dict] = []
         self.created_dirs: list[Path] = []
         self.backup_dir: Optional[Path] = None
         self.changed: list[str] = []
+        self._journal: Optional[int] = None
 
+    # -- the journal -----------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Opens the journal (the state directory is made first: where the record lives)."""
+        if self.dry_run:
+            return
+        state_dir = self.layout.state_dir
+        made = not state_dir.exists()
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._journal = os.open(state_dir / JOURNAL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if made:
+            self.chown(state_dir)
+            self.record({"op": "rmdir", "path": str(state_dir), "journal_dir": True})
+
+    def record(self, op: dict) -> None:
+        self.undo.append(op)
+        if self._journal is not None:
+            os.write(self._journal, (json.dumps(op) + "\n").encode())
+            os.fsync(self._journal)
+        # tests: stop the run right after its n-th journaled step ("<n>:<signal>")
+        stop = os.environ.get("LINSTOR_UN_INSTALL_TEST_STOP", "")
+        if stop and stop.split(":")[0] == str(len(self.undo)):
+            os.kill(os.getpid(), getattr(signal, stop.split(":")[1] if ":" in stop else "SIGKILL"))
+
+    def commit(self) -> None:
+        """The run is complete: nothing to undo any more."""
+        self.undo.clear()
+        self._close(remove=True)
+
+    def _close(self, remove: bool) -> None:
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
+            if remove:
+                (self.layout.state_dir / JOURNAL_NAME).unlink(missing_ok=True)
+
+    def rollback(self) -> None:
+        failed = undo_steps(self.undo)
+        self.undo.clear()
+        self._close(remove=not failed)
+
+    # -- the steps -------------------------------------------------------------------------------
     def backups(self) -> Path:
         if self.backup_dir is None:
             root = self.layout.state_dir / "backups"
             self.makedirs(root, private=True)
-            self.backup_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
-            made = self.backup_dir
-            self.undo.append(lambda: shutil.rmtree(made, ignore_errors=True))
+            made = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{os.urandom(3).hex()}"
+            self.record({"op": "rmtree", "path": str(made)})         # (journaled before it exists)
+            made.mkdir(mode=0o700)
+            self.backup_dir = made
         return self.backup_dir
 
     def backup_path(self, path: Path) -> Path:
@@ -824,10 +887,10 @@ class Transaction:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
+            self.record({"op": "rmdir", "path": str(d)})
             d.mkdir(mode=0o700 if private else 0o755)
             self.chown(d)
             self.created_dirs.append(d)
-            self.undo.append(lambda d=d: d.rmdir() if d.exists() and not any(d.iterdir()) else None)
 
     def chown(self, path) -> None:
         if self.owner and os.geteuid() == 0:
@@ -843,38 +906,23 @@ class Transaction:
             saved = self.backup_path(real)
             saved.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(real, saved)
-            self.undo.append(lambda: self._put(real, saved.read_bytes(), saved))
+            self.record({"op": "restore", "path": str(real), "saved": str(saved)})
         else:
             self.makedirs(real.parent)
-            self.undo.append(lambda: real.unlink(missing_ok=True))
-        self._put(real, data, None, mode)
+            self.record({"op": "unlink", "path": str(real)})
+        self.record({"op": "unlink", "path": str(temporary(real))})
+        put_file(real, data, None, mode, self.chown)
 
-    def _put(self, real: Path, data: bytes, like: Optional[Path], mode: int = 0o644) -> None:
-        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            ref = real if real.exists() else like
-            if ref is not None:
-                st = ref.stat()
-                os.chmod(tmp, st.st_mode & 0o7777)
-                if os.geteuid() == 0:
-                    os.chown(tmp, st.st_uid, st.st_gid)
-            else:
-                os.chmod(tmp, mode)
-                self.chown(tmp)
-            os.replace(tmp, real)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    def rmtree_on_undo(self, path: Path) -> None:
+        """`path` is about to be made by this run (a venv): undo removes it whole."""
+        self.record({"op": "rmtree", "path": str(path)})
 
     def move_away(self, path: Path, name: str) -> Path:
         """Moves a directory into this run's backups (the bash driver's files)."""
         dest = self.backups() / name
         dest.parent.mkdir(parents=True, exist_ok=True)
+        self.record({"op": "move_back", "from": str(dest), "to": str(path)})
         shutil.move(str(path), str(dest))
-        self.undo.append(lambda: shutil.move(str(dest), str(path)))
         self.changed.append(str(path))
         return dest
 
@@ -889,13 +937,87 @@ class Transaction:
         else:
             path.unlink()
 
-    def rollback(self) -> None:
-        for step in reversed(self.undo):
-            try:
-                step()
-            except OSError as err:
-                print(f"install.py: could not undo a step: {err}", file=sys.stderr)
-        self.undo.clear()
+
+def put_file(real: Path, data: bytes, like: Optional[Path], mode: int = 0o644,
+             chown: Callable[[object], None] = lambda path: None) -> None:
+    """`data` at `real`, atomically (a temporary file renamed), with the mode and owner of what was
+    there (or of `like`), else `mode` and the install's owner."""
+    tmp = str(temporary(real))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        ref = real if real.exists() else like
+        if ref is not None:
+            st = ref.stat()
+            os.chmod(tmp, st.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        else:
+            os.chmod(tmp, mode)
+            chown(tmp)
+        os.replace(tmp, real)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def temporary(real: Path) -> Path:
+    """The one temporary name a file is written under before it is renamed into place (a name
+    known in advance: the journal can say it before it exists)."""
+    return real.with_name(f".{real.name}.linstor_un-install")
+
+
+def undo_steps(ops: list[dict]) -> bool:
+    """Undoes journaled steps, newest first. False if one could not be undone (said on stderr)."""
+    ok = True
+    for op in reversed(ops):
+        try:
+            path = Path(op.get("path") or op.get("to") or "")
+            if op["op"] == "restore":
+                if Path(op["saved"]).exists():
+                    put_file(path, Path(op["saved"]).read_bytes(), Path(op["saved"]))
+            elif op["op"] == "unlink":
+                path.unlink(missing_ok=True)
+            elif op["op"] == "rmtree":
+                shutil.rmtree(path, ignore_errors=True)
+            elif op["op"] == "move_back":
+                if Path(op["from"]).exists() and not path.exists():
+                    shutil.move(op["from"], str(path))
+            elif op["op"] == "rmdir":
+                if op.get("journal_dir"):
+                    (path / JOURNAL_NAME).unlink(missing_ok=True)
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+        except OSError as err:
+            ok = False
+            print(f"install.py: could not undo a step ({op['op']} {op.get('path') or op.get('to')}): "
+                  f"{err.strerror or err}", file=sys.stderr)
+    return ok
+
+
+def undo_interrupted(layout: Layout, dry_run: bool) -> None:
+    """A run that was killed left its journal: its steps are undone before anything else."""
+    journal = layout.state_dir / JOURNAL_NAME
+    if not journal.exists():
+        return
+    ops = []
+    for line in journal.read_text(errors="replace").splitlines():
+        try:
+            ops.append(json.loads(line))
+        except ValueError:
+            break                               # a line cut by the kill: its step never ran
+    if dry_run:
+        print(f"an interrupted run of install.py left {journal}: a real run undoes its {len(ops)} step(s) first")
+        return
+    print(f"install.py: undoing an interrupted run ({len(ops)} step(s), {journal})", file=sys.stderr)
+    if undo_steps(ops):
+        journal.unlink(missing_ok=True)
+    else:
+        raise InstallError(f"an interrupted run could not be undone whole: see above; {journal} is kept")
 
 
 def check_writable(paths: list[Path]) -> None:
@@ -982,7 +1104,7 @@ def ensure_venv(tx: Transaction, args, state: dict) -> tuple[str, bool]:
         venv_cmd = [args.base_python, "-m", "venv", str(layout.venv)]
         if args.system_site_packages:
             venv_cmd.append("--system-site-packages")
-        tx.undo.append(lambda: shutil.rmtree(layout.venv, ignore_errors=True))
+        tx.rmtree_on_undo(layout.venv)
         run_step(venv_cmd, f"creating the virtual environment (is python3-venv installed for {args.base_python}?)")
         created = True
         tx.chown(layout.venv)
@@ -1064,8 +1186,33 @@ def show_diff(path: Path, old: str, new: str) -> None:
     sys.stdout.writelines(ln if ln.endswith("\n") else ln + "\n" for ln in shown)
 
 
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """One install.py at a time on a front-end: an exclusive lock on the remotes directory (always
+    there; nothing is created for it)."""
+    try:
+        fd = os.open(layout.remotes, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise InstallError(f"cannot open {layout.remotes}: {err.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InstallError(f"another install.py is running on this front-end (it holds the lock on "
+                               f"{layout.remotes}): wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def install(args) -> Result:
     layout = find_layout(args)
+    with locked(layout):
+        undo_interrupted(layout, args.dry_run)
+        return _install(args, layout)
+
+
+def _install(args, layout: Layout) -> Result:
     owner = owner_ids(args.owner)
     state = load_state(layout)
     state.pop("legacy", None)             # what the older install.py added is taken over as recorded
@@ -1085,6 +1232,7 @@ def install(args) -> Result:
     tx = Transaction(layout, owner, args.dry_run)
     result = Result(layout=layout, said=said_oned + said_execrc)
     try:
+        tx.begin()
         python, venv_created = ensure_venv(tx, args, state)
         files = driver_files(layout, python)
         conf_new = not layout.conf_file.exists()
@@ -1118,14 +1266,18 @@ def install(args) -> Result:
             state["conf_created"] = sha256(data)
         tx.write(layout.oned_conf, oned.encode(new_oned))
         tx.write(layout.vmm_execrc, execrc.encode(new_execrc))
-        if venv_created:
-            state["venv_created"] = True
+        created = venvs_created(state)
+        if venv_created and str(layout.venv) not in created:
+            created.append(str(layout.venv))
+        state["venvs_created"] = created
+        state.pop("venv_created", None)
         state.update({"venv": None if args.python else str(layout.venv), "version": list(layout.version),
                       "oned": oned_record, "execrc": execrc_record, "driver_version": driver_version(),
                       "dirs": sorted(set(state.get("dirs", [])) | {str(d) for d in tx.created_dirs})})
         if tx.backup_dir:
             state.setdefault("backups", []).append(str(tx.backup_dir))
         tx.write(layout.state_file, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode(), 0o600)
+        tx.commit()
         if layout.legacy_state_file.exists():
             layout.legacy_state_file.unlink()
     except BaseException:
@@ -1164,6 +1316,12 @@ def dry_run_report(args, layout, result, files, conf_new, bash, configs) -> Resu
 
 def uninstall(args) -> Result:
     layout = find_layout(args)
+    with locked(layout):
+        undo_interrupted(layout, args.dry_run)
+        return _uninstall(args, layout)
+
+
+def _uninstall(args, layout: Layout) -> Result:
     state = load_state(layout)
     oned, execrc = TextFile.read(layout.oned_conf), TextFile.read(layout.vmm_execrc)
     result = Result(layout=layout)
@@ -1184,11 +1342,18 @@ def uninstall(args) -> Result:
     conf = layout.conf_file
     if conf.exists() and state.get("conf_created") == sha256(conf.read_bytes()):
         remove.append(conf)
-    if state.get("venv") and state.get("venv_created"):
-        remove.append(Path(state["venv"]))
+    # every venv an install made, also one a later run stopped using (--python, another --venv)
+    remove += [Path(v) for v in venvs_created(state)]
     bash = state.get("bash_driver") or {}
     if args.restore_bash and not bash:
         raise InstallError("--restore-bash: this install did not replace a bash driver")
+    if bash and not args.restore_bash:
+        # the bash driver's own oned.conf entries (its save/restore overrides, its blocks) stay
+        # after its files went: OpenNebula would call scripts that are not there any more
+        raise InstallError("this install replaced the bash linstor_un driver, whose oned.conf entries are still "
+                           "there: run `install.py --uninstall --restore-bash` to put its files back (or remove "
+                           "its entries from oned.conf and vmm_execrc yourself, then delete "
+                           f"{layout.state_file})")
     if state.get("legacy"):
         remove += [d for d in layout.driver_dirs] + [layout.remotes / "vmm" / "kvm" / n for n in VMM_FILES]
     if not args.dry_run:
@@ -1209,8 +1374,12 @@ def uninstall(args) -> Result:
         result.changed = tx.changed
         return result
     try:
+        tx.begin()
         tx.write(layout.oned_conf, oned.encode(new_oned))
         tx.write(layout.vmm_execrc, execrc.encode(new_execrc))
+        # from here on the removal is completed, never undone: a run stopped in it is finished by
+        # the next --uninstall (each step finds what is left)
+        tx.commit()
     except BaseException:
         tx.rollback()
         raise
@@ -1309,13 +1478,31 @@ def parse_args(argv=None):
     return args
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP (a dropped SSH session): undone like a failure (SIGINT: KeyboardInterrupt)."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         result = uninstall(args) if args.uninstall else install(args)
     except InstallError as err:
         print(f"install.py: {err}", file=sys.stderr)
         return 1
+    except (Stopped, KeyboardInterrupt) as err:
+        what = str(err) if isinstance(err, Stopped) else "SIGINT"
+        print(f"install.py: stopped ({what}): "
+              + ("the files removed so far stay removed; run --uninstall again to finish" if args.uninstall
+                 else "what this run changed was undone"), file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not result.changed:
         print("nothing to change: linstor_un is " + ("not installed" if args.uninstall else "already installed"))
         return 0

@@ -292,11 +292,14 @@ def test_upgrade_from_the_bash_driver_and_back(tmp_path, capsys):
     assert not [p for p in remotes.rglob("*") if "bak" in p.name]          # backups are outside the remotes
 
     capsys.readouterr()
-    assert run(one, "--uninstall") == 0
-    assert "--restore-bash" in capsys.readouterr().out
+    installed = snapshot(one)
+    # a plain uninstall would leave the bash driver's oned.conf entries naming scripts that are
+    # gone: refused, with the command that puts the bash driver back
+    assert run(one, "--uninstall") == 1
+    assert "install.py --uninstall --restore-bash" in capsys.readouterr().err
+    assert snapshot(one) == installed
+    assert run(one, "--uninstall", "--restore-bash") == 0
     assert conf(one).read_bytes() == bash_conf                            # exactly what install.py added goes
-    assert not (remotes / "tm" / "linstor_un").exists()
-    assert run(one, "--uninstall", "--restore-bash") == 0                 # later, too
     assert without_state(snapshot(one)) == before
     assert run(one) == 0 and run(one, "--uninstall", "--restore-bash") == 0      # or at once
     assert without_state(snapshot(one)) == before
