@@ -625,67 +625,120 @@ def unpatch_oned(f: TextFile, record: dict) -> tuple[str, list[str]]:
 _ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+)?LIVE_DISK_SNAPSHOTS=", re.M)
 
 
-def live_snapshots_value(text: str) -> Optional[Value]:
+@dataclass
+class ShellWord:
+    """The value word of a shell assignment: its raw text (quotes and escapes as written) and the
+    value bash gives it."""
+    raw: str
+    start: int
+    end: int
+    value: str
+
+
+def shell_word(text: str, i: int) -> ShellWord:
+    """The word at `i` read by bash's rules (vmm_execrc is sourced by bash): unquoted characters,
+    backslash escapes, '...', "..." (backslash escapes only $ ` " \\ and newline there), up to
+    unquoted white space or an operator. An expansion ($, backtick) cannot be known without
+    running the file: refused."""
+    start, out = i, []
+
+    def dynamic(at: int) -> InstallError:
+        return InstallError(f"vmm_execrc line {line_of(text, at)}: LIVE_DISK_SNAPSHOTS is computed ($ or `): "
+                            f"write it as a plain list, then run install.py again")
+    while i < len(text):
+        c = text[i]
+        if c in " \t\n;&|<>()":
+            break
+        if c == "\\":
+            if i + 1 < len(text) and text[i + 1] != "\n":
+                out.append(text[i + 1])
+            i += 2
+        elif c == "'":
+            close = text.find("'", i + 1)
+            if close < 0:
+                raise InstallError(f"vmm_execrc line {line_of(text, i)}: the LIVE_DISK_SNAPSHOTS quote is not closed")
+            out.append(text[i + 1:close])
+            i = close + 1
+        elif c == '"':
+            i += 1
+            while i < len(text) and text[i] != '"':
+                if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in '$`"\\\n':
+                    if text[i + 1] != "\n":
+                        out.append(text[i + 1])
+                    i += 2
+                    continue
+                if text[i] in "$`":
+                    raise dynamic(i)
+                out.append(text[i])
+                i += 1
+            if i >= len(text):
+                raise InstallError(f"vmm_execrc line {line_of(text, start)}: the LIVE_DISK_SNAPSHOTS quote is not "
+                                   f"closed")
+            i += 1
+        elif c in "$`":
+            raise dynamic(i)
+        else:
+            out.append(c)
+            i += 1
+    return ShellWord(text[start:i], start, i, "".join(out))
+
+
+def bash_quoted(value: str) -> str:
+    return '"' + re.sub(r'([$`"\\])', r"\\\1", value) + '"'
+
+
+def live_snapshots_value(text: str) -> Optional[ShellWord]:
     """The value of the last live LIVE_DISK_SNAPSHOTS assignment (the one the shell keeps)."""
     found = None
     for m in _ASSIGNMENT.finditer(text):
-        i = m.end()
-        if i < len(text) and text[i] in "\"'":
-            close = text.find(text[i], i + 1)
-            if close < 0:
-                raise InstallError(f"vmm_execrc line {line_of(text, i)}: the LIVE_DISK_SNAPSHOTS quote is not closed")
-            found = Value(text[i + 1:close], i + 1, close, True)
-        else:
-            word = re.compile(r"[^\s;#]*").match(text, i)
-            found = Value(word.group(), i, word.end(), False)
+        found = shell_word(text, m.end())
     return found
 
 
 def patch_execrc(f: TextFile, entries: list[str], record: dict) -> tuple[str, list[str]]:
-    value = live_snapshots_value(f.text)
-    if value is None:
+    word = live_snapshots_value(f.text)
+    if word is None:
         text = f.text + ("" if f.text.endswith("\n") or not f.text else f.newline)
         line = f.lines(MARK, f'LIVE_DISK_SNAPSHOTS="{" ".join(entries)}"')
         record["assignment"] = line
         return text + line, [f"LIVE_DISK_SNAPSHOTS added: {' '.join(entries)}"]
-    have = value.text.split()
+    have = word.value.split()
     add = [e for e in entries if e not in have]
     if not add:
         return f.text, []
     record.setdefault("items", []).extend(add)
-    new = (value.text.rstrip() + " " if value.text.strip() else value.text) + " ".join(add)
-    if not value.quoted:
-        record["unquoted"] = value.text
-        new = f'"{new}"'
-    return f.text[:value.start] + new + f.text[value.end:], [f"LIVE_DISK_SNAPSHOTS +{' '.join(add)}"]
+    if word.raw.startswith('"') and word.raw.endswith('"') and word.raw[1:-1] == word.value:
+        new = word.raw[:-1] + ("" if not word.value.strip() or word.value.endswith(" ") else " ") + " ".join(add) + '"'
+    else:                           # escapes, single quotes, no quotes: written again, double-quoted
+        new = bash_quoted(" ".join(have + add))
+    earlier = record.get("word", {})
+    record["word"] = {"before": earlier["before"] if earlier.get("after") == word.raw else word.raw, "after": new}
+    return f.text[:word.start] + new + f.text[word.end:], [f"LIVE_DISK_SNAPSHOTS +{' '.join(add)}"]
 
 
 def unpatch_execrc(f: TextFile, record: dict) -> tuple[str, list[str]]:
     text, said = f.text, []
     if record.get("assignment") and record["assignment"] in text:
         return text.replace(record["assignment"], "", 1), ["LIVE_DISK_SNAPSHOTS assignment removed"]
-    value = live_snapshots_value(text)
-    if value is None or not record.get("items"):
+    word = live_snapshots_value(text)
+    if word is None or not record.get("items"):
         return text, said
-    quoted_by_us = "unquoted" in record
-    start, end = (value.start - 1, value.end + 1) if quoted_by_us and value.quoted else (value.start, value.end)
-    words = value.text.split()
-    removed = []
-    for item in record["items"]:
-        if item in words:
-            words.remove(item)
-            removed.append(item)
+    words = word.value.split()
+    removed = [item for item in record["items"] if item in words]
     if not removed:
         return text, said
-    if quoted_by_us and " ".join(words) == record["unquoted"]:
-        new = record["unquoted"]
+    before = record.get("word", {}).get("before")
+    if record.get("word", {}).get("after") == word.raw and \
+            not set(shell_word(before, 0).value.split()) & set(record["items"]):
+        new = before                                            # as install.py left it: as it was before
+    elif "unquoted" in record and word.raw.startswith('"') and \
+            " ".join(w for w in words if w not in removed) == record["unquoted"]:
+        new = record["unquoted"]                                # (recorded by an earlier install.py)
     else:
-        new = value.text
         for item in removed:
-            new = re.sub(rf"(^|\s+){re.escape(item)}(?=\s|$)", "", new, count=1)
-        if quoted_by_us and value.quoted:
-            new = f'"{new}"'
-    return text[:start] + new + text[end:], [f"LIVE_DISK_SNAPSHOTS -{' '.join(removed)}"]
+            words.remove(item)
+        new = bash_quoted(" ".join(words))
+    return text[:word.start] + new + text[word.end:], [f"LIVE_DISK_SNAPSHOTS -{' '.join(removed)}"]
 
 
 # ---- where things go ------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def ours(one: Path, section: str) -> list[install.Section]:
 
 
 def live_snapshots(one: Path) -> list[str]:
-    return install.live_snapshots_value(execrc(one).read_text()).text.split()
+    return install.live_snapshots_value(execrc(one).read_text()).value.split()
 
 
 def snapshot(one: Path) -> dict[str, bytes]:

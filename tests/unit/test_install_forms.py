@@ -4,6 +4,8 @@ uses, Nebula::get_conf_attribute), and uninstall takes out exactly what it added
 where it added it."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import install
@@ -133,3 +135,41 @@ def test_the_option_parser_is_getoptlong():
     # an optional argument takes the next word only when it is not an option
     tm = install.parse_mad_args("-d -t 15", install.TM_OPTIONS)
     assert tm.last(install.TM_TYPES).value is None
+
+
+def sourced(path) -> list[str]:
+    """LIVE_DISK_SNAPSHOTS as bash has it after sourcing the file (as the VMM driver does)."""
+    import subprocess
+    out = subprocess.run(["bash", "-c", 'source "$1" >/dev/null 2>&1; printf %s "$LIVE_DISK_SNAPSHOTS"', "x",
+                          str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("written", [
+    r"LIVE_DISK_SNAPSHOTS=kvm-qcow2\ kvm-ceph",
+    "LIVE_DISK_SNAPSHOTS='kvm-qcow2 kvm-ceph'",
+    "LIVE_DISK_SNAPSHOTS=kvm-qcow2",
+    """export LIVE_DISK_SNAPSHOTS="kvm-qcow2 "'kvm-ceph'  # the admin's""",
+    'LIVE_DISK_SNAPSHOTS="kvm-qcow2 \\\nkvm-ceph"',
+])
+def test_vmm_execrc_written_the_ways_bash_reads(tmp_path, written):
+    one = front_end(tmp_path, "6.10.0")
+    rc = one / "etc" / "vmm_exec" / "vmm_execrc"
+    text = re.sub(r"^LIVE_DISK_SNAPSHOTS=.*$", lambda m: written, rc.read_text(), count=1, flags=re.M)
+    rc.write_text(text)
+    had = sourced(rc)
+    assert run(one) == 0
+    assert sourced(rc) == had + ["kvm-linstor_un", "qemu-linstor_un"]
+    assert run(one, "--uninstall") == 0
+    assert rc.read_text() == text
+
+
+def test_a_computed_vmm_execrc_value_is_refused(tmp_path, capsys):
+    one = front_end(tmp_path, "6.10.0")
+    rc = one / "etc" / "vmm_exec" / "vmm_execrc"
+    rc.write_text(re.sub(r"^LIVE_DISK_SNAPSHOTS=.*$", 'LIVE_DISK_SNAPSHOTS="$MINE kvm-ceph"', rc.read_text(),
+                         count=1, flags=re.M))
+    before = snapshot(one)
+    assert run(one) == 1
+    assert "LIVE_DISK_SNAPSHOTS is computed" in capsys.readouterr().err
+    assert snapshot(one) == before
