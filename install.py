@@ -1104,14 +1104,35 @@ def run_as(owner, cmd: list[str], what: str) -> None:
     if owner and os.geteuid() == 0 and owner[0] != 0:
         kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
     who = f" as {owner[2]}" if kwargs else ""
+    def failed(detail: str) -> InstallError:
+        if kwargs:                  # say which directory keeps the owner out
+            for path in dict.fromkeys([cmd[0], os.path.realpath(cmd[0])]):
+                closed = closed_dir(Path(path), owner[0], owner[1])
+                if closed is not None:
+                    detail += f" ({owner[2]} cannot enter {closed}, mode {closed.stat().st_mode & 0o777:o})"
+                    break
+        return InstallError(f"{what}{who} failed: {detail}")
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", env={"PATH": "/usr/bin:/bin"}, **kwargs)
     except OSError as err:
-        raise InstallError(f"{what}{who} failed: {err.strerror}") from None
+        raise failed(err.strerror or str(err)) from None
     if done.returncode != 0:
         lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
-        detail = lines[-1] if lines else f"exit code {done.returncode}"
-        raise InstallError(f"{what}{who} failed: {detail}")
+        raise failed(lines[-1] if lines else f"exit code {done.returncode}")
+
+
+def closed_dir(path: Path, uid: int, gid: int) -> Optional[Path]:
+    """The first directory on the way to `path` that user uid with group gid (run_as gives it no
+    other group) may not enter."""
+    for d in [*reversed(path.parents)]:
+        try:
+            st = d.stat()
+        except OSError:
+            return None
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if uid != 0 and not st.st_mode & bit:
+            return d
+    return None
 
 
 def step(message: str) -> float:

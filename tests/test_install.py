@@ -4,6 +4,7 @@ of install.py's edits are in tests/unit/test_install.py."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,11 @@ def test_installed_driver_runs_from_its_virtual_environment(tmp_path, wheelhouse
         one = lab.one_location
         shutil.copy(DATA / "7.0.0" / "oned.conf", one / "etc" / "oned.conf")
         shutil.copy(DATA / "7.0.0" / "vmm_execrc", one / "etc" / "vmm_exec" / "vmm_execrc")
-        venv = tmp_path / "venv"
+        # where OpenNebula's owner (oneadmin, if this machine has one) can run it: pytest's own
+        # temporary directories are closed to other users
+        top = Path(tempfile.mkdtemp(prefix="linstor_un-venv-"))
+        top.chmod(0o755)
+        venv = top / "venv"
         argv = ["--one-location", str(one), "--venv", str(venv), "--wheels", str(wheelhouse)]
         assert install.main(argv) == 0
         out = capsys.readouterr().out
@@ -68,6 +73,7 @@ def test_installed_driver_runs_from_its_virtual_environment(tmp_path, wheelhouse
 
         assert install.main([*argv, "--uninstall"]) == 0
         assert not venv.exists() and not (one / "var" / "remotes" / "tm" / "linstor_un").exists()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="installs for another user")
@@ -93,6 +99,8 @@ def test_an_interpreter_the_owner_cannot_run_is_refused_and_nothing_stays(tmp_pa
         err = capsys.readouterr().err
         assert code == 1
         assert "as nobody failed" in err and "Permission denied" in err and "--base-python" in err
+        closed = re.search(r"nobody cannot enter (\S+), mode 700\)", err)      # the first closed one on the way
+        assert closed and (tmp_path / "root-home").is_relative_to(closed.group(1)), err
         assert sorted(str(p) for p in top.rglob("*")) == before          # no venv, no files, no record
     finally:
         shutil.rmtree(top, ignore_errors=True)
