@@ -822,6 +822,17 @@ def legacy_record(old: dict, layout: Layout) -> dict:
     """An install by the install.py that recorded only the venv, the conf and the version: what it
     added is known from its rules."""
     version = tuple(old.get("version") or layout.version)
+    if any(p.is_dir() for p in legacy_backups(layout)):
+        # it replaced a bash driver, whose own entries in oned.conf and vmm_execrc its rules cannot
+        # tell from its additions: they are left alone (--restore-bash needs them); only its marked
+        # blocks, matched by their exact text, are its own
+        return {"legacy": True, "version": list(version), "venv": old.get("venv"),
+                "venv_created": bool(old.get("venv")), "conf_created": old.get("conf_created"),
+                "oned": {"lists": [], "blocks": [{"section": s, "text": legacy_block_text(s, version)}
+                                                 for s in ("TM_MAD_CONF", "DS_MAD_CONF")]},
+                # (the bash driver's README adds kvm-linstor_un only)
+                "execrc": {"items": ["qemu-linstor_un"]} if version >= (6, 8, 0) else {},
+                "files": {}, "dirs": [str(d) for d in layout.driver_dirs]}
     return {
         "legacy": True,
         "version": list(version),
@@ -1077,6 +1088,10 @@ def check_writable(paths: list[Path]) -> None:
     for path in paths:
         real = Path(os.path.realpath(path))
         target = real if real.exists() else nearest_existing(real)
+        if not target.is_dir() and not real.exists() and target != real:
+            raise InstallError(f"{target} is a file, where {real} needs a directory")
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            raise InstallError(f"{target} is on a read-only file system")
         if not os.access(target, os.W_OK):
             raise InstallError(f"no permission to write {target} (run as root or as the owner of OpenNebula)")
         if real.exists() and not os.access(real.parent, os.W_OK):
@@ -1140,12 +1155,18 @@ def step(message: str) -> float:
     return time.monotonic()
 
 
-def run_step(cmd: list[str], what: str) -> None:
+def run_step(cmd: list[str], what: str, hint: Optional[tuple[str, str]] = None) -> None:
+    """`hint`: (pattern, advice): the advice is given only when the output matches the pattern."""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if re.search(r"error|not found|no matching|denied", ln, re.I)]
+        output = (done.stderr or done.stdout).strip()
+        lines = [ln for ln in output.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if re.search(r"error|not found|no matching|denied|no space", ln, re.I)]
         detail = " / ".join(dict.fromkeys((errors[:1] + lines[-1:]))) if lines else f"exit code {done.returncode}"
+        if re.search(r"No space left on device|Errno 28", output):
+            detail = f"no space left on device ({detail})"
+        elif hint and re.search(hint[0], output):
+            detail += f" ({hint[1]})"
         raise InstallError(f"{what} failed: {detail}")
 
 
@@ -1179,7 +1200,9 @@ def ensure_venv(tx: Transaction, args, state: dict) -> tuple[str, bool]:
         if args.system_site_packages:
             venv_cmd.append("--system-site-packages")
         tx.rmtree_on_undo(layout.venv)
-        run_step(venv_cmd, f"creating the virtual environment (is python3-venv installed for {args.base_python}?)")
+        run_step(venv_cmd, "creating the virtual environment",
+                 hint=(r"ensurepip|No module named venv|python3-venv",
+                       f"is python3-venv installed for {args.base_python}?"))
         created = True
         tx.chown(layout.venv)
         run_as(tx.owner, [python, "-c", "import sys"],
@@ -1212,9 +1235,16 @@ def ensure_venv(tx: Transaction, args, state: dict) -> tuple[str, bool]:
             for name in dirs + files:
                 tx.chown(os.path.join(root, name))
         tx.chown(layout.venv)
-    run_as(tx.owner, [python, "-c", LIBRARY_CHECK],
-           f"running the installed library with {python} (its interpreter must be readable by the owner of "
-           f"OpenNebula: use --base-python /usr/bin/python3)")
+    try:
+        run_as(tx.owner, [python, "-c", LIBRARY_CHECK], f"running the installed library with {python}")
+    except InstallError as err:
+        if "No module named" in str(err) and args.no_deps:
+            raise InstallError(f"{err} — with --no-deps the venv has only the driver: install python-linstor and "
+                               f"lxml into it first, or run without --no-deps") from None
+        if "No module named" in str(err):
+            raise
+        raise InstallError(f"{err} (the interpreter must be one the owner of OpenNebula can run: "
+                           f"use --base-python /usr/bin/python3)") from None
     state["fingerprint"] = fingerprint
     return python, created
 
@@ -1286,10 +1316,37 @@ def install(args) -> Result:
         return _install(args, layout)
 
 
+def legacy_backups(layout: Layout) -> list[Path]:
+    """What the first install.py left inside the remotes (which `onehost sync` copies to every
+    host): `<file>.linstor_un-<stamp>.bak` beside each file it replaced, and the bash driver's
+    directories as `linstor_un.bash-<stamp>.bak`."""
+    found: list[Path] = []
+    for sub in ("datastore", "tm"):
+        found += sorted((layout.remotes / sub).glob(f"{DRIVER}.bash-*.bak"))
+    for d in [*layout.driver_dirs, layout.remotes / "vmm" / "kvm", layout.conf_file.parent]:
+        found += sorted(d.glob(f"*.{DRIVER}-*.bak")) if d.is_dir() else []
+    return found
+
+
+def move_legacy_backups(tx: Transaction, layout: Layout, state: dict) -> None:
+    """Those backups go to install.py's backups, outside the remotes; the newest copy of the bash
+    driver becomes what --restore-bash puts back."""
+    bash: dict[str, str] = {}
+    for path in legacy_backups(layout):
+        dest = tx.move_away(path, f"legacy/{path.relative_to(layout.remotes)}")
+        m = re.fullmatch(rf"(?:{DRIVER}\.bash-[0-9-]+\.bak)|(.+)\.{DRIVER}-[0-9-]+\.bak", path.name)
+        if m and path.parent.name != DRIVER:
+            original = path.parent / (m.group(1) or DRIVER)
+            bash[str(original)] = str(dest)           # (sorted by stamp: the newest stays)
+        print(f"moved {path} (left by an earlier install.py) to {dest}")
+    if bash and not state.get("bash_driver"):
+        state["bash_driver"] = bash
+
+
 def _install(args, layout: Layout) -> Result:
     owner = owner_ids(args.owner)
     state = load_state(layout)
-    state.pop("legacy", None)             # what the older install.py added is taken over as recorded
+    legacy = bool(state.pop("legacy", None))  # what the older install.py added is taken over as recorded
     oned, execrc = TextFile.read(layout.oned_conf), TextFile.read(layout.vmm_execrc)
     oned_record = json.loads(json.dumps(state.get("oned", {})))
     execrc_record = json.loads(json.dumps(state.get("execrc", {})))
@@ -1314,6 +1371,8 @@ def _install(args, layout: Layout) -> Result:
         if args.dry_run:
             return dry_run_report(args, layout, result, files, conf_new, bash,
                                   [(oned, new_oned), (execrc, new_execrc)])
+        if legacy:
+            move_legacy_backups(tx, layout, state)
         if bash:
             print("found the bash linstor_un driver: its files are moved to the backups, its linstor_un.conf "
                   "and oned.conf entries are kept")
@@ -1430,6 +1489,7 @@ def _uninstall(args, layout: Layout) -> Result:
                            f"{layout.state_file})")
     if state.get("legacy"):
         remove += [d for d in layout.driver_dirs] + [layout.remotes / "vmm" / "kvm" / n for n in VMM_FILES]
+        state.setdefault("dirs", []).append(str(layout.conf_file.parent))        # (the first install.py made it)
     if not args.dry_run:
         check_writable([layout.oned_conf, layout.vmm_execrc] + [p.parent for p in remove])
     tx = Transaction(layout, owner_ids(args.owner), args.dry_run)
@@ -1449,6 +1509,8 @@ def _uninstall(args, layout: Layout) -> Result:
         return result
     try:
         tx.begin()
+        if state.get("legacy"):
+            move_legacy_backups(tx, layout, state)
         tx.write(layout.oned_conf, oned.encode(new_oned))
         tx.write(layout.vmm_execrc, execrc.encode(new_execrc))
         # from here on the removal is completed, never undone: a run stopped in it is finished by
@@ -1459,13 +1521,14 @@ def _uninstall(args, layout: Layout) -> Result:
         raise
     for p in remove:
         tx.remove(p)
+    layout.legacy_state_file.unlink(missing_ok=True)          # (in a directory the first install.py made)
     for d in sorted(state.get("dirs", []), key=len, reverse=True):
         try:
             Path(d).rmdir()
         except OSError:
             pass
-    for path in (layout.state_file, layout.legacy_state_file):
-        path.unlink(missing_ok=True)
+    layout.state_file.unlink(missing_ok=True)
+    bash = state.get("bash_driver") or {}                     # (the first install.py's backups of it, moved)
     result.changed, result.backup_dir = tx.changed, tx.backup_dir
     if args.restore_bash:
         restore_bash(bash, None, result)
@@ -1552,6 +1615,20 @@ def parse_args(argv=None):
     return args
 
 
+def os_failure(err: OSError) -> str:
+    import errno
+    where = err.filename or "a file"
+    if err.errno == errno.ENOSPC:
+        return f"no space left on the device of {where}"
+    if err.errno == errno.EROFS:
+        return f"{where} is on a read-only file system"
+    if err.errno == errno.ENOTDIR:
+        return f"a file stands where a directory should be, on the way to {where}"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to change {where}"
+    return f"{where}: {err.strerror or err}"
+
+
 class Stopped(BaseException):
     """SIGTERM or SIGHUP (a dropped SSH session): undone like a failure (SIGINT: KeyboardInterrupt)."""
 
@@ -1567,6 +1644,9 @@ def main(argv=None) -> int:
         result = uninstall(args) if args.uninstall else install(args)
     except InstallError as err:
         print(f"install.py: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:          # (what was written is undone by then)
+        print(f"install.py: {os_failure(err)}; what this run changed was undone", file=sys.stderr)
         return 1
     except (Stopped, KeyboardInterrupt) as err:
         what = str(err) if isinstance(err, Stopped) else "SIGINT"

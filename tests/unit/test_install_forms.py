@@ -173,3 +173,88 @@ def test_a_computed_vmm_execrc_value_is_refused(tmp_path, capsys):
     assert run(one) == 1
     assert "LIVE_DISK_SNAPSHOTS is computed" in capsys.readouterr().err
     assert snapshot(one) == before
+
+
+def test_a_file_where_a_directory_should_be_is_one_line(tmp_path, capsys):
+    one = front_end(tmp_path, "7.4.0")
+    (one / "var" / "remotes" / "tm").write_text("not a directory\n")
+    before = snapshot(one)
+    assert run(one) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, where" in err and "needs a directory" in err
+    assert snapshot(one) == before
+
+
+def test_a_read_only_file_system_is_said_as_such(tmp_path, capsys, monkeypatch):
+    import os as _os
+    one = front_end(tmp_path, "7.4.0")
+    real = _os.statvfs
+
+    def read_only(path):
+        st = real(path)
+        return _os.statvfs_result((*st[:8], st.f_flag | _os.ST_RDONLY, *st[9:]))
+    monkeypatch.setattr(install.os, "statvfs", read_only)
+    assert run(one) == 1
+    err = capsys.readouterr().err
+    assert "read-only file system" in err and "run as root" not in err
+
+
+def test_an_os_error_while_writing_is_one_line_and_undone(tmp_path, capsys, monkeypatch):
+    import errno
+    one = front_end(tmp_path, "7.4.0")
+    before = snapshot(one)
+    writes = []
+    real = install.put_file
+
+    def full(path, *a, **kw):
+        writes.append(path)
+        if len(writes) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *a, **kw)
+    monkeypatch.setattr(install, "put_file", full)
+    assert run(one) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on the device of" in err and "undone" in err
+    assert {k: v for k, v in snapshot(one).items() if not k.startswith("var/linstor_un")} == before
+
+
+def test_what_the_first_install_py_left_in_the_remotes_goes_out_of_them(tmp_path):
+    """The first install.py (history: 2241f06) kept its backups inside the remotes, which
+    `onehost sync` copies to every host: taken out, the bash driver's copy kept for --restore-bash."""
+    import importlib.util
+    import subprocess
+    import sys
+    from .test_install import REPO, bash_driver, without_state
+    old = subprocess.run(["git", "-C", str(REPO), "show", "2241f06:install.py"], capture_output=True, text=True)
+    if old.returncode != 0:
+        pytest.skip("the repository's history is not here")
+    path = tmp_path / "old_install.py"
+    path.write_text(old.stdout.replace("REPO = Path(__file__).resolve().parent", f"REPO = Path({str(REPO)!r})"))
+    spec = importlib.util.spec_from_file_location("old_install", path)
+    previous = importlib.util.module_from_spec(spec)
+    sys.modules["old_install"] = previous
+    try:
+        spec.loader.exec_module(previous)
+    finally:
+        sys.modules.pop("old_install", None)
+    one = front_end(tmp_path, "6.10.0")
+    remotes = one / "var" / "remotes"
+    bash_driver(one)
+    text = conf(one).read_text()                          # (its README adds the datastore lists too)
+    conf(one).write_text(re.sub(r'(-s shared,ssh,ceph,fs_lvm,fs_lvm_ssh,qcow2,vcenter)"', r'\1,linstor_un"',
+                                re.sub(r'(-d dummy,fs,lvm,ceph,dev,iscsi_libvirt,vcenter,restic,rsync)',
+                                       r'\1,linstor_un', text, count=1), count=1))
+    assert conf(one).read_text().count("linstor_un") == text.count("linstor_un") + 2
+    rc = one / "etc" / "vmm_exec" / "vmm_execrc"             # and kvm-linstor_un to the live snapshots
+    rc.write_text(rc.read_text().replace('qemu-ssh"', 'qemu-ssh kvm-linstor_un"', 1))
+    assert "kvm-linstor_un" in rc.read_text()
+    before = snapshot(one)
+    assert previous.main(["--one-location", str(one), "--python", sys.executable]) == 0
+    assert list(remotes.rglob("*.bak"))                   # (what the first install.py left there)
+    assert run(one) == 0
+    assert not list(remotes.rglob("*.bak")) and not list(remotes.rglob("*.bak/*"))
+    assert run(one, "--uninstall", "--restore-bash") == 0
+    after = without_state(snapshot(one))
+    # the release's files and the bash driver as they were (but the first install.py's own
+    # backups of oned.conf and vmm_execrc beside them in etc/, which it wrote outside the remotes)
+    assert {k: v for k, v in after.items() if not k.endswith(".bak")} == before
