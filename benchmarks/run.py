@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +34,10 @@ MINIMUM = {
                  "device); owner props (persistent image); one remote ln"),
     "mvds": (3, 1, "list (is the host's replica diskless?); clear owner props; list snapshots (clear the "
                    "VM's props they copied, remove its backup chain); one remote rm"),
-    "delete": (2, 1, "list (the shared image's replica stays: another VM disk there uses it); list snapshots "
-                     "(this VM's backup chain on the image goes); one remote rm"),
+    "delete": (4, 1, "list (the shared image's replica stays: another VM disk there uses it); read the "
+                     "definition and clear the VM's owner properties (a persistent image: monitoring would report "
+                     "it for a VM that is gone); list snapshots (this VM's backup chain on the image goes); one "
+                     "remote rm"),
     "resize": (3, 0, "read the volume size (refuse shrinking) + resize + list the replicas (every device "
                      "offers the new size: LINSTOR records it before its satellites make it)"),
     "snap_create": (4, 0, "ownership token on the definition (the snapshot copies it); create the snapshot; "
@@ -749,7 +752,20 @@ def backups(size_mb: int, rounds: int = 3) -> dict:
         stats = Path(tempfile.mkstemp(prefix="linstor_un-stats-")[1])
         r.env["LINSTOR_UN_STATS"] = str(stats)
         samples: dict[str, list] = {"dd_whole": [], "dd_half": [], "dd_direct": [], "full": [], "full_read": [],
-                                    "increment": [], "inc_read": [], "inc_bytes": [], "changed": []}
+                                    "increment": [], "inc_read": [], "inc_bytes": [], "changed": [],
+                                    "inc_device_read": [], "digest_inc": [], "digest_device_read": []}
+
+        def device_read(run) -> int:
+            found = re.findall(r"(\d+) bytes read", run.pre.stderr)
+            return int(found[-1]) if found else -1
+
+        def rewrite_one_percent() -> int:
+            blocks = size_mb * 1024 * 1024 // block
+            picked = rnd.sample(range(blocks), max(1, blocks // 100))
+            script = "; ".join(f"dd if=/dev/urandom of={disk} bs=64k seek={b} count=1 conv=notrunc status=none"
+                               for b in picked)
+            host.run_inside(script + "; sync", timeout=600)
+            return len(picked) * block
 
         def read_step() -> float:
             """The host's read of the snapshot (the rest is LINSTOR: snapshot, restore, attach, delete)."""
@@ -776,19 +792,29 @@ def backups(size_mb: int, rounds: int = 3) -> dict:
                 raise RuntimeError(str(full.pre))
             samples["full"].append(full.pre.seconds)
             samples["full_read"].append(read_step())
-            blocks = size_mb * 1024 * 1024 // block
-            picked = rnd.sample(range(blocks), max(1, blocks // 100))
-            script = "; ".join(f"dd if=/dev/urandom of={disk} bs=64k seek={b} count=1 conv=notrunc status=none"
-                               for b in picked)
-            host.run_inside(script + "; sync", timeout=600)
+            changed = rewrite_one_percent()
             stats.write_text("")
-            inc = bds.backup(r, vm, [0], live=False)
+            inc = bds.backup(r, vm, [0], live=False)          # the changed-block path (LVM_THIN: thin_delta)
             if not inc.ok:
                 raise RuntimeError(str(inc.pre))
             samples["increment"].append(inc.pre.seconds)
             samples["inc_read"].append(read_step())
-            samples["changed"].append(len(picked) * block)
+            samples["changed"].append(changed)
             samples["inc_bytes"].append((bds.root / "700" / inc.source / "disk.0.1").stat().st_size)
+            samples["inc_device_read"].append(device_read(inc))
+            rewrite_one_percent()                              # beside it: the digest path (no thin_delta)
+            for node in lab.node_names:
+                lab.fail_command(node, "thin_delta")
+            try:
+                stats.write_text("")
+                dig = bds.backup(r, vm, [0], live=False)
+            finally:
+                lab.clear_command_faults()
+            if not dig.ok or "changed blocks:" not in dig.pre.stderr:
+                raise RuntimeError(str(dig.pre))
+            read_step()
+            samples["digest_inc"].append(dig.pre.seconds)
+            samples["digest_device_read"].append(device_read(dig))
         med = {k: statistics.median(v) for k, v in samples.items()}
         half_mb = size_mb / 2
         return {"disk_mb": size_mb, "written_mb": half_mb, "rounds": rounds,
@@ -800,7 +826,12 @@ def backups(size_mb: int, rounds: int = 3) -> dict:
                 "increment_s": round(med["increment"], 2), "increment_read_s": round(med["inc_read"], 2),
                 "increment_vs_full": round(med["increment"] / med["full"], 2),
                 "changed_mib": round(med["changed"] / 2**20, 2), "increment_file_mib": round(med["inc_bytes"] / 2**20, 2),
-                "increment_bytes_limit_mib": round((1.1 * med["changed"] + 2**20) / 2**20, 2)}
+                "increment_bytes_limit_mib": round((1.1 * med["changed"] + 2**20) / 2**20, 2),
+                "increment_device_read_mib": round(med["inc_device_read"] / 2**20, 2),
+                "increment_read_limit_mib": round((2 * med["changed"] + 2**20) / 2**20, 2),
+                "digest_increment_s": round(med["digest_inc"], 2),
+                "digest_increment_vs_full": round(med["digest_inc"] / med["full"], 2),
+                "digest_device_read_mib": round(med["digest_device_read"] / 2**20, 2)}
 
 
 def freeze_times(disks: int = 4, rounds: int = 5) -> dict:
@@ -881,10 +912,15 @@ def markdown(results: dict) -> str:
                 f"half | {b['full_vs_dd_half']} | |",
                 f"| — of which the host's read of the snapshot | {b['disk_mb']} | {b.get('full_read_s', '')} | dd of "
                 f"the written half | {b.get('full_read_vs_dd_half', '')} | |",
-                f"| increment, 1 % of the blocks rewritten ({b['changed_mib']} MiB) | {b['disk_mb']} | "
-                f"{b['increment_s']} | the full backup | {b['increment_vs_full']} | {b['increment_file_mib']} "
-                f"(limit {b['increment_bytes_limit_mib']}) |",
-                f"| — of which the host's read of the snapshot | {b['disk_mb']} | {b.get('increment_read_s', '')} | | | |"]
+                f"| increment, 1 % of the blocks rewritten ({b['changed_mib']} MiB): changed blocks (thin_delta) "
+                f"| {b['disk_mb']} | {b['increment_s']} | the full backup | {b['increment_vs_full']} | "
+                f"{b['increment_file_mib']} (limit {b['increment_bytes_limit_mib']}) |",
+                f"| — of which the host's read of the snapshot | {b['disk_mb']} | {b.get('increment_read_s', '')} | | | |",
+                f"| — bytes read from the device, MiB | {b['disk_mb']} | {b.get('increment_device_read_mib', '')} "
+                f"(limit {b.get('increment_read_limit_mib', '')}) | | | |",
+                f"| the same increment by block digests (no thin_delta) | {b['disk_mb']} | "
+                f"{b.get('digest_increment_s', '')} | the full backup | {b.get('digest_increment_vs_full', '')} | |",
+                f"| — bytes read from the device, MiB | {b['disk_mb']} | {b.get('digest_device_read_mib', '')} | | | |"]
     if "freeze" in results:
         f = results["freeze"]
         out += ["", f"Guest frozen during a live backup of {f['disks']} disks ({f['rounds']} runs): median "

@@ -29,6 +29,7 @@ HOST_PATHS = {
     "datastores": "/var/lib/one/datastores",
     "remotes": "/var/tmp/one",
     "localbin": "/usr/local/bin",      # per-host command shims (fault injection)
+    "localsbin": "/usr/local/sbin",    # per-host stand-ins (lvs, dmsetup: lab/thin_standin.py)
     "libvirt/run": "/run/libvirt",
     "libvirt/lib": "/var/lib/libvirt",
     "libvirt/log": "/var/log/libvirt",

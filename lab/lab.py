@@ -158,6 +158,7 @@ class Lab:
             validate_schema=cfg.validate_schema, controller_props=cfg.controller_props,
             version=cfg.linstor_version))
         self.linstor.start()
+        self._thin_standins()
         self.monitor = MonitorListener()
         self.oned = OnedEndpoint(version=cfg.version)
         self.oned.start()
@@ -167,6 +168,20 @@ class Lab:
         self.oned.add(Datastore(SYSTEM_DS, "linstor_system", "SYSTEM_DS", ds_mad="-",
                                 template=self.datastore_template()))
         self._frontend_tree()
+
+    def _thin_standins(self) -> None:
+        """`lvs` and `dmsetup` on every host: the LVM thin pool stand-in (lab/thin_standin.py)
+        over the emulator's state, whose metadata the real thin_delta reads."""
+        state = self.workdir / "linstor" / "controller-state.json"
+        data = self.workdir / "linstor" / "data"
+        for host in self.hosts.values():
+            sbin = host.path("/usr/local/sbin")
+            sbin.mkdir(parents=True, exist_ok=True)
+            for tool in ("lvs", "dmsetup"):
+                shim = sbin / tool
+                shim.write_text(f"#!/bin/sh\n# the lab's LVM thin stand-in (lab/thin_standin.py)\n"
+                                f"exec /usr/bin/python3 {REPO / 'lab' / 'thin_standin.py'} {state} {data} {tool} \"$@\"\n")
+                shim.chmod(0o755)
 
     def close_masters(self) -> None:
         """End every SSH master connection to the lab's hosts (OpenNebula's shared ones)."""

@@ -35,6 +35,8 @@ def test_scale_throughput_concurrency_small():
 def test_backup_rows_small():
     b = backups(64, rounds=1)
     assert b["increment_file_mib"] <= b["increment_bytes_limit_mib"]
+    # the changed-block path reads what changed, the digest path the whole disk
+    assert 0 <= b["increment_device_read_mib"] <= b["increment_read_limit_mib"] < b["digest_device_read_mib"]
     f = freeze_times(disks=2, rounds=1)
     assert 0 < f["frozen_median_s"] < 30
 

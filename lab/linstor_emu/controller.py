@@ -1624,10 +1624,15 @@ class Controller:
         vds = []
         for vnr in sorted(rd["vds"], key=int):
             size = rd["vds"][vnr]["size_kib"]
-            self.data.take_snapshot(rd["name"], int(vnr), snap_name, size, loops)
+            self.data.take_snapshot(rd["name"], int(vnr), snap_name, size, loops,
+                                    thin_chunk_kib=self.s.get("thin_chunk_kib", 64))
             vds.append({"volume_number": int(vnr), "size_kib": size})
+        # the thin device id each snapshot LV would have in its pool (lab/thin_standin.py)
+        thin_id = self.s.setdefault("next_thin_id", 100)
+        self.s["next_thin_id"] = thin_id + 1
         rd["snaps"][snap_name.upper()] = {
             "name": snap_name, "nodes": [self.s["nodes"][k]["name"] for k in online], "props": {},
+            "thin_id": thin_id,
             "rd_props": dict(rd["props"]),
             "flags": ["SUCCESSFUL"], "vds": vds, "uuid": _uuid(), "ts": _now_ms(),
             "pools": {self.s["nodes"][k]["name"]: rd["rscs"][k]["pool"] for k in online},
@@ -1907,6 +1912,12 @@ class Controller:
                     rsc = rd["rscs"].get(key)
                     if rsc and "DELETE" in rsc["flags"]:
                         self._remove_resource(rd, key)
+            self.save()
+
+    def set_thin_chunk(self, kib: int) -> None:
+        """The chunk size of the lab's thin pools, for snapshots taken from now on (lab control)."""
+        with self.lock:
+            self.s["thin_chunk_kib"] = int(kib)
             self.save()
 
     def fail_resize(self, rsc_name: str, node: str) -> None:

@@ -18,7 +18,9 @@ import fcntl
 import os
 import shutil
 import stat
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -51,6 +53,40 @@ def sparse_copy(src: Path, dst_fd: int, size: int) -> None:
             pos = hole_at
     os.ftruncate(dst_fd, size)
     os.fsync(dst_fd)
+
+
+THIN_MAP_MAGIC = b"LABTHIN1"
+
+
+def write_thin_map(image: Path, chunk_kib: int) -> None:
+    """`<image>.map`: what an LVM thin snapshot of these bytes would map, chunk by chunk, for the
+    lab's thin pool stand-in (lab/thin_standin.py): 0 for a chunk that reads as zeros (unmapped),
+    else a 64-bit key of the chunk's place and content (equal keys: the same data block, which
+    snapshots share until one of them is written). Header: magic, chunk size in KiB, chunk count."""
+    chunk = chunk_kib << 10
+    size = os.path.getsize(image)
+    count = (size + chunk - 1) // chunk
+    keys = bytearray(8 * count)
+    zero = bytes(chunk)
+    with open(image, "rb") as f:
+        fd = f.fileno()
+        pos = 0
+        while pos < size:
+            try:
+                data_at = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            hole_at = os.lseek(fd, data_at, os.SEEK_HOLE)
+            index = data_at // chunk
+            while index * chunk < hole_at:
+                buf = os.pread(fd, chunk, index * chunk)
+                if buf != zero[:len(buf)]:
+                    key = (zlib.crc32(buf) << 32 | zlib.adler32(buf)) ^ (index * 0x9E3779B97F4A7C15 & (2 ** 64 - 1))
+                    struct.pack_into("<Q", keys, 8 * index, key or 1)
+                index += 1
+            pos = max(hole_at, index * chunk)
+    with open(str(image) + ".map", "wb") as out:
+        out.write(THIN_MAP_MAGIC + struct.pack("<II", chunk_kib, count) + bytes(keys))
 
 
 class DataPlane:
@@ -108,7 +144,8 @@ class DataPlane:
         for loop in loops:
             subprocess.run(["losetup", "-c", loop], check=True)
 
-    def take_snapshot(self, rsc: str, vnr: int, snap: str, size_kib: int, loops: list[str]) -> None:
+    def take_snapshot(self, rsc: str, vnr: int, snap: str, size_kib: int, loops: list[str],
+                      thin_chunk_kib: int = 64) -> None:
         self.flush(loops)
         dst = self.snapshot_file(rsc, snap, vnr)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +155,7 @@ class DataPlane:
                 sparse_copy(src, f.fileno(), size_kib * 1024)
             else:
                 f.truncate(size_kib * 1024)
+        write_thin_map(dst, thin_chunk_kib)
 
     def delete_snapshot(self, rsc: str, snap: str) -> None:
         shutil.rmtree(self.root / "snapshots" / rsc.upper() / snap.upper(), ignore_errors=True)

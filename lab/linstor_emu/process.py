@@ -148,6 +148,10 @@ class LinstorEmulator:
     def set_node_status(self, node: str, status: str) -> None:
         self.control("POST", "/__lab/node-status", {"node": node, "status": status})
 
+    def set_thin_chunk(self, kib: int) -> None:
+        """The chunk size of the thin pools' stand-in for snapshots taken from now on."""
+        self.control("POST", "/__lab/thin-chunk", {"kib": kib})
+
     def fail_resize(self, resource: str, node: str) -> None:
         """The next growth of `resource` fails on `node`'s satellite (its devices keep their size)."""
         self.control("POST", "/__lab/resize-fails", {"resource": resource, "node": node})

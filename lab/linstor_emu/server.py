@@ -112,6 +112,9 @@ class Emulator:
         if path == "/__lab/node-status" and method == "POST":
             c.set_node_status(body["node"], body["status"])
             return 200, {"ok": True}
+        if path == "/__lab/thin-chunk" and method == "POST":
+            c.set_thin_chunk(body["kib"])
+            return 200, {"ok": True}
         if path == "/__lab/resize-fails" and method == "POST":
             c.fail_resize(body["resource"], body["node"])
             return 200, {"ok": True}

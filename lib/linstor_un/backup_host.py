@@ -5,12 +5,15 @@ The driver sends this file's text over SSH (`python3 -c <text> ...`): nothing to
 hosts, standard library only, Python 3.6 or newer (RHEL 8's python3). It imports nothing of the
 driver.
 
-    python3 -c <text> <full|increment> <device> <output> <block_size> [<base_device>]
+    python3 -c <text> <full|increment|changes> <device> <output> <block_size> [<base_device>]
 
 stdin   the digests of the disk at the previous backup: 16 bytes per block (SHA-256, cut), an
         all-zero digest for an all-zero block. Empty: none kept (a full backup, or the
         front-end lost them: then <base_device>, the previous backup's snapshot, is read instead,
         and without it every block counts as changed).
+        changes: first the blocks the storage says changed (8-byte count, then <QQc runs: first
+        block, blocks, b"d" to read or b"z" now zeros), then those digests, which must be there:
+        only the named blocks are read, every other block keeps its digest.
 stdout  the digests of the device now, in the same form (the next increment compares with them).
 stderr  errors as one line; on success a last line of JSON counts.
 Both digest streams are read and written as the blocks pass (memory does not grow with the disk:
@@ -279,47 +282,134 @@ class _Prefixed:
         return self.rest.read(n)
 
 
+def read_exact(stream, n):
+    data = b""
+    while len(data) < n:
+        more = stream.read(n - len(data))
+        if not more:
+            raise SystemExit("the driver's list of changed blocks ended early")
+        data += more
+    return data
+
+
+def changed_blocks(source, size, block, writer, previous, runs, digests_out, counts):
+    """Only the blocks the storage named: read ("d") or zeros now ("z"); every other block is
+    unchanged since the previous backup and keeps its digest."""
+    nblocks = -(-size // block)
+    watch = Watchdog()
+    index = 0
+
+    def keep(upto):
+        # unchanged: the previous digests go on as they were (zeros past the previous end: the
+        # disk grew, and the new part reads as zeros)
+        nonlocal index
+        while index < upto:
+            digest = previous.at(index)
+            if digest is None:
+                writer.zero(index)
+                digest = ZERO_DIGEST
+            digests_out.write(digest)
+            counts["blocks"] += 1
+            index += 1
+    for start, count, kind in runs:
+        if start < index or start + count > nblocks:
+            raise SystemExit("the driver's list of changed blocks is out of order or past the disk")
+        keep(start)
+        watch.check()
+        if kind == b"z":
+            for _ in range(count):
+                previous.at(index)
+                writer.zero(index)
+                digests_out.write(ZERO_DIGEST)
+                counts["blocks"] += 1
+                counts["zeroed"] += 1
+                index += 1
+            continue
+        end = start + count
+        while index < end:
+            n = min(READ_CHUNK // block, end - index)
+            buf = source.read(min(n * block, size - index * block), index * block)
+            if not buf:
+                raise OSError(errno.EIO, "short read at byte %d" % (index * block), source.path)
+            counts["read_bytes"] += len(buf)
+            for i, digest in enumerate(digests_of(buf, block)):
+                before = previous.at(index)
+                if digest != before:
+                    if digest == ZERO_DIGEST:
+                        writer.zero(index)
+                        counts["zeroed"] += 1
+                    else:
+                        piece = buf[i * block:(i + 1) * block]
+                        writer.data(index, piece)
+                        counts["changed"] += 1
+                        counts["data_bytes"] += len(piece)
+                digests_out.write(digest)
+                counts["blocks"] += 1
+                index += 1
+    keep(nblocks)
+
+
+def whole_device(mode, source, size, block, base, out, previous_holder, digests_out, counts, workers):
+    """Every block read: compared with the previous backup's digests (increment) or not (full)."""
+    previous = previous_holder[0]
+    with ThreadPoolExecutor(workers) as pool:
+        if mode == "increment":
+            stdin = sys.stdin.buffer
+            first = stdin.read(DIGEST)
+            if first:
+                previous_holder[0] = previous = Digests(stream=_Prefixed(first, stdin))
+            elif base:
+                previous_holder[0] = previous = Digests(device=Device(base), size=size, block=block, pool=pool,
+                                                        depth=workers * 2)
+        writer = Qcow2Writer(out, size, block.bit_length() - 1)
+        for index, buf, digest in scan(source, size, block, pool, workers * 2):
+            try:
+                digests_out.write(digest)
+            except BrokenPipeError:
+                raise SystemExit("backup abandoned: the driver that started it is gone")
+            counts["blocks"] += 1
+            counts["read_bytes"] += len(buf)
+            if mode == "increment" and previous.at(index) == digest:
+                continue                        # unchanged: read through to the last backup
+            if digest == ZERO_DIGEST:
+                if mode == "increment":
+                    writer.zero(index)          # now zeros, whatever it held before
+                    counts["zeroed"] += 1
+                continue
+            writer.data(index, buf)
+            counts["changed"] += 1
+            counts["data_bytes"] += len(buf)
+        writer.finish()
+
+
 def main(argv):
     mode, device, output, block = argv[0], argv[1], argv[2], int(argv[3])
     base = argv[4] if len(argv) > 4 else None
-    if mode not in ("full", "increment") or block < 512 or block & (block - 1) or block > (2 << 20):
-        raise SystemExit("usage: full|increment <device> <output> <block_size> [<base_device>]")
+    if mode not in ("full", "increment", "changes") or block < 512 or block & (block - 1) or block > (2 << 20):
+        raise SystemExit("usage: full|increment|changes <device> <output> <block_size> [<base_device>]")
     started = time.time()
     source = Device(device)
     size = source.size
     workers = max(1, min(4, (os.cpu_count() or 1)))
     part = "%s.part.%d" % (output, os.getpid())
     out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
-    counts = {"blocks": 0, "changed": 0, "zeroed": 0, "data_bytes": 0}
-    previous = Digests()
+    counts = {"blocks": 0, "changed": 0, "zeroed": 0, "data_bytes": 0, "read_bytes": 0}
+    previous_holder = [Digests()]
     digests_out = sys.stdout.buffer
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            if mode == "increment":
-                stdin = sys.stdin.buffer
-                first = stdin.read(DIGEST)
-                if first:
-                    previous = Digests(stream=_Prefixed(first, stdin))
-                elif base:
-                    previous = Digests(device=Device(base), size=size, block=block, pool=pool, depth=workers * 2)
+        if mode == "changes":
+            stdin = sys.stdin.buffer
+            n = struct.unpack("<Q", read_exact(stdin, 8))[0]
+            runs = [struct.unpack("<QQc", read_exact(stdin, 17)) for _ in range(n)]
+            previous_holder[0] = previous = Digests(stream=stdin)
             writer = Qcow2Writer(out, size, block.bit_length() - 1)
-            for index, buf, digest in scan(source, size, block, pool, workers * 2):
-                try:
-                    digests_out.write(digest)
-                except BrokenPipeError:
-                    raise SystemExit("backup abandoned: the driver that started it is gone")
-                counts["blocks"] += 1
-                if mode == "increment" and previous.at(index) == digest:
-                    continue                        # unchanged: read through to the last backup
-                if digest == ZERO_DIGEST:
-                    if mode == "increment":
-                        writer.zero(index)          # now zeros, whatever it held before
-                        counts["zeroed"] += 1
-                    continue
-                writer.data(index, buf)
-                counts["changed"] += 1
-                counts["data_bytes"] += len(buf)
+            try:
+                changed_blocks(source, size, block, writer, previous, runs, digests_out, counts)
+            except BrokenPipeError:
+                raise SystemExit("backup abandoned: the driver that started it is gone")
             writer.finish()
+        else:
+            whole_device(mode, source, size, block, base, out, previous_holder, digests_out, counts, workers)
         os.close(out)
         out = -1
         os.rename(part, output)
@@ -335,7 +425,7 @@ def main(argv):
         raise
     finally:
         source.close()
-        previous.close()
+        previous_holder[0].close()
     digests_out.flush()
     counts.update(size=size, file_bytes=os.path.getsize(output), seconds=round(time.time() - started, 3))
     sys.stderr.write(json.dumps(counts) + "\n")

@@ -41,9 +41,9 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Optional
 
-from . import disks, host_ops, names, ownership, snapshots
+from . import changed_blocks, disks, host_ops, names, ownership, snapshots
 from .errors import DriverError
 from .linstor_api import Linstor, Snapshot
 from .one_api import VmDoc
@@ -421,6 +421,9 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
     `sink` (the previous ones from `previous`, None where there are none)."""
     attacher = act.attacher(disk.settings)
     mode = "increment" if increment > 0 else "full"
+    runs = changed_runs(act, disk, snap, base, previous) if mode == "increment" else None
+    if runs is not None:
+        mode = "changes"
     with snapshots.restored(disk.api, attacher, host.name, disk.resource, snap, "prebackup",
                             suffix="backup") as device:
         base_read = nullcontext(None)
@@ -434,10 +437,14 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
         with base_read as base_device:
             reader = ["python3", "-c", HOST_PROGRAM.read_text(), mode, device, target, str(BLOCK),
                       *([base_device] if base_device else [])]
+            feed: Any = b""
+            if mode == "changes":
+                feed = Chained(changed_blocks.encode(runs or []), previous)
+            elif previous is not None and mode == "increment":
+                feed = previous
             out = host.run(limits.apply(reader, os.path.dirname(target)),
                            f"back up disk {disk.disk_id} ({disk.resource}) to {target}",
-                           stdin=previous if previous is not None and mode == "increment" else b"",
-                           stdout=sink, timeout=transfer_limit(size_bytes) * (2 if base_device else 1))
+                           stdin=feed, stdout=sink, timeout=transfer_limit(size_bytes) * (2 if base_device else 1))
     counts = out.stderr.decode(errors="replace").strip().splitlines()[-1:]
     try:
         c = json.loads(counts[0]) if counts else {}
@@ -445,12 +452,54 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
         c = {}
     act.report.info(f"disk {disk.disk_id}: {c.get('changed', 0)} of {c.get('blocks', 0)} blocks written"
                     f"{', %d zeroed' % c['zeroed'] if c.get('zeroed') else ''}, {c.get('file_bytes', 0)} bytes "
-                    f"in {c.get('seconds', 0)} s")
+                    f"in {c.get('seconds', 0)} s, {c.get('read_bytes', 0)} bytes read")
     sink.flush()
     written = os.fstat(sink.fileno()).st_size - start if sink.name != os.devnull else None
     if written is not None and written != 16 * int(c.get("blocks", -1)):
         raise DriverError(f"back up disk {disk.disk_id}: the host returned {written} bytes of digests for "
                           f"{c.get('blocks', '?')} blocks")
+
+
+class Chained:
+    """A stream: `head`, then what `rest` reads."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n] if n >= 0 else self.head, self.head[n:] if n >= 0 else b""
+            return out
+        return self.rest.read(n)
+
+
+def changed_runs(act: "Action", disk: BackupDisk, snap: str, base: Optional[str],
+                 previous: Optional[BinaryIO]) -> Optional[list]:
+    """The blocks the storage says changed since the base snapshot, or None (the whole snapshot is
+    read: the VM log says why)."""
+    said = f"disk {disk.disk_id}: the whole snapshot is read"
+    if base is None:
+        return None                         # (read_disk says why)
+    if previous is None:
+        act.report.info(f"{said} (no digests of the last backup here: changed blocks alone would not do)")
+        return None
+    try:
+        snaps = {s.name: s for s in disk.api.snapshots(disk.resource)}
+        if snap not in snaps or base not in snaps:
+            raise changed_blocks.NoAnswer(f"snapshot {base if base not in snaps else snap} is not listed")
+        both = [n for n in snaps[snap].nodes if n.lower() in {m.lower() for m in snaps[base].nodes}]
+        why = changed_blocks.usable_names(disk.resource, snap, base)
+        if why:
+            raise changed_blocks.NoAnswer(why)
+        runs, pool = changed_blocks.changed_runs(disk.api, act.hosts, disk.resource, base, snap, both,
+                                                 snaps[snap].size_kib * 1024, BLOCK)
+    except changed_blocks.NoAnswer as err:
+        act.report.info(f"{said} (changed blocks: {err})")
+        return None
+    read, zeroed = (sum(r.count for r in runs if r.kind == k) for k in ("d", "z"))
+    act.report.info(f"disk {disk.disk_id}: {pool.vg}/{pool.pool} on {pool.node} says {read} blocks changed"
+                    f"{f' and {zeroed} are unmapped now' if zeroed else ''}: only those are read")
+    return runs
 
 
 def findable_by_backup_cancel() -> None:

@@ -50,6 +50,7 @@ class Replica:
     pool: str
     allocated_kib: int
     usable_kib: Optional[int] = None    # what the device offers (None: LINSTOR did not say)
+    layers: tuple = ()                  # the volume's layers, top first (DRBD, LUKS, STORAGE...)
 
     @property
     def diskless(self) -> bool:
@@ -94,6 +95,7 @@ class StoragePool:
     provider: str
     total_kib: Optional[int]            # None: LINSTOR does not know (yet)
     free_kib: int
+    props: dict = field(default_factory=dict)
 
     @property
     def diskless(self) -> bool:
@@ -372,7 +374,8 @@ class Linstor:
                                device=device_of(data["name"], vol0), provider=vol0.get("provider_kind", ""),
                                pool=vol0.get("storage_pool_name", ""),
                                allocated_kib=int(vol0.get("allocated_size_kib") or 0),
-                               usable_kib=natural_int(vol0.get("usable_size_kib"))))
+                               usable_kib=natural_int(vol0.get("usable_size_kib")),
+                               layers=tuple(e.get("type", "") for e in vol0.get("layer_data_list") or [])))
         return out
 
     def snapshots(self, name: str) -> list[Snapshot]:
@@ -398,7 +401,8 @@ class Linstor:
         for p in (x.data_v1 for x in reply.storage_pools):
             total = p.get("total_capacity")
             out.append(StoragePool(p.get("node_name", ""), p.get("storage_pool_name", ""), p.get("provider_kind", ""),
-                                   int(total) if total is not None else None, int(p.get("free_capacity") or 0)))
+                                   int(total) if total is not None else None, int(p.get("free_capacity") or 0),
+                                   dict(p.get("props") or {})))
         return out
 
     def resource_group(self, name: str) -> ResourceGroup:

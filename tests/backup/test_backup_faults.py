@@ -26,6 +26,12 @@ def leftovers(env, vm_id: int) -> dict:
     return {"temporary": rds, "snapshots": snaps, "files": files}
 
 
+def whole_disk_reads(env) -> None:
+    """Increments read the whole snapshot (no thin_delta on the hosts: the digest path)."""
+    for node in env.lab.node_names:
+        env.lab.fail_command(node, "thin_delta")
+
+
 def kill_point(env, vm_id: int, point: str):
     """When to SIGKILL prebackup: right after the snapshot request, while a disk is read on the
     host, or once the second disk's temporary resource exists."""
@@ -50,7 +56,11 @@ def test_killed_at_each_step_then_the_retry_succeeds(benv, point):
     backed_up(env, vm)                                              # increment 0
     env.write(vm, 0, os.urandom(MiB), 50 * MiB)
     env.lab.linstor.clear_requests()
-    killed = env.bds.backup(env.r, vm, [0, 1], live=False, kill_when=kill_point(env, vm_id, point))
+    whole_disk_reads(env)           # (a read of the changed blocks alone is over before it can be caught)
+    try:
+        killed = env.bds.backup(env.r, vm, [0, 1], live=False, kill_when=kill_point(env, vm_id, point))
+    finally:
+        env.lab.clear_command_faults()
     assert killed.pre.rc == -9, str(killed.pre)
     assert not killed.ok
     # the reader on the host notices that its driver is gone and stops
@@ -146,10 +156,14 @@ def test_cancelled_with_sigterm_undoes_itself(benv):
     # postbackup is not run here: what is left is what prebackup itself left
     vm.lcm_state = "BACKUP_POWEROFF"
     from lab.oned import to_xml
-    result = env.r.backup_step("prebackup", "node1", f"/var/lib/one//datastores/{SYSTEM_DS}/45", [0, 1], "one-45",
-                               45, SYSTEM_DS, to_xml(vm.element()),
-                               kill_when=lambda: part.exists() and any(".part." in p.name for p in part.iterdir()),
-                               kill_signal=15)
+    whole_disk_reads(env)
+    try:
+        result = env.r.backup_step("prebackup", "node1", f"/var/lib/one//datastores/{SYSTEM_DS}/45", [0, 1],
+                                   "one-45", 45, SYSTEM_DS, to_xml(vm.element()),
+                                   kill_when=lambda: part.exists() and any(".part." in p.name for p in part.iterdir()),
+                                   kill_signal=15)
+    finally:
+        env.lab.clear_command_faults()
     vm.lcm_state = "RUNNING"
     assert "terminated (SIGTERM)" in result.stderr, str(result)
     assert leftovers(env, 45) == before
