@@ -139,6 +139,21 @@ class LinstorEmulator:
     def requests(self) -> list[dict]:
         return self.control("GET", "/__lab/requests")
 
+    def controller_seconds(self, since: float) -> float:
+        """Seconds the controller spent handling requests that started after `since` (time.time())."""
+        path = self.dir / "timings.jsonl"
+        if not path.exists():
+            return 0.0
+        total = 0.0
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("t", 0) - entry.get("s", 0) >= since:
+                total += entry.get("s", 0)
+        return total
+
     def clear_requests(self) -> None:
         self.control("DELETE", "/__lab/requests")
 
