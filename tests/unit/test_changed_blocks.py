@@ -40,3 +40,44 @@ def test_what_lies_past_the_disk_is_left_out():
 def test_an_answer_that_does_not_add_up_is_no_answer(text):
     with pytest.raises(NoAnswer):
         runs(text, 16 * BLOCK, BLOCK)
+
+
+class Pools:
+    """A stand-in for Linstor's replicas and storage pools."""
+
+    def __init__(self, replicas, props=None):
+        self._replicas = replicas
+        self._props = props if props is not None else {"StorDriver/LvmVg": "vg", "StorDriver/ThinPool": "tp"}
+
+    def replicas(self, name):
+        return self._replicas
+
+    def storage_pools(self, nodes=None, pools=None):
+        from linstor_un.linstor_api import StoragePool
+        return [StoragePool(r.node, r.pool, r.provider, 100, 50, dict(self._props)) for r in self._replicas]
+
+
+def replica(node, provider="LVM_THIN", layers=("DRBD", "STORAGE"), flags=()):
+    from linstor_un.linstor_api import Replica
+    return Replica("r", node, list(flags), {}, False, "/dev/drbd1000", provider, "data", 0, 0, tuple(layers))
+
+
+@pytest.mark.parametrize("replicas,nodes,why", [
+    ([replica("a", "ZFS_THIN"), replica("b", "ZFS_THIN")], ["a", "b"], "not LVM_THIN"),
+    ([replica("a", "FILE_THIN")], ["a"], "not LVM_THIN"),
+    ([replica("a", layers=("DRBD", "LUKS", "STORAGE"))], ["a"], "layers are DRBD,LUKS,STORAGE"),
+    ([replica("a"), replica("c", "DISKLESS", (), ["DISKLESS"])], ["b"], "no node holds the disk and both"),
+    ([replica("c", "DISKLESS", (), ["DISKLESS"])], ["c"], "has no disk"),
+])
+def test_where_the_pool_cannot_answer(replicas, nodes, why):
+    from linstor_un.changed_blocks import thin_pool_holding
+    with pytest.raises(NoAnswer, match=why):
+        thin_pool_holding(Pools(replicas), "r", nodes)
+
+
+def test_the_pool_of_a_node_holding_both_snapshots():
+    from linstor_un.changed_blocks import ThinPool, thin_pool_holding
+    assert thin_pool_holding(Pools([replica("a"), replica("b")]), "r", ["B"]) == ThinPool("b", "vg", "tp")
+    assert ThinPool("b", "my-vg", "tp").dm("tp") == "my--vg-tp"
+    with pytest.raises(NoAnswer, match="does not name"):
+        thin_pool_holding(Pools([replica("a")], props={}), "r", ["a"])
