@@ -213,7 +213,8 @@ class OnedConf:
                 raise InstallError(f"{self.file.path}: a string at line {line_of(text, i)} is not closed")
             return Value(text[i + 1:j], i + 1, j, True), j + 1
         m = re.compile(r"[^\s,\]#]*").match(text, i)
-        return Value(m.group(), i, m.end(), False), m.end()
+        end = m.end() if m else i               # (the pattern matches the empty string at worst)
+        return Value(text[i:end], i, end, False), end
 
     @staticmethod
     def _skip(text: str, i: int, commas: bool) -> int:
@@ -717,7 +718,7 @@ def patch_execrc(f: TextFile, entries: list[str], record: dict) -> tuple[str, li
 
 
 def unpatch_execrc(f: TextFile, record: dict) -> tuple[str, list[str]]:
-    text, said = f.text, []
+    text, said = f.text, list[str]()
     if record.get("assignment") and record["assignment"] in text:
         return text.replace(record["assignment"], "", 1), ["LIVE_DISK_SNAPSHOTS assignment removed"]
     word = live_snapshots_value(text)
@@ -1664,6 +1665,8 @@ def main(argv=None) -> int:
         print(f"\n(dry run: {len(result.changed)} file(s) would change; nothing was touched)")
         return 0
     layout = result.layout
+    if layout is None:                  # (install and uninstall always say where)
+        return 0
     configs = {str(layout.oned_conf), str(layout.vmm_execrc), str(layout.conf_file)}
     print(("removed or changed" if args.uninstall else "changed") + f": {len(result.changed)} file(s)")
     for path in result.changed:
@@ -1678,7 +1681,7 @@ def main(argv=None) -> int:
     if result.backup_dir:
         print(f"backups of what was replaced: {result.backup_dir}")
     if not args.uninstall:
-        print(next_steps(result.layout))
+        print(next_steps(layout))
     return 0
 
 

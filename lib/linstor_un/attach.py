@@ -69,6 +69,11 @@ class HostLock:
     def shared(self) -> bool:
         return self._take(fcntl.LOCK_SH)
 
+    def unlock(self) -> None:
+        """Lets go of the lock, keeping the file open (to take it again in another mode)."""
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -96,10 +101,12 @@ class Attacher:
         self.api = api
         self.report = report
         self.diskless_pool = diskless_pool
-        self._held: dict[tuple[str, str], HostLock] = {}
+        # (host, resource) -> the lock held while borrowed, and whether the replica may be temporary
+        self._held: dict[tuple[str, str], tuple[HostLock, bool]] = {}
 
-    def _ensure(self, host: str, resource: str) -> tuple[Replica, bool]:
-        """Under the exclusive lock: the replica on host, created diskless if missing."""
+    def _ensure(self, host: str, resource: str) -> tuple[Replica, str, bool]:
+        """Under the exclusive lock: the replica on host (created diskless if missing), its device,
+        and whether it was created."""
         replicas = self.api.replicas(resource)
         if not replicas:
             raise DriverError(f"resource {resource} has no replicas in LINSTOR")
@@ -118,7 +125,7 @@ class Attacher:
                 raise DriverError(f"attach {resource} on {host}: LINSTOR did not create the replica")
         if not mine.device:
             raise DriverError(f"attach {resource} on {host}: LINSTOR reports no device")
-        return mine, created
+        return mine, mine.device, created
 
     def attach(self, host: str, resource: str) -> str:
         """For a VM: the replica stays. Returns the device path on the host."""
@@ -182,7 +189,7 @@ class Attacher:
                     return mine.device
                 # none: users of a replica hold the lock only while it exists, so only a brief
                 # remover or creator holds it now. flock cannot upgrade: let go, then wait
-                fcntl.flock(lock.fd, fcntl.LOCK_UN)
+                lock.unlock()
                 try:
                     lock.exclusive()
                 except BaseException:
@@ -191,7 +198,7 @@ class Attacher:
             finally:
                 gate.release()
         try:
-            mine, created = self._ensure(host, resource)
+            mine, device, created = self._ensure(host, resource)
             if created:
                 try:
                     self.api.set_replica_props(host, resource, {TEMPORARY: "yes"})
@@ -204,7 +211,7 @@ class Attacher:
         lock.shared()           # other borrowers may join; detachers wait
         # only a replica that is (or may become, being ours) temporary needs a look when given back
         self._held[(host, resource)] = (lock, created or TEMPORARY in mine.props)
-        return mine.device
+        return device
 
     @contextmanager
     def borrowed(self, host: str, resource: str, known: Sequence[Replica] = ()) -> Iterator[str]:
@@ -226,7 +233,7 @@ class Attacher:
         try:
             # unlock first: two users converting shared->exclusive at once would block each other
             # and both leave; after unlocking, whoever comes last finds nobody else and cleans up
-            fcntl.flock(lock.fd, fcntl.LOCK_UN)
+            lock.unlock()
             if not lock.exclusive(blocking=False):
                 return          # someone else still uses it; the last one cleans up
             mine = replica_on(self.api.replicas(resource), host)

@@ -41,7 +41,8 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Optional
+from functools import partial
+from typing import TYPE_CHECKING, Any, BinaryIO, ContextManager, Iterator, Optional
 
 from . import changed_blocks, disks, host_ops, names, ownership, snapshots
 from .errors import DriverError
@@ -55,6 +56,7 @@ from .rollback import Rollback
 
 if TYPE_CHECKING:
     from .action import Action
+    from .settings import DatastoreSettings
 
 BLOCK = 64 << 10                    # the qcow2 cluster and the unit of change
 HOST_PROGRAM = Path(__file__).with_name("backup_host.py")
@@ -141,7 +143,7 @@ class BackupDisk:
     resource: str
     owner: Owner                    # the VM disk: the chain is the VM's, also on a persistent image
     api: Linstor
-    settings: object
+    settings: "DatastoreSettings"
 
 
 def state_dir() -> Path:
@@ -426,7 +428,7 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
         mode = "changes"
     with snapshots.restored(disk.api, attacher, host.name, disk.resource, snap, "prebackup",
                             suffix="backup") as device:
-        base_read = nullcontext(None)
+        base_read: ContextManager[Optional[str]] = nullcontext(None)
         if mode == "increment" and previous is None and base is not None:
             act.report.info(f"no digests of disk {disk.disk_id} at the last backup here: reading {base} too")
             base_read = snapshots.restored(disk.api, attacher, host.name, disk.resource, base, "prebackup",
@@ -438,7 +440,7 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
             reader = ["python3", "-c", HOST_PROGRAM.read_text(), mode, device, target, str(BLOCK),
                       *([base_device] if base_device else [])]
             feed: Any = b""
-            if mode == "changes":
+            if mode == "changes" and previous is not None:
                 feed = Chained(changed_blocks.encode(runs or []), previous)
             elif previous is not None and mode == "increment":
                 feed = previous
@@ -556,7 +558,7 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
             previous = store.previous(d.disk_id, base_id, base_link.nonce if base_link else None)
             if cfg.incremental:
                 undo.add(f"forget digests of disk {d.disk_id}",
-                         lambda d=d: store.keep_only(d.disk_id, {base_id} if base_id is not None else set()))
+                         partial(store.keep_only, d.disk_id, {base_id} if base_id is not None else set()))
             try:
                 with store.writing(d.disk_id, increment, link.nonce, cfg.incremental, act.report) as sink:
                     read_disk(act, host, d, snap, base if base_link else None, increment, previous,
@@ -663,14 +665,13 @@ def restore_in_place(act: "Action", args) -> None:
             for d in todo:
                 if snapshots.take(d.api, d.resource, RESTORE_SAFETY, d.owner):
                     undo.add(f"drop the safety snapshot of {d.resource}",
-                             lambda d=d: d.api.delete_snapshot(d.resource, RESTORE_SAFETY))
+                             partial(d.api.delete_snapshot, d.resource, RESTORE_SAFETY))
                 else:
                     act.report.info(f"{d.resource} keeps the safety snapshot of an interrupted restore")
                 # the snapshot has the token now; the definition keeps none
                 d.api.set_props(d.resource, {}, delete=[ownership.SNAPSHOT_TOKEN + RESTORE_SAFETY])
             for d in todo:
-                undo.add(f"roll {d.resource} back to its state before the restore",
-                         lambda d=d: back_to_safety(d))
+                undo.add(f"roll {d.resource} back to its state before the restore", partial(back_to_safety, d))
                 write_back(act, host, d, files[d.disk_id])
             if tpm_file:
                 host_ops.restore_tpm(host, args.vm_dir, tpm_file)

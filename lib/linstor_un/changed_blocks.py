@@ -124,13 +124,14 @@ def runs(delta_xml: str, disk_bytes: int, block: int) -> list[Run]:
     except ElementTree.ParseError as err:
         raise NoAnswer(f"thin_delta's answer does not parse: {err}") from None
     chunk_sectors = int(root.get("data_block_size") or 0)
-    if root.tag != "superblock" or chunk_sectors <= 0 or root.find("diff") is None:
+    diff = root.find("diff")
+    if root.tag != "superblock" or chunk_sectors <= 0 or diff is None:
         raise NoAnswer("thin_delta's answer is not a diff")
     chunk = chunk_sectors * 512
     nblocks = (disk_bytes + block - 1) // block
     marks: dict[int, str] = {}              # block -> "d" | "z" (a "d" wins over a "z")
     zeroed: dict[int, int] = {}             # block -> bytes of it now unmapped
-    for item in root.find("diff"):
+    for item in diff:
         if item.tag == "same":
             continue
         if item.tag not in ("different", "right_only", "left_only"):

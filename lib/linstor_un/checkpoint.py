@@ -28,6 +28,9 @@ from .rollback import Rollback
 
 if TYPE_CHECKING:
     from .action import Action
+    from .linstor_api import Linstor
+    from .remote import Host
+    from .settings import DatastoreSettings
 
 DRIVER = "linstor_un"
 OVERHEAD_KIB = 128 * 1024
@@ -64,9 +67,9 @@ class Request:
     checkpoint_path: str
     host_name: str
     vm_id: int
-    settings: object
-    api: object
-    host: object
+    settings: "DatastoreSettings"
+    api: "Linstor"
+    host: "Host"
     owner: Owner
 
     @property
@@ -80,10 +83,10 @@ def request(act: "Action", script: str, argv: list[str], domain: str, checkpoint
     host_name, vm = valid_host(host_name), integer(vm_id, "VM id")
     act.report.object_id = vm
     xml = vmm_stdin()
-    ds = Xml.parse(xml).root.find("DATASTORE")
-    if ds is None:
+    found = Xml.parse(xml).root.find("DATASTORE")
+    if found is None:
         raise DriverError("the VMM driver action data has no DATASTORE")
-    ds = Xml(ds)
+    ds = Xml(found)
     if ds.text("TM_MAD") != DRIVER:
         forward(act, host_name, script, argv, xml)
         return None

@@ -34,6 +34,6 @@ def snapshot_owner(one, vm: VmDoc, disk_id: int) -> Owner:
     """Whose a disk's snapshots are: a VM's own disk's are that VM's; a persistent image's are the
     image's (they outlive the VM, and the next VM reverts to them)."""
     disk = vm.disk(disk_id)
-    if disk.cloned:
+    if disk.cloned or disk.image_id is None:
         return owner_of(vm, disk_id)
     return Owner.image(disk.image_id, one.image(disk.image_id).text("REGTIME"))

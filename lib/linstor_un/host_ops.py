@@ -54,6 +54,8 @@ def linked_elsewhere(host: Host, path: str) -> Callable[[Replica], bool]:
               "[ \"$(readlink \"$l\")\" = \"$3\" ] && echo \"$l\"; done; true")
 
     def linked(replica: Replica) -> bool:
+        if not replica.device:
+            return False
         out = host.run(["sh", "-c", script, "sh", datastores, path, replica.device],
                        f"look for other users of {replica.device}", check=False)
         return bool(out.stdout.strip())

@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Optional
+from typing import TYPE_CHECKING, BinaryIO, Optional, Protocol
 
 from . import downloads
 from .errors import DriverError
@@ -68,6 +68,12 @@ def qcow2_virtual_size(head: bytes) -> Optional[int]:
     return None
 
 
+
+class Decompressor(Protocol):
+    """zlib's, bz2's and lzma's decompressors alike."""
+
+    def decompress(self, data: bytes) -> bytes: ...
+
 class Source:
     """An image source read as a stream: decompressed (unless NO_DECOMPRESS), hashed (MD5/SHA1 of
     the bytes as downloaded, as OpenNebula's downloader checks them), optionally rate-limited."""
@@ -86,6 +92,7 @@ class Source:
         self.length: Optional[int] = None
         kept = downloads.lookup(url) if url.startswith(("http://", "https://")) and keep is None else None
         self.from_kept = kept is not None
+        self._raw: BinaryIO
         try:
             if kept is not None:
                 self._raw = open(kept, "rb")
@@ -94,14 +101,14 @@ class Source:
                 resp = urllib.request.urlopen(url, timeout=timeout)
                 length = resp.headers.get("Content-Length")
                 self.length = natural(length or "")
-                self._raw: BinaryIO = resp
+                self._raw = resp
             else:
                 self._raw = open(url, "rb")
                 self.length = os.fstat(self._raw.fileno()).st_size
         except OSError as err:
             raise DriverError(f"cannot read image {url}: {err}")
         first = self._read_raw(CHUNK)
-        self._decoder = None
+        self._decoder: Optional[Decompressor] = None
         if not no_decompress:
             if first.startswith(b"\x1f\x8b"):
                 self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -319,7 +326,8 @@ def download(remotes: Path, url: str, drv_action: str = "") -> str:
     proc = subprocess.Popen([str(downloader), "--nodecomp", url, tmp], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     err_chunks: list = []
-    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    errors = proc.stderr
+    reader = threading.Thread(target=lambda: err_chunks.append(errors.read() if errors else b""), daemon=True)
     reader.start()
     size, moved = -1, time.monotonic()
     try:

@@ -315,6 +315,8 @@ class Linstor:
     # ---- reads -----------------------------------------------------------------------------------
     def server_version(self) -> tuple[int, ...]:
         v = getattr(self.client, "_ctrl_version", None)
+        if v is None:
+            return (0, 0, 0)
         try:
             return tuple(int(x) for x in v.version.split("-")[0].split(".")[:3])
         except (AttributeError, ValueError):

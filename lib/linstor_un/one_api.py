@@ -11,7 +11,7 @@ import xmlrpc.client
 from xml.parsers.expat import ExpatError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 from lxml import etree
 
@@ -50,12 +50,15 @@ def session() -> str:
     return f.read_text().strip()
 
 
+XmlT = TypeVar("XmlT", bound="Xml")
+
+
 class Xml:
     def __init__(self, root: etree._Element):
         self.root = root
 
     @classmethod
-    def parse(cls, text: str) -> "Xml":
+    def parse(cls: type[XmlT], text: str) -> XmlT:
         if not isinstance(text, str):
             raise DriverError(f"OpenNebula sent {type(text).__name__} where an XML document was due")
         try:
@@ -247,7 +250,7 @@ class OneApi:
         self.timeout = timeout
         self.deadline = deadline
         self._cache: dict[tuple, Xml] = {}
-        self._proxy = None
+        self._proxy: Optional[xmlrpc.client.ServerProxy] = None
         self._transport: Optional[_TimedTransport] = None
 
     def _call(self, method: str, *args):
@@ -260,7 +263,8 @@ class OneApi:
             reply = deadline.within(self.deadline, f"oned {method}",
                                     lambda: getattr(self._proxy, method)(auth, *args))
         except deadline.Expired:
-            self._transport.abort()
+            if self._transport is not None:
+                self._transport.abort()
             self._proxy = None
             raise DriverError(f"oned at {self.url} gave no complete answer to {method} within {self.deadline:.0f}s")
         except xmlrpc.client.Fault as err:

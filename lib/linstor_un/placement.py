@@ -98,7 +98,7 @@ class GroupScheduler(Scheduler):
     def create(self, name: str, size_kib: int, prefer_host: Optional[str] = None,
                props: Optional[dict] = None) -> None:
         rg = self.p.resource_group
-        if not self.p.encryption and not (self.p.prefer_node and prefer_host) and \
+        if rg is not None and not self.p.encryption and not (self.p.prefer_node and prefer_host) and \
                 (self.api.spawn_takes_props or not props):
             self.api.spawn(rg, name, size_kib, self.p.replica_count, self.p.filters(), props)
             return

@@ -26,13 +26,19 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Optional, Sequence, Union
+from typing import BinaryIO, Optional, Protocol, Sequence, Union
 
 from .errors import DriverError, HostUnreachable, HungCommand
 from .report import Report, meaningful
 
+class Readable(Protocol):
+    """What a command's input may be read from: a file, a download, an image source, a chain."""
+
+    def read(self, n: int = -1) -> bytes: ...
+
+
 Command = Union[Sequence[str], "Shell"]
-Input = Union[bytes, BinaryIO, None]
+Input = Union[bytes, BinaryIO, Readable, None]
 
 
 class Shell:
@@ -294,10 +300,13 @@ class _Feed:
     error: Optional[BaseException] = None
 
     def write_to(self, fd: int) -> None:
-        if isinstance(self.source, (bytes, bytearray)):
-            _write_fully(fd, memoryview(self.source))
+        source = self.source
+        if source is None:
             return
-        offer = getattr(self.source, "passthrough", lambda: None)
+        if isinstance(source, (bytes, bytearray)):
+            _write_fully(fd, memoryview(source))
+            return
+        offer = getattr(source, "passthrough", lambda: None)
         while True:
             direct = offer()
             if direct is not None:          # kernel to kernel
@@ -305,7 +314,7 @@ class _Feed:
                     pass
                 return
             try:
-                chunk = self.source.read(CHUNK)
+                chunk = source.read(CHUNK)
             except Exception as error:      # the source failed (a download cut off...)
                 self.error = error
                 return
@@ -331,8 +340,9 @@ def _exchange(procs: list[tuple[subprocess.Popen, _Feed]], deadline: Optional[fl
         results.append((out, err))
         if proc.stdout is not None:
             sel.register(proc.stdout, selectors.EVENT_READ, out)
-        sel.register(proc.stderr, selectors.EVENT_READ, err)
-        if feed.source is not None:
+        if proc.stderr is not None:         # (always a pipe: spawn makes it one)
+            sel.register(proc.stderr, selectors.EVENT_READ, err)
+        if feed.source is not None and proc.stdin is not None:
             _widen(proc.stdin.fileno())
             writers.append(threading.Thread(target=_write_all, args=(proc.stdin, feed), daemon=True))
             writers[-1].start()
@@ -407,7 +417,8 @@ def stream(src: Host, src_cmd: Command, dst: Host, dst_cmd: Command, step: str, 
     except BaseException:
         _finish(a)
         raise
-    a.stdout.close()
+    if a.stdout is not None:
+        a.stdout.close()
     a.stdout = None
     deadline = started + timeout
     try:

@@ -18,9 +18,10 @@ from .report import Report
 class Rollback:
     def __init__(self, report: Report):
         self.report = report
-        self.undos: list[tuple[str, Callable[[], None]]] = []
+        self.undos: list[tuple[str, Callable[[], object]]] = []
 
-    def add(self, description: str, undo: Callable[[], None]) -> None:
+    def add(self, description: str, undo: Callable[[], object]) -> None:
+        """`undo` runs if the block fails (what it returns is ignored)."""
         self.undos.append((description, undo))
 
     def commit(self) -> None:

@@ -141,8 +141,9 @@ def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, s
     run left is removed first (if it is one)."""
     tmp = f"{res}-{suffix}"
     defs = api.definitions(tmp, res)
-    if defs[tmp] is not None:
-        ownership.clear_temporary(api, defs[tmp], res, defs[res].props if defs[res] else None)
+    leftover, source = defs[tmp], defs[res]
+    if leftover is not None:
+        ownership.clear_temporary(api, leftover, res, source.props if source is not None else None)
     found = next((s for s in api.snapshots(res) if s.name == snap), None)
     if found is None:
         raise DriverError(f"snapshot {snap} of {res} does not exist")

@@ -23,17 +23,20 @@ def create(act: "Action", args: VolatileArgs) -> None:
     fs = ""
     if fmt not in RAW | {"qcow2", "swap"}:
         fs, fmt = fmt, "raw"            # before 6.0 the second argument was the filesystem
+    disk_id = dst.disk_id
+    if disk_id is None:
+        raise DriverError(f"{dst.path} is not a disk path (<vm dir>/disk.<n>)")
     vm = act.one.vm(vm_id)
     if fmt != "swap":
-        fs = vm.disk(dst.disk_id).get("FS") or fs
+        fs = vm.disk(disk_id).get("FS") or fs
     if fs and fs.lower() not in host_ops.FILESYSTEMS:
         raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(host_ops.FILESYSTEMS))})")
     settings = act.settings(dst.system_ds)
     api = act.linstor(settings)
-    res = names.vm_disk(vm_id, dst.disk_id)
+    res = names.vm_disk(vm_id, disk_id)
     host = act.hosts[dst.host]
 
-    owner = disks.owner_of(vm, dst.disk_id)
+    owner = disks.owner_of(vm, disk_id)
     existing = api.resource_definition(res)
     if existing and ownership.may_reuse(api, existing, owner, act.report):
         act.report.info(f"{res} already exists (retry); linking it")
@@ -54,6 +57,6 @@ def create(act: "Action", args: VolatileArgs) -> None:
         made_dir = host_ops.link(host, device, dst.path)
         undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
         # last: marks the disk complete (a retry after this point only relinks)
-        api.set_props(res, {**disks.owner_props(vm_id, dst.system_ds, dst.disk_id), ownership.MADE_FOR: owner.mark},
+        api.set_props(res, {**disks.owner_props(vm_id, dst.system_ds, disk_id), ownership.MADE_FOR: owner.mark},
                       delete=[ownership.BUILDING])
         undo.commit()
