@@ -113,13 +113,24 @@ class VmPath:
             raise DriverError(f"invalid system datastore path '{hp.path}'")
         return cls(hp.host, hp.path, int(ds), int(vm), disk)
 
-    def of_vm(self, vm_id: int, disk: bool = True) -> "VmPath":
-        """This path, checked against the VM oned named in argv (and to be a disk path)."""
+    def in_vm(self, vm_id: int) -> "VmPath":
+        """This path, checked against the VM oned named in argv."""
         if self.vm_id != vm_id:
             raise DriverError(f"path {self.path} is VM {self.vm_id}'s, not VM {vm_id}'s: nothing was changed")
-        if disk and self.disk_id is None:
-            raise DriverError(f"'{self.path}' is not a disk path")
         return self
+
+    def of_vm(self, vm_id: int) -> "DiskPath":
+        """This path, checked against the VM oned named in argv and to be a disk path."""
+        self.in_vm(vm_id)
+        if self.disk_id is None:
+            raise DriverError(f"'{self.path}' is not a disk path")
+        return DiskPath(self.host, self.path, self.system_ds, self.vm_id, self.disk_id)
+
+
+@dataclass(frozen=True)
+class DiskPath(VmPath):
+    """A VM disk's path: <location>/<sys_ds>/<vm>/disk.<n>."""
+    disk_id: int
 
 
 def _b64(text: str, what: str) -> str:
@@ -235,7 +246,7 @@ def backup_input(argv: list[str], stdin_reader=read_stdin) -> BackupArgs:
         raise DriverError(f"invalid disk ids '{argv[1]}': expected numbers joined with ':'")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", argv[2]):
         raise DriverError(f"invalid deploy id '{argv[2]}'")
-    where = VmPath.parse(argv[0]).of_vm(vm_id, disk=False)
+    where = VmPath.parse(argv[0]).in_vm(vm_id)
     xml = stdin_reader().strip()
     if not xml.startswith("<"):
         xml = _b64(xml, "the VM XML on stdin") if xml else ""
@@ -266,7 +277,7 @@ def restore_input(argv: list[str]) -> RestoreArgs:
     if len(argv) != 5:
         raise DriverError("usage: restore <host>:<vm_dir> <vm_id> <backup_image_id> <increment_id> <disk_id>")
     vm_id = integer(argv[1], "VM id")
-    where = VmPath.parse(argv[0]).of_vm(vm_id, disk=False)
+    where = VmPath.parse(argv[0]).in_vm(vm_id)
     numbers = [integer(argv[i], what) for i, what in ((2, "backup image id"), (3, "increment id"), (4, "disk id"))]
     if numbers[0] < 0 or numbers[1] < -1 or numbers[2] < -1:
         raise DriverError(f"invalid restore arguments: {' '.join(argv[1:])}")
@@ -296,7 +307,7 @@ class ImageDiskArgs(OfVm):
     """TM clone, ln: `<fe>:<SOURCE> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <image_ds_id>`."""
     source: str                     # the image's resource
     source_arg: str
-    disk: "VmPath"
+    disk: "DiskPath"
     vm_id: int
     ds_id: int
 
@@ -313,7 +324,7 @@ class ImageDiskArgs(OfVm):
 class DiskImageArgs(OfVm):
     """TM mvds: `<host>:<sys_path>/<vm>/disk.<n> <SOURCE> <vm_id> <image_ds_id>`; TM cpds:
     `<host>:<sys_path>/<vm>/disk.<n> <new image SOURCE> <snap_id|-1> <vm_id> <image_ds_id>`."""
-    disk: "VmPath"
+    disk: "DiskPath"
     image: str                      # the image's resource
     image_arg: str
     vm_id: int
@@ -341,7 +352,7 @@ class DiskImageArgs(OfVm):
 class DiskSnapshotArgs(OfVm):
     """TM snap_create(_live), snap_delete, snap_revert: `<host>:<sys_path>/<vm>/disk.<n> <snap_id>
     <vm_id> <ds_id>`; TM resize: `<host>:<...>/disk.<n> <size_mb> <vm_id> <ds_id>` (`number`)."""
-    disk: "VmPath"
+    disk: "DiskPath"
     number: int                     # the snapshot id (0 or more), or resize's new size in MB
     vm_id: int
     ds_id: int
@@ -371,7 +382,7 @@ class VolatileArgs(OfVm):
     TM mkswap: the same without the format."""
     size_mb: int
     format: str
-    disk: "VmPath"
+    disk: "DiskPath"
     vm_id: int
 
     @classmethod
@@ -412,9 +423,9 @@ class VmDirArgs(OfVm):
     def parse_move(cls, argv: list[str]) -> "VmDirArgs":
         _need(argv, 4, "<src_host:path> <dst_host:path> <vm_id> <ds_id>")
         vm_id = integer(argv[2], "VM id")
-        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).of_vm(vm_id, disk=False), vm_id,
+        return _about(vm_id, lambda: cls(VmPath.parse(argv[0]).in_vm(vm_id), vm_id,
                                          integer(argv[3], "datastore id"),
-                                         VmPath.parse(argv[1]).of_vm(vm_id, disk=False)))
+                                         VmPath.parse(argv[1]).in_vm(vm_id)))
 
 
 @dataclass(frozen=True)
@@ -422,7 +433,7 @@ class ContextArgs(OfVm):
     """TM context: `<context.sh> [<file>[:<name>] | <url> ...] <host>:<sys_path>/<vm>/disk.<n>
     <vm_id> <ds_id>`."""
     files: list[str]
-    disk: "VmPath"
+    disk: "DiskPath"
     vm_id: int
 
     @classmethod
