@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from . import disks, host_ops
 from .errors import DriverError
@@ -20,6 +20,8 @@ from .remote import Shell, stream
 
 if TYPE_CHECKING:
     from .action import Action
+    from .attach import Attacher
+    from .linstor_api import Linstor
 
 TWO_PRIMARIES = "DrbdOptions/Net/allow-two-primaries"
 DRIVER = "linstor_un"
@@ -66,50 +68,24 @@ def run_hook(act: "Action", action: str, args: MigrateArgs) -> None:
         raise
 
 
-def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
-    """The VM moves to another host (and, before 7.2, maybe to another system datastore too)."""
-    settings = settings_for(act, vm, args.system_ds)
-    old_dir, old_ds = previous_location(vm, args.vm_dir, args.system_ds)
-    src_dir = old_dir or args.vm_dir
-    # the running domain names the paths of the datastore it started in, which a live datastore
-    # move did not change: the destination's QEMU opens those, so they exist there while it moves
-    named = domain_dirs(vm, args.vm_dir)
-    if settings is not None and our_disks(vm):
-        api = act.linstor(settings)
-        attacher = act.attacher(settings)
-        for disk in our_disks(vm):
-            res, _ = disks.resource_of(vm, disk.disk_id)
-            name = f"disk.{disk.disk_id}"
-            path = os.path.join(args.vm_dir, name)
-            if action == "premigrate":
-                device = attacher.attach(args.dst_host, res)
-                props = {TWO_PRIMARIES: "yes"}
-                if old_dir:
-                    rd = api.resource_definition(res)
-                    if rd is not None and disks.owned_by(rd.props, args.vm_id, disk.disk_id):
-                        props[disks.DS_ID] = str(args.system_ds)
-                api.set_props(res, props)
-                host_ops.link(act.hosts[args.dst_host], device, path)
-                for other in named:
-                    host_ops.link(act.hosts[args.dst_host], device, os.path.join(other, name))
-            else:
-                leaving = args.src_host if action == "postmigrate" else args.dst_host
-                rd = api.resource_definition(res)
-                # a failed move back to the previous datastore: DS_ID returns there (one request)
-                back = action == "failmigrate" and old_ds is not None and rd is not None and \
-                    disks.owned_by(rd.props, args.vm_id, disk.disk_id)
-                if rd is not None and (TWO_PRIMARIES in rd.props or back):
-                    api.set_props(res, {disks.DS_ID: str(old_ds)} if back else {},
-                                  delete=[TWO_PRIMARIES] if TWO_PRIMARIES in rd.props else [])
-                for other in named:         # the old paths the destination had for the running domain
-                    quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(other, name),
-                                                                           remove_empty_dir=True))
-                release(act, attacher, leaving, res,
-                        os.path.join(src_dir if action == "postmigrate" else args.vm_dir, name))
+def each_disk(act: "Action", vm: VmDoc, settings) -> Iterator[tuple["Linstor", "Attacher", int, str, str]]:
+    """(api, attacher, disk id, resource, link name) of each of the VM's linstor_un disks."""
+    mine = our_disks(vm)
+    if settings is None or not mine:
+        return
+    api, attacher = act.linstor(settings), act.attacher(settings)
+    for disk in mine:
+        res, _ = disks.resource_of(vm, disk.disk_id)
+        yield api, attacher, disk.disk_id, res, f"disk.{disk.disk_id}"
+
+
+def finish(act: "Action", action: str, vm: VmDoc, args: MigrateArgs, src_dir: str,
+           copy: Callable[[], None]) -> None:
+    """The VM directory (the system TM's alone: not when another TM called us) and the other TMs."""
     if args.caller:
         return
     if action == "premigrate":
-        copy_vm_dir(act, args.src_host, src_dir, args.dst_host, args.vm_dir)
+        copy()
     elif action == "postmigrate":
         remove_quietly(act, args.src_host, src_dir)
     else:
@@ -118,45 +94,71 @@ def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
         migrate_other(act, action, vm, args)
 
 
+def hook(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
+    """The VM moves to another host (and, before 7.2, maybe to another system datastore too)."""
+    settings = settings_for(act, vm, args.system_ds)
+    old_dir, old_ds = previous_location(vm, args.vm_dir, args.system_ds)
+    src_dir = old_dir or args.vm_dir
+    # the running domain names the paths of the datastore it started in, which a live datastore
+    # move did not change: the destination's QEMU opens those, so they exist there while it moves
+    named = domain_dirs(vm, args.vm_dir)
+    for api, attacher, disk_id, res, name in each_disk(act, vm, settings):
+        path = os.path.join(args.vm_dir, name)
+        if action == "premigrate":
+            device = attacher.attach(args.dst_host, res)
+            props = {TWO_PRIMARIES: "yes"}
+            if old_dir:
+                rd = api.resource_definition(res)
+                if rd is not None and disks.owned_by(rd.props, args.vm_id, disk_id):
+                    props[disks.DS_ID] = str(args.system_ds)
+            api.set_props(res, props)
+            host_ops.link(act.hosts[args.dst_host], device, path)
+            for other in named:
+                host_ops.link(act.hosts[args.dst_host], device, os.path.join(other, name))
+        else:
+            leaving = args.src_host if action == "postmigrate" else args.dst_host
+            rd = api.resource_definition(res)
+            # a failed move back to the previous datastore: DS_ID returns there (one request)
+            back = action == "failmigrate" and old_ds is not None and rd is not None and \
+                disks.owned_by(rd.props, args.vm_id, disk_id)
+            if rd is not None and (TWO_PRIMARIES in rd.props or back):
+                api.set_props(res, {disks.DS_ID: str(old_ds)} if back else {},
+                              delete=[TWO_PRIMARIES] if TWO_PRIMARIES in rd.props else [])
+            for other in named:         # the old paths the destination had for the running domain
+                quietly(act, args.dst_host, lambda h: host_ops.unlink(h, os.path.join(other, name),
+                                                                       remove_empty_dir=True))
+            release(act, attacher, leaving, res,
+                    os.path.join(src_dir if action == "postmigrate" else args.vm_dir, name))
+    finish(act, action, vm, args, src_dir,
+           lambda: copy_vm_dir(act, args.src_host, src_dir, args.dst_host, args.vm_dir))
+
+
 def datastore_move(act: "Action", action: str, vm: VmDoc, args: MigrateArgs) -> None:
     """The VM stays on its host and moves to another system datastore (7.2+). The device stays
     attached and in use all along: premigrate links it in the new directory and moves DS_ID,
     postmigrate removes the old directory, failmigrate takes the new one back."""
     host = act.hosts[args.src_host]
     old_dir, old_ds = previous_location(vm, args.vm_dir, args.system_ds)
-    assert old_dir is not None and old_ds is not None
-    settings = settings_for(act, vm, args.system_ds)
-    if settings is not None and our_disks(vm):
-        api = act.linstor(settings)
-        attacher = act.attacher(settings)
-        for disk in our_disks(vm):
-            res, _ = disks.resource_of(vm, disk.disk_id)
-            name = f"disk.{disk.disk_id}"
-            rd = api.resource_definition(res)
-            owned = rd is not None and disks.owned_by(rd.props, args.vm_id, disk.disk_id)
-            if action == "premigrate":
-                device = attacher.attach(args.src_host, res)      # there already: the VM runs on it
-                if owned:
-                    api.set_props(res, {disks.DS_ID: str(args.system_ds)})
-                host_ops.link(host, device, os.path.join(args.vm_dir, name))
-            elif action == "postmigrate":
-                if args.caller:             # the directory is the system TM's: only our link goes
-                    quietly(act, args.src_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name)))
-            else:
-                if owned and rd is not None and rd.props.get(disks.DS_ID) != str(old_ds):
-                    api.set_props(res, {disks.DS_ID: str(old_ds)})
-                quietly(act, args.src_host, lambda h: host_ops.unlink(h, os.path.join(args.vm_dir, name),
-                                                                       remove_empty_dir=True))
-    if args.caller:
-        return
-    if action == "premigrate":
-        host_ops.copy_dir_here(host, old_dir, args.vm_dir)
-    elif action == "postmigrate":
-        remove_quietly(act, args.src_host, old_dir)
-    else:
-        remove_quietly(act, args.src_host, args.vm_dir)
-    if action != "failmigrate":
-        migrate_other(act, action, vm, args)
+    assert old_dir is not None and old_ds is not None      # (run_hook comes here only then)
+    for api, attacher, disk_id, res, name in each_disk(act, vm, settings_for(act, vm, args.system_ds)):
+        if action == "postmigrate":
+            if args.caller:             # the directory is the system TM's: only our link goes
+                quietly(act, args.src_host, lambda h: host_ops.unlink(h, os.path.join(old_dir, name)))
+            continue
+        rd = api.resource_definition(res)
+        owned = rd is not None and disks.owned_by(rd.props, args.vm_id, disk_id)
+        if action == "premigrate":
+            device = attacher.attach(args.src_host, res)      # there already: the VM runs on it
+            if owned:
+                api.set_props(res, {disks.DS_ID: str(args.system_ds)})
+            host_ops.link(host, device, os.path.join(args.vm_dir, name))
+        else:
+            if owned and rd is not None and rd.props.get(disks.DS_ID) != str(old_ds):
+                api.set_props(res, {disks.DS_ID: str(old_ds)})
+            quietly(act, args.src_host, lambda h: host_ops.unlink(h, os.path.join(args.vm_dir, name),
+                                                                   remove_empty_dir=True))
+    # (source and destination are one host: the same directory steps as a host change)
+    finish(act, action, vm, args, old_dir, lambda: host_ops.copy_dir_here(host, old_dir, args.vm_dir))
 
 
 def domain_dirs(vm: VmDoc, vm_dir: str) -> list[str]:
