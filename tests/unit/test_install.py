@@ -426,10 +426,9 @@ def test_an_existing_l_option_is_merged(tmp_path):
     assert conf(one).read_text() == text
 
 
-@pytest.mark.parametrize("version", ["6.0.0", "6.10.0", "7.0.0"])
-def test_uninstall_of_what_the_previous_install_py_installed(tmp_path, version):
-    """A front-end installed by the install.py before this one (it recorded only the venv, the conf
-    and the version, inside the remotes): --uninstall still gives back the release files."""
+def previous_install_py(tmp_path: Path):
+    """The install.py of history 2241f06 (it recorded only the venv, the conf and the version,
+    inside the remotes, and kept .bak copies there), loaded as a module."""
     import importlib.util
     old = subprocess.run(["git", "-C", str(REPO), "show", "2241f06:install.py"], capture_output=True, text=True)
     if old.returncode != 0:
@@ -443,6 +442,14 @@ def test_uninstall_of_what_the_previous_install_py_installed(tmp_path, version):
         spec.loader.exec_module(previous)
     finally:
         sys.modules.pop("old_install", None)
+    return previous
+
+
+@pytest.mark.parametrize("version", ["6.0.0", "6.10.0", "7.0.0"])
+def test_uninstall_of_what_the_previous_install_py_installed(tmp_path, version):
+    """A front-end installed by the install.py before this one (it recorded only the venv, the conf
+    and the version, inside the remotes): --uninstall still gives back the release files."""
+    previous = previous_install_py(tmp_path)
     one = front_end(tmp_path, version)
     original, original_rc = conf(one).read_bytes(), execrc(one).read_bytes()
     assert previous.main(["--one-location", str(one), "--python", sys.executable]) == 0

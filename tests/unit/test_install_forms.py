@@ -221,22 +221,9 @@ def test_an_os_error_while_writing_is_one_line_and_undone(tmp_path, capsys, monk
 def test_what_the_first_install_py_left_in_the_remotes_goes_out_of_them(tmp_path):
     """The first install.py (history: 2241f06) kept its backups inside the remotes, which
     `onehost sync` copies to every host: taken out, the bash driver's copy kept for --restore-bash."""
-    import importlib.util
-    import subprocess
     import sys
-    from .test_install import REPO, bash_driver, without_state
-    old = subprocess.run(["git", "-C", str(REPO), "show", "2241f06:install.py"], capture_output=True, text=True)
-    if old.returncode != 0:
-        pytest.skip("the repository's history is not here")
-    path = tmp_path / "old_install.py"
-    path.write_text(old.stdout.replace("REPO = Path(__file__).resolve().parent", f"REPO = Path({str(REPO)!r})"))
-    spec = importlib.util.spec_from_file_location("old_install", path)
-    previous = importlib.util.module_from_spec(spec)
-    sys.modules["old_install"] = previous
-    try:
-        spec.loader.exec_module(previous)
-    finally:
-        sys.modules.pop("old_install", None)
+    from .test_install import bash_driver, previous_install_py, without_state
+    previous = previous_install_py(tmp_path)
     one = front_end(tmp_path, "6.10.0")
     remotes = one / "var" / "remotes"
     bash_driver(one)
