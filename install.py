@@ -49,8 +49,9 @@ from typing import Callable, Iterator, Optional
 REPO = Path(__file__).resolve().parent
 DRIVER = "linstor_un"
 MARK = "# linstor_un: added by install.py"
-OVERRIDES = ["save=save_linstor_un", "restore=restore_linstor_un"]
-VMM_FILES = ["save_linstor_un", "restore_linstor_un"]
+VMM_ACTIONS = ["save", "restore", "snapshot_create", "snapshot_revert", "snapshot_delete"]
+OVERRIDES = [f"{a}={a}_linstor_un" for a in VMM_ACTIONS]
+VMM_FILES = [f"{a}_linstor_un" for a in VMM_ACTIONS]
 STATE_NAME = "install-state.json"
 LIBRARY_CHECK = "import linstor_un.action, linstor_un.linstor_api, linstor, lxml.etree"
 CONF_TEMPLATE = """\

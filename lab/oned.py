@@ -262,6 +262,29 @@ class VM:
     stime: int = 0                      # creation time (0: one per id, as distinct VMs have)
     backup_config: dict = field(default_factory=dict)     # BACKUPS/BACKUP_CONFIG
     backup_ids: list[int] = field(default_factory=list)
+    snapshots: list[dict] = field(default_factory=list)    # TEMPLATE/SNAPSHOT: system (VM) snapshots
+
+    def new_snapshot(self, action: str = "CREATE") -> dict:
+        """A VM snapshot as VirtualMachine::new_snapshot adds it (the next id, ACTIVE for the action)."""
+        for snap in self.snapshots:
+            snap.pop("ACTIVE", None)
+            snap.pop("ACTION", None)
+        snap_id = max((int(s["SNAPSHOT_ID"]) for s in self.snapshots), default=-1) + 1
+        snap = {"SNAPSHOT_ID": snap_id, "NAME": f"snapshot-{snap_id}", "TIME": 1795617000 + snap_id,
+                "HYPERVISOR_ID": "", "ACTIVE": "YES", "ACTION": action, "SYSTEM_DISK_SIZE": 64}
+        self.snapshots.append(snap)
+        return snap
+
+    def activate_snapshot(self, snap_id: int, action: str) -> dict:
+        """set_revert_snapshot / set_delete_snapshot: that snapshot ACTIVE with the action."""
+        found = {}
+        for snap in self.snapshots:
+            snap.pop("ACTIVE", None)
+            snap.pop("ACTION", None)
+            if int(snap["SNAPSHOT_ID"]) == snap_id:
+                snap.update(ACTIVE="YES", ACTION=action)
+                found = snap
+        return found
 
     def element(self) -> etree._Element:
         root = _skeleton("onevm-show-1.xml")
@@ -273,6 +296,8 @@ class VM:
         _set(root, "DEPLOY_ID", self.deploy_id or f"one-{self.id}")
         tmpl: dict = {"CPU": "0.1", "MEMORY": "64", "VMID": self.id, "TEMPLATE_ID": 0,
                       "DISK": [d.template() for d in self.disks], **self.template}
+        if self.snapshots:
+            tmpl["SNAPSHOT"] = [dict(s) for s in self.snapshots]
         if self.history:
             tmpl["TM_MAD_SYSTEM"] = self.history[-1].tm_mad
         if self.context is not None:

@@ -219,6 +219,17 @@ class OnedRunner:
     def restore(self, checkpoint: str, host: str, deploy_id: str, vm_id: int, vmm_xml: str) -> Result:
         return self.vmm_local("restore_linstor_un", [checkpoint, host, deploy_id, vm_id, host], vmm_xml)
 
+    def vm_snapshot(self, action: str, deploy_id: str, snapshot: str, vm_id: int, host: str, vmm_xml: str,
+                    extra_env: Optional[dict] = None) -> Result:
+        """snapshot_create (`snapshot`: oned's SNAPSHOT_ID), snapshot_revert or snapshot_delete (its
+        HYPERVISOR_ID); one_vmm_exec.rb appends the VM id and host to a local action's parameters,
+        and 7.x quotes those of the revert step (VmmAction#get_parameters)."""
+        if action == "revert" and self.v >= (7, 0, 0):
+            params = [f"'{deploy_id}'", f"'{snapshot}'"]
+        else:
+            params = [deploy_id, snapshot]
+        return self.vmm_local(f"snapshot_{action}_linstor_un", [*params, vm_id, host], vmm_xml, extra_env)
+
 
 def ds_action_data(image_xml: str, datastore_xml: str, extra: str = "") -> str:
     """DS_DRIVER_ACTION_DATA as ImageManager::format_message builds it."""

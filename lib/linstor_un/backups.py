@@ -137,13 +137,7 @@ class ChainLink:
         return None
 
 
-@dataclass(frozen=True)
-class BackupDisk:
-    disk_id: int
-    resource: str
-    owner: Owner                    # the VM disk: the chain is the VM's, also on a persistent image
-    api: Linstor
-    settings: "DatastoreSettings"
+BackupDisk = disks.VmVolume
 
 
 def state_dir() -> Path:
@@ -236,13 +230,7 @@ class DigestStore:
 
 
 def backup_disks(act: "Action", vm: VmDoc, disk_ids: tuple[int, ...], system_ds: int) -> list[BackupDisk]:
-    out = []
-    for disk_id in disk_ids:
-        res, disk = disks.resource_of(vm, disk_id)
-        ds = natural(disk.get("DATASTORE_ID")) if disk.image_id is not None else None
-        settings = act.settings(system_ds if ds is None else ds)
-        out.append(BackupDisk(disk_id, res, disks.owner_of(vm, disk_id), act.linstor(settings), settings))
-    return out
+    return disks.volumes(act, vm, disk_ids, system_ds)
 
 
 def mine(snap: Snapshot, vm_id: int, owner: Owner) -> Optional[int]:

@@ -51,14 +51,16 @@ def remote_dir(act: "Action") -> str:
     return "/var/tmp/one"
 
 
-def forward(act: "Action", host: str, script: str, argv: list[str], xml: str) -> None:
-    """The stock kvm script on the host, with the action data as raw XML on stdin."""
+def forward(act: "Action", host: str, script: str, argv: list[str], xml: str) -> bytes:
+    """The stock kvm script on the host, with the action data as raw XML on stdin; what it printed
+    (for oned: a snapshot's hypervisor id)."""
     path = f"{remote_dir(act)}/vmm/kvm/{script}"
     out = act.hosts[host].run([path, *argv], f"{script} on {host}", stdin=xml.encode(), check=False,
                                 bulk=True)
     if out.rc != 0:
         raise DriverError(f"{script} on {host} failed (exit {out.rc}): "
                           f"{meaningful(out.stderr)}")
+    return out.stdout
 
 
 @dataclass
@@ -96,6 +98,13 @@ def request(act: "Action", script: str, argv: list[str], domain: str, checkpoint
                    owner)
 
 
+def volume_kib(host: "Host", domain: str) -> int:
+    """The size of a volume for the domain's save image: its maximum memory (never its RSS:
+    BUG-31) and room for the device state."""
+    size_kib = max_memory_kib(host, domain)
+    return size_kib + max(OVERHEAD_KIB, size_kib // 10)
+
+
 def max_memory_kib(host, domain: str) -> int:
     out = host_ops.virsh(host, ["dominfo", domain], f"read {domain}'s memory").stdout.decode()
     m = re.search(r"Max memory:\s+([0-9]+)\s*KiB", out)
@@ -111,8 +120,7 @@ def save(act: "Action", argv: list[str]) -> None:
     if r is None:
         return
     api, host, res, domain = r.api, r.host, r.resource, r.domain
-    size_kib = max_memory_kib(host, domain)
-    size_kib += max(OVERHEAD_KIB, size_kib // 10)
+    size_kib = volume_kib(host, domain)
     existing = api.resource_definition(res)
     if existing is not None:
         # an earlier save of this very VM that no restore consumed (or that failed): superseded
@@ -133,10 +141,32 @@ def save(act: "Action", argv: list[str]) -> None:
         act.report.info(f"{res} holds the checkpoint, but its mark stays 'building': {err}")
 
 
-def resume_if_paused(host, domain: str) -> None:
+def resume_if_paused(host: "Host", domain: str) -> None:
     state = host_ops.virsh(host, ["domstate", domain], "read the VM state", check=False)
     if state.rc == 0 and b"paused" in state.stdout:
         host_ops.virsh(host, ["resume", domain], f"resume {domain}")
+
+
+def write_saved_xml(host: "Host", device: str, vm_id: int, system_ds: str, xml_path: str) -> None:
+    """The domain XML inside a save image, its datastore paths in `system_ds` (the VM may have
+    moved to another system datastore since: BUG-32), written to `xml_path` for `virsh restore`."""
+    saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()
+    fixed = re.sub(rf"(/datastores/+)[0-9]+(/+{vm_id}/)", rf"\g<1>{system_ds}\g<2>", saved)
+    host.run(Shell.join(["mkdir", "-p", os.path.dirname(xml_path)], "&&", ["cat"], ">", [xml_path]),
+             "write the domain XML for restore", stdin=fixed.encode())
+
+
+def load(host: "Host", host_name: str, domain: str, device: str, xml_path: str) -> None:
+    """The domain running again from the save image on `device`."""
+    for attempt in range(3):     # the first restore of a fresh qemu sometimes fails
+        done = host_ops.virsh(host, ["restore", device, "--xml", xml_path], f"restore {domain}", check=False)
+        if done.rc == 0:
+            break
+        if attempt == 2:
+            raise DriverError(f"restore {domain} on {host_name} failed: "
+                              f"{meaningful(done.stderr)}")
+        time.sleep(1)
+    resume_if_paused(host, domain)
 
 
 def restore(act: "Action", argv: list[str]) -> None:
@@ -155,20 +185,9 @@ def restore(act: "Action", argv: list[str]) -> None:
     device = act.attacher(r.settings).attach(host_name, res)
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
-    saved = host_ops.virsh(host, ["save-image-dumpxml", device], "read the saved domain XML").stdout.decode()
-    fixed = re.sub(rf"(/datastores/+)[0-9]+(/+{vm_id}/)", rf"\g<1>{new_ds}\g<2>", saved)
     xml_path = os.path.join(vm_dir, "checkpoint.xml")
-    host.run(Shell.join(["mkdir", "-p", vm_dir], "&&", ["cat"], ">", [xml_path]),
-             "write the domain XML for restore", stdin=fixed.encode())
-    for attempt in range(3):     # the first restore of a fresh qemu sometimes fails
-        done = host_ops.virsh(host, ["restore", device, "--xml", xml_path], f"restore {domain}", check=False)
-        if done.rc == 0:
-            break
-        if attempt == 2:
-            raise DriverError(f"restore {domain} on {host_name} failed: "
-                              f"{meaningful(done.stderr)}")
-        time.sleep(1)
-    resume_if_paused(host, domain)
+    write_saved_xml(host, device, vm_id, new_ds, xml_path)
+    load(host, host_name, domain, device, xml_path)
     try:
         api.delete_definition(res, snapshots=[])    # never snapshotted (a stray one: listed on the retry)
     except DriverError as err:

@@ -1,12 +1,52 @@
 """Which LINSTOR resource backs a VM disk, and the Aux/one properties that tie them together."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
 from . import names
 from .one_api import DiskInfo, VmDoc
+from .one_input import natural
 from .ownership import Owner
+
+if TYPE_CHECKING:
+    from .action import Action
+    from .linstor_api import Linstor
+    from .settings import DatastoreSettings
 
 VM_ID, DS_ID, DISK_ID = "Aux/one/VM_ID", "Aux/one/DS_ID", "Aux/one/DISK_ID"
 OWNER_PROPS = [VM_ID, DS_ID, DISK_ID]
+DRIVER = "linstor_un"
+
+
+@dataclass(frozen=True)
+class VmVolume:
+    """A linstor_un disk of a VM, as the VM-wide actions (backups, VM snapshots) act on it."""
+    disk_id: int
+    resource: str
+    owner: Owner                    # the VM disk: what the VM takes of it is the VM's, also on a persistent image
+    api: "Linstor"
+    settings: "DatastoreSettings"
+
+
+def linstor_disks(vm: VmDoc) -> list[DiskInfo]:
+    """The VM's disks that are linstor_un volumes (a volatile disk has its system datastore's TM)."""
+    return [d for d in vm.disks() if d.get("TM_MAD") == DRIVER and d.get("TYPE").upper() != "CONTEXT"]
+
+
+def read_only(disk: DiskInfo) -> bool:
+    return disk.get("READONLY").upper() == "YES" or disk.get("TYPE").upper() == "CDROM"
+
+
+def volumes(act: "Action", vm: VmDoc, disk_ids: Sequence[int], system_ds: int) -> list[VmVolume]:
+    """The volumes of these disks, each with the LINSTOR session of its datastore."""
+    out = []
+    for disk_id in disk_ids:
+        res, disk = resource_of(vm, disk_id)
+        ds = natural(disk.get("DATASTORE_ID")) if disk.image_id is not None else None
+        settings = act.settings(system_ds if ds is None else ds)
+        out.append(VmVolume(disk_id, res, owner_of(vm, disk_id), act.linstor(settings), settings))
+    return out
 
 
 def resource_of(vm: VmDoc, disk_id: int) -> tuple[str, DiskInfo]:

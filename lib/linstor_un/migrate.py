@@ -27,15 +27,11 @@ TWO_PRIMARIES = "DrbdOptions/Net/allow-two-primaries"
 DRIVER = "linstor_un"
 
 
-def our_disks(vm: VmDoc) -> list:
-    return [d for d in vm.disks() if d.get("TM_MAD") == DRIVER and d.get("TYPE").upper() != "CONTEXT"]
-
-
 def settings_for(act: "Action", vm: VmDoc, system_ds: int):
     ds = act.one.datastore(system_ds)
     if ds.tm_mad == DRIVER:
         return act.settings(system_ds, ds.template(), ds.tm_mad)
-    mine = our_disks(vm)
+    mine = disks.linstor_disks(vm)
     if not mine:
         return None
     return act.settings(int(mine[0].get("DATASTORE_ID")))
@@ -70,7 +66,7 @@ def run_hook(act: "Action", action: str, args: MigrateArgs) -> None:
 
 def each_disk(act: "Action", vm: VmDoc, settings) -> Iterator[tuple["Linstor", "Attacher", int, str, str]]:
     """(api, attacher, disk id, resource, link name) of each of the VM's linstor_un disks."""
-    mine = our_disks(vm)
+    mine = disks.linstor_disks(vm)
     if settings is None or not mine:
         return
     api, attacher = act.linstor(settings), act.attacher(settings)

@@ -48,6 +48,32 @@ def backup_snapshot_of(name: str):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+VM_SNAP_RE = re.compile(r"^linstor_un-vmsnap-([0-9]{1,12})-([0-9]{1,9})$")
+
+
+def vm_snapshot(vm_id: int, snap_id: int) -> str:
+    """A VM snapshot (onevm snapshot-create) on each of the VM's disks, and the hypervisor id oned
+    keeps for it: never `snapshot-<id>` nor a backup's, so disk-snapshot monitoring, snap_* and
+    backups leave it alone."""
+    return f"linstor_un-vmsnap-{vm_id}-{snap_id}"
+
+
+def vm_snapshot_of(name: str):
+    """(vm id, snapshot id) of a `vm_snapshot` name, else None."""
+    m = VM_SNAP_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def vm_snapshot_memory(vm_id: int, snap_id: int) -> str:
+    """The volume holding a VM snapshot's memory and device state."""
+    return f"one-vm-{vm_id}-vmsnap-{snap_id}"
+
+
+def vm_revert_safety(vm_id: int) -> str:
+    """The snapshot of each disk a VM snapshot revert keeps until it is done: the state to go back to."""
+    return f"linstor_un-vmrevert-{vm_id}"
+
+
 def snapshot_id(name: str):
     m = SNAP_RE.match(name)
     return int(m.group(1)) if m else None
@@ -81,5 +107,5 @@ def from_source(value: str) -> str:
 
 
 def vm_resource(resource: str) -> bool:
-    """A VM's own volume (a disk or its checkpoint), never an image's."""
-    return re.fullmatch(r"one-vm-[0-9]+-(disk-[0-9]+|checkpoint)", resource) is not None
+    """A VM's own volume (a disk, its checkpoint, a VM snapshot's memory), never an image's."""
+    return re.fullmatch(r"one-vm-[0-9]+-(disk-[0-9]+|checkpoint|vmsnap-[0-9]+)", resource) is not None

@@ -32,10 +32,11 @@ SNAPSHOT_TOKEN = "Aux/one/linstor_un/SNAPSHOT/"      # + snapshot name
 @dataclass(frozen=True)
 class Owner:
     """The OpenNebula object a volume is made for."""
-    kind: str                       # "image", "disk", "checkpoint"
+    kind: str                       # "image", "disk", "checkpoint", "vm snapshot"
     object_id: int
     born: int                       # REGTIME of an image, STIME of a VM; 0 if oned did not say
     disk_id: Optional[int] = None
+    snapshot_id: Optional[int] = None   # of a VM snapshot's memory volume
 
     @classmethod
     def image(cls, image_id: int, regtime: str) -> "Owner":
@@ -49,14 +50,20 @@ class Owner:
     def checkpoint(cls, vm_id: int, stime: str) -> "Owner":
         return cls("checkpoint", vm_id, natural(stime) or 0)
 
+    @classmethod
+    def vm_snapshot(cls, vm_id: int, stime: str, snapshot_id: int) -> "Owner":
+        return cls("vm snapshot", vm_id, natural(stime) or 0, snapshot_id=snapshot_id)
+
     @property
     def mark(self) -> str:
-        kind = "vm" if self.kind in ("disk", "checkpoint") else self.kind
+        kind = "image" if self.kind == "image" else "vm"
         text = f"{kind} {self.object_id} born {self.born}"
         if self.kind == "disk":
             text += f" disk {self.disk_id}"
         elif self.kind == "checkpoint":
             text += " checkpoint"
+        elif self.kind == "vm snapshot":
+            text += f" snapshot {self.snapshot_id} memory"
         return text
 
     def describe(self) -> str:
@@ -64,6 +71,8 @@ class Owner:
             return f"image {self.object_id}"
         if self.kind == "checkpoint":
             return f"the checkpoint of VM {self.object_id}"
+        if self.kind == "vm snapshot":
+            return f"the memory of snapshot {self.snapshot_id} of VM {self.object_id}"
         return f"disk {self.disk_id} of VM {self.object_id}"
 
     def building(self, step: str) -> dict:

@@ -86,13 +86,19 @@ def remove_volume(api: Linstor, rd, snaps: Optional[list[Snapshot]] = None) -> N
 def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: str, snap_id: int,
            report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None,
            owner: Optional[Owner] = None) -> None:
+    """`res` back to its `snapshot-<id>` (revert_to)."""
+    revert_to(api, attacher, host_for, res, names.snapshot(snap_id), report, block_size, snaps, owner)
+
+
+def revert_to(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: str, snap: str,
+              report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None,
+              owner: Optional[Owner] = None) -> None:
     """Make `res` hold the snapshot's exact bytes, zeros included (BUG-12).
 
     LINSTOR's rollback where it can (Linstor.rollback_refusal: the newest snapshot by creation
     time before LINSTOR 1.31, BUG-13; any from 1.31; every node online; before 1.31.2 a copy of the
     snapshot on every disk); otherwise the snapshot is restored into `<res>-tmp` and copied back
     over the volume on `host`; the temporary resource is always removed (BUG-7)."""
-    snap = names.snapshot(snap_id)
     snaps = api.snapshots(res) if snaps is None else snaps
     target = next((s for s in snaps if s.name == snap), None)
     if target is None:

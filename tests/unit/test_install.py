@@ -90,7 +90,7 @@ def test_install_reinstall_dry_run_uninstall(tmp_path, version, capsys):
     assert ("qemu" in kvm_mads) == (v >= (6, 0, 0))          # the qemu VM_MAD ships from 6.0 on
     for name in kvm_mads:
         args = section_args(one, "VM_MAD", name)[0]
-        assert flag_list(args, "-l")[-2:] == ["save=save_linstor_un", "restore=restore_linstor_un"]
+        assert flag_list(args, "-l")[-5:] == install.OVERRIDES
     tm_conf = ours(one, "TM_MAD_CONF")
     assert len(tm_conf) == 1 and tm_conf[0].get("CLONE_TARGET") == "SYSTEM" and tm_conf[0].get("SHARED") == "YES"
     assert (tm_conf[0].get("DISK_TYPE") == "BLOCK") == (v >= (6, 8, 0))
@@ -420,7 +420,7 @@ def test_an_existing_l_option_is_merged(tmp_path):
     conf(one).write_text(text)
     assert run(one) == 0
     kvm = section_args(one, "VM_MAD", "kvm")[0]
-    assert flag_list(kvm, "-l") == ["poll=poll_ganglia", "save=save_linstor_un", "restore=restore_linstor_un"]
+    assert flag_list(kvm, "-l") == ["poll=poll_ganglia", *install.OVERRIDES]
     assert kvm.count(" -l ") == 1
     assert run(one, "--uninstall") == 0
     assert conf(one).read_text() == text

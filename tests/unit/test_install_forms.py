@@ -101,7 +101,7 @@ def test_vm_mad_local_in_every_form(tmp_path, local):
     conf(one).write_text(text)
     assert run(one) == 0
     kvm = section_args(one, "VM_MAD", "kvm")[0]
-    assert flag_list(kvm, "-l") == ["poll=poll_ganglia", "save=save_linstor_un", "restore=restore_linstor_un"]
+    assert flag_list(kvm, "-l") == ["poll=poll_ganglia", *install.OVERRIDES]
     assert run(one, "--uninstall") == 0
     assert conf(one).read_text() == text
 

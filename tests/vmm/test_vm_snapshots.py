@@ -1,0 +1,323 @@
+"""VM snapshots (snapshot_create/revert/delete_linstor_un) on real libvirt + QEMU domains in the lab.
+
+The guest is a boot sector (GUEST below) that waits for a key (BIOS int 16h), keeps it in memory
+at 0x7e04 and writes a sector of it to its disk (int 13h, sector 1): what the guest remembers and
+what it wrote are both visible from outside (the QEMU monitor, the device), so a revert can be
+checked on both.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from lab.lab import SYSTEM_DS, Lab, LabConfig
+from lab.oned import VM, Datastore, Disk, History, to_xml
+from lab.runner import vmm_action_data
+
+from tests.tm.conftest import Env, disk_path
+
+# as --32 of:  xor %ax,%ax; mov %ax,%ds; mov %ax,%es; mov %ax,%ss; mov $0x7c00,%sp; sti
+#   mov %dl,0x7e08; movl $0x3a59454b,0x7e00                      ("KEY:" and the boot drive)
+# again: mov $0,%ah; int $0x16; mov %al,0x7e04                    (a key, kept in memory)
+#   mov $0x8000,%di; mov $512,%cx; cld; rep stosb                 (a sector of it)
+#   mov $0x0301,%ax; mov $2,%cx; mov $0,%dh; mov 0x7e08,%dl; mov $0x8000,%bx; int $0x13; jmp again
+GUEST = bytes.fromhex("31c08ed88ec08ed0bc007cfb8816087e66c706007e4b45593ab400cd16a2047ebf0080b90002fcf3aab801"
+                      "03b90200b6008a16087ebb0080cd13ebdd")
+BOOT = GUEST + bytes(510 - len(GUEST)) + b"\x55\xaa"
+
+DOMAIN = """<domain type='qemu'><name>one-{vm}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+<devices>{disks}<graphics type='vnc' autoport='yes' listen='127.0.0.1'/></devices></domain>"""
+DISK = """<disk type='block' device='disk'><driver name='qemu' type='raw' cache='none'/>
+<source dev='{path}'/><target dev='vd{letter}' bus='virtio'/></disk>"""
+
+
+@pytest.fixture(scope="module")
+def venv():
+    with Lab(LabConfig(hosts=2, libvirt=True)) as lab:
+        yield Env(lab)
+
+
+def virsh(env, host, command: str, check: bool = True) -> str:
+    out = env.lab.host(host).run_inside(f"virsh -c qemu:///system {command}", check=check)
+    return out.stdout.decode()
+
+
+def state(env, host, vm_id) -> str:
+    out = env.lab.host(host).run_inside(f"virsh -c qemu:///system domstate one-{vm_id}", check=False)
+    return out.stdout.decode().strip() if out.returncode == 0 else "absent"
+
+
+def boot(env, vm_id, host, ndisks):
+    h = env.lab.host(host)
+    disks = "".join(DISK.format(path=disk_path(vm_id, i), letter="abcd"[i]) for i in range(ndisks))
+    f = h.path("/var/lib/one/datastores") / f"dom-{vm_id}.xml"
+    f.write_text(DOMAIN.format(vm=vm_id, disks=disks))
+    h.run_inside(f"virsh -c qemu:///system create /var/lib/one/datastores/dom-{vm_id}.xml")
+
+
+def remembered(env, host, vm_id) -> int:
+    """The guest's last key, read from its memory through the QEMU monitor (0 before any key)."""
+    out = virsh(env, host, f"qemu-monitor-command one-{vm_id} --hmp 'xp /1xb 0x7e04'")
+    return int(re.search(r":\s*0x([0-9a-f]+)", out).group(1), 16)
+
+
+def started(env, host, vm_id) -> bool:
+    """The guest's code runs (its marker "KEY:" is in memory): keys sent before are lost in the BIOS."""
+    out = virsh(env, host, f"qemu-monitor-command one-{vm_id} --hmp 'xp /1xw 0x7e00'")
+    return "0x3a59454b" in out
+
+
+def press(env, host, vm_id, key: str) -> None:
+    """A key to the guest; returns once the guest has it in memory and has written its sector."""
+    deadline = time.monotonic() + 120
+    while not started(env, host, vm_id):
+        assert time.monotonic() < deadline, f"the guest of VM {vm_id} did not start"
+        time.sleep(0.5)
+    virsh(env, host, f"send-key one-{vm_id} KEY_{key.upper()}")
+    while time.monotonic() < deadline:
+        if remembered(env, host, vm_id) == ord(key) and sector(env, host, vm_id) == key.encode() * 512:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the guest did not take key {key}: memory {remembered(env, host, vm_id):#x}, "
+                         f"sector {sector(env, host, vm_id)[:8]!r}")
+
+
+def sector(env, host, vm_id) -> bytes:
+    return env.lab.host(host).run_inside(
+        f"dd if={disk_path(vm_id, 0)} bs=512 skip=1 count=1 iflag=direct status=none").stdout
+
+
+def running_vm(env, vm_id, host="node1", ndisks=2, data=b"") -> VM:
+    """A RUNNING VM whose disk 0 boots the guest (which took key 'a') and disk 1 holds `data`."""
+    vm = env.vm(vm_id, [Disk(i, SYSTEM_DS, size=16) for i in range(ndisks)], host=host, lcm="RUNNING")
+    for i in range(ndisks):
+        assert env.r.tm("mkimage", 16, "raw", f"{host}:{disk_path(vm_id, i)}", vm_id, SYSTEM_DS).ok
+    env.lab.write_device(host, disk_path(vm_id, 0), BOOT)
+    if ndisks > 1 and data:
+        env.lab.write_device(host, disk_path(vm_id, 1), data)
+    boot(env, vm_id, host, ndisks)
+    assert state(env, host, vm_id) == "running"
+    press(env, host, vm_id, "a")
+    return env.lab.oned.vms[vm_id]
+
+
+def data(env, vm, host, ds=SYSTEM_DS):
+    env.lab.oned.add(vm)
+    return vmm_action_data(to_xml(vm.element()), to_xml(env.lab.oned.datastores[ds].element()), host,
+                           f"one-{vm.id}", "")
+
+
+def create(env, vm, host="node1", **kw):
+    snap = vm.new_snapshot()
+    result = env.r.vm_snapshot("create", f"one-{vm.id}", str(snap["SNAPSHOT_ID"]), vm.id, host, data(env, vm, host),
+                               **kw)
+    if result.ok:
+        snap["HYPERVISOR_ID"] = result.stdout.split()[0]     # as VirtualMachineManager::_snapshotcreate reads it
+    else:
+        vm.snapshots.remove(snap)                           # oned drops a snapshot that failed
+    return result, snap
+
+
+def act(env, vm, action, snap, host="node1", **kw):
+    vm.activate_snapshot(int(snap["SNAPSHOT_ID"]), action.upper())
+    result = env.r.vm_snapshot(action, f"one-{vm.id}", snap["HYPERVISOR_ID"], vm.id, host, data(env, vm, host), **kw)
+    if action == "delete" and result.ok:
+        vm.snapshots.remove(snap)
+    return result
+
+
+def linstor_snapshots(env) -> dict:
+    """resource -> names of its snapshots."""
+    with env.lab.client() as c:
+        out: dict = {}
+        for s in c.snapshot_dfn_list_raise().snapshots:
+            out.setdefault(s.resource_name, set()).add(s.name)
+        return out
+
+
+def destroy(env, host, vm_id):
+    env.lab.host(host).run_inside(f"virsh -c qemu:///system destroy one-{vm_id}", check=False)
+
+
+def test_revert_gives_back_every_disk_and_the_memory(venv):
+    env = venv
+    first = bytes(range(256)) * 16
+    vm = running_vm(env, 1, data=first)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    assert result.stdout.strip() == "linstor_un-vmsnap-1-0"
+    assert state(env, "node1", 1) == "running"
+    assert re.search(r"paused [0-9.]+ s for snapshot 0 \(2 disk", result.stderr), result.stderr
+    taken = linstor_snapshots(env)
+    assert {"linstor_un-vmsnap-1-0"} <= taken["one-vm-1-disk-0"] and {"linstor_un-vmsnap-1-0"} <= taken["one-vm-1-disk-1"]
+    rd = env.rds()["one-vm-1-vmsnap-0"]
+    assert rd["Aux/one/linstor_un/MADE_FOR"].endswith("snapshot 0 memory") and "Aux/one/linstor_un/BUILDING" not in rd
+    # the guest goes on: a key in memory and on disk 0, other bytes on disk 1
+    press(env, "node1", 1, "b")
+    env.lab.write_device("node1", disk_path(1, 1), b"\xee" * 4096)
+    result = act(env, vm, "revert", snap)
+    assert result.ok, str(result)
+    assert state(env, "node1", 1) == "running"
+    assert remembered(env, "node1", 1) == ord("a")              # the memory of that instant
+    assert sector(env, "node1", 1) == b"a" * 512                 # and what the guest had written then
+    assert env.read("node1", disk_path(1, 1), 0, 4096) == first
+    assert not any(n.startswith("linstor_un-vmrevert") for names in linstor_snapshots(env).values() for n in names)
+    press(env, "node1", 1, "c")                                 # the guest runs on from there
+    # a second revert to the same snapshot, then delete
+    assert act(env, vm, "revert", snap).ok
+    assert remembered(env, "node1", 1) == ord("a") and sector(env, "node1", 1) == b"a" * 512
+    result = act(env, vm, "delete", snap)
+    assert result.ok, str(result)
+    assert "one-vm-1-vmsnap-0" not in env.rds()
+    assert not any("vmsnap" in n for names in linstor_snapshots(env).values() for n in names)
+    destroy(env, "node1", 1)
+
+
+def test_oned_7_quotes_the_revert_parameters_and_6_does_not(venv):
+    """7.x runs revert as a VmmAction step ('<deploy_id>' '<hypervisor id>'); the same action from
+    an older runner gets them bare: both work, and delete is the same on every release."""
+    env = venv
+    vm = running_vm(env, 2, ndisks=1)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    press(env, "node1", 2, "d")
+    old = env.lab.runner("6.6.0")
+    vm.activate_snapshot(0, "REVERT")
+    done = old.vm_snapshot("revert", "one-2", snap["HYPERVISOR_ID"], 2, "node1", data(env, vm, "node1"))
+    assert done.ok, str(done)
+    assert remembered(env, "node1", 2) == ord("a")
+    assert act(env, vm, "delete", snap).ok
+    destroy(env, "node1", 2)
+
+
+def test_a_failed_create_leaves_nothing_and_the_vm_running(venv):
+    env = venv
+    vm = running_vm(env, 3)
+    before_rds, before_snaps = set(env.rds()), linstor_snapshots(env)
+    env.lab.linstor.add_fault("/actions/snapshot/multi$", "rc", method="POST", ret_code=-4611686018427387102,
+                              message="injected snapshot failure")
+    result, _ = create(env, vm)
+    env.lab.linstor.clear_faults()
+    assert result.rc != 0 and "injected snapshot failure" in result.stderr, str(result)
+    assert len(result.stderr.strip().splitlines()[-1]) < 400
+    assert state(env, "node1", 3) == "running"                  # resumed
+    assert set(env.rds()) == before_rds and linstor_snapshots(env) == before_snaps
+    props = env.rds()["one-vm-3-disk-0"]
+    assert not any(k.startswith("Aux/one/linstor_un/SNAPSHOT/") for k in props)
+    # libvirt failing to write the memory
+    shim = env.lab.host("node1").path("/usr/local/bin") / "virsh"
+    shim.write_text('#!/bin/sh\ncase " $* " in *" snapshot-create-as "*) echo "injected: no memory" >&2; exit 1;; '
+                    'esac\nexec /usr/bin/virsh "$@"\n')
+    shim.chmod(0o755)
+    try:
+        result, _ = create(env, vm)
+    finally:
+        shim.unlink()
+    assert result.rc != 0 and "injected: no memory" in result.stderr
+    assert state(env, "node1", 3) == "running"
+    assert set(env.rds()) == before_rds and linstor_snapshots(env) == before_snaps
+    result, snap = create(env, vm)                              # and then it works
+    assert result.ok, str(result)
+    assert result.stdout.strip() == f"linstor_un-vmsnap-3-{snap['SNAPSHOT_ID']}"
+    destroy(env, "node1", 3)
+
+
+def test_a_failed_revert_puts_the_disks_back_and_boots_the_vm(venv):
+    env = venv
+    vm = running_vm(env, 4)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    press(env, "node1", 4, "b")
+    shim = env.lab.host("node1").path("/usr/local/bin") / "virsh"
+    shim.write_text('#!/bin/sh\ncase " $* " in *" restore "*) echo "injected: restore failed" >&2; exit 1;; '
+                    'esac\nexec /usr/bin/virsh "$@"\n')
+    shim.chmod(0o755)
+    try:
+        result = act(env, vm, "revert", snap)
+    finally:
+        shim.unlink()
+    assert result.rc != 0 and "injected: restore failed" in result.stderr, str(result)
+    assert state(env, "node1", 4) == "running"                  # booted again from its disks
+    assert sector(env, "node1", 4) == b"b" * 512                # as they were before the revert
+    assert not any(n.startswith("linstor_un-vmrevert") for names in linstor_snapshots(env).values() for n in names)
+    assert "linstor_un-vmsnap-4-0" in linstor_snapshots(env)["one-vm-4-disk-0"]   # the snapshot stays
+    press(env, "node1", 4, "e")
+    result = act(env, vm, "revert", snap)                       # and the retry works
+    assert result.ok, str(result)
+    assert remembered(env, "node1", 4) == ord("a") and sector(env, "node1", 4) == b"a" * 512
+    destroy(env, "node1", 4)
+
+
+def test_a_revert_refuses_when_the_disks_changed_since(venv):
+    env = venv
+    vm = running_vm(env, 5, ndisks=1)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    # a disk attached after the snapshot
+    vm.disks.append(Disk(1, SYSTEM_DS, size=16))
+    assert env.r.tm("mkimage", 16, "raw", f"node1:{disk_path(5, 1)}", 5, SYSTEM_DS).ok
+    press(env, "node1", 5, "b")
+    result = act(env, vm, "revert", snap)
+    assert result.rc != 0 and "attached or detached" in result.stderr, str(result)
+    assert state(env, "node1", 5) == "running" and remembered(env, "node1", 5) == ord("b")
+    destroy(env, "node1", 5)
+
+
+def test_terminate_takes_the_snapshots_with_it(venv):
+    env = venv
+    vm = running_vm(env, 6)
+    assert create(env, vm)[0].ok and create(env, vm)[0].ok
+    destroy(env, "node1", 6)
+    vm.lcm_state = "EPILOG"
+    env.lab.oned.add(vm)
+    for i in (0, 1):
+        assert env.r.tm("delete", f"node1:{disk_path(6, i)}", 6, SYSTEM_DS).ok
+    assert env.r.tm("delete", f"node1:/var/lib/one//datastores/{SYSTEM_DS}/6", 6, SYSTEM_DS).ok
+    assert not [n for n in env.rds() if n.startswith("one-vm-6-")]
+    assert not [r for r in linstor_snapshots(env) if r.startswith("one-vm-6-")]
+
+
+def test_snapshots_oned_no_longer_lists_are_removed(venv):
+    """Without KEEP_SNAPSHOTS oned drops a VM's snapshots on poweroff or migration, calling no
+    driver: the next VM snapshot action removes what they held."""
+    env = venv
+    vm = running_vm(env, 7, ndisks=1)
+    assert create(env, vm)[0].ok
+    vm.snapshots.clear()                                        # LifeCycleManager: delete_snapshots()
+    result, snap = create(env, vm)
+    assert result.ok and snap["SNAPSHOT_ID"] == 0               # oned numbers from 0 again
+    assert sorted(n for n in env.rds() if n.startswith("one-vm-7-vmsnap")) == ["one-vm-7-vmsnap-0"]
+    assert sorted(n for n in linstor_snapshots(env)["one-vm-7-disk-0"] if "vmsnap" in n) == ["linstor_un-vmsnap-7-0"]
+    destroy(env, "node1", 7)
+
+
+def test_vms_without_linstor_disks_go_to_the_stock_scripts_and_mixes_are_refused(venv):
+    env = venv
+    env.lab.oned.add(Datastore(0, "system", "SYSTEM_DS", ds_mad="-", tm_mad="ssh", template={"TM_MAD": "ssh"}))
+    vm = VM(8, disks=[Disk(0, 0, tm_mad="ssh")], history=[History("node1", 0, tm_mad="ssh")])
+    env.lab.oned.add(vm)
+    stock = env.lab.host("node1").path("/var/tmp/one") / "vmm" / "kvm"
+    stock.mkdir(parents=True, exist_ok=True)
+    for name in ("snapshot_create", "snapshot_revert", "snapshot_delete"):
+        (stock / name).write_text(f'#!/bin/sh\necho "$@" > /var/tmp/one/{name}.args\ncat > /dev/null\n'
+                                  f'echo snap-0\n')
+        (stock / name).chmod(0o755)
+    snap = vm.new_snapshot()
+    done = env.r.vm_snapshot("create", "one-8", "0", 8, "node1", data(env, vm, "node1", ds=0))
+    assert done.ok, str(done)
+    assert done.stdout.strip() == "snap-0"
+    assert (stock.parent.parent / "snapshot_create.args").read_text().split() == ["one-8", "0", "8", "node1"]
+    snap["HYPERVISOR_ID"] = "snap-0"
+    vm.activate_snapshot(0, "REVERT")
+    assert env.r.vm_snapshot("revert", "one-8", "snap-0", 8, "node1", data(env, vm, "node1", ds=0)).ok
+    assert (stock.parent.parent / "snapshot_revert.args").read_text().split() == ["one-8", "snap-0", "8", "node1"]
+    # one linstor_un disk and one writable disk of another driver: no instant holds both
+    mixed = env.vm(9, [Disk(0, SYSTEM_DS, size=16), Disk(1, 0, tm_mad="ssh")], lcm="RUNNING")
+    mixed.new_snapshot()
+    before = set(env.rds())
+    done = env.r.vm_snapshot("create", "one-9", "0", 9, "node1", data(env, mixed, "node1"))
+    assert done.rc != 0 and "disk 1 (ssh)" in done.stderr, str(done)
+    assert set(env.rds()) == before
