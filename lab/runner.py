@@ -204,14 +204,16 @@ class OnedRunner:
         return self._ds_style(self.remotes / "tm" / self.driver / "monitor", data_xml, ds_id)
 
     # ---- VMM -----------------------------------------------------------------------------------
-    def vmm_local(self, script_name: str, args: list, vmm_xml: str, extra_env: Optional[dict] = None) -> Result:
+    def vmm_local(self, script_name: str, args: list, vmm_xml: str, extra_env: Optional[dict] = None,
+                  kill_when: Optional[Callable[[], bool]] = None, kill_signal: int = 9) -> Result:
         """A local VMM action (-l save=save_linstor_un,...): runs on the front-end."""
         script = self.remotes / "vmm" / "kvm" / script_name
         if self.v >= (5, 12, 0):
             payload = base64.b64encode(vmm_xml.encode())
         else:
             payload = base64.encodebytes(vmm_xml.replace("\n", "").encode())
-        return self._run(f"{script} {' '.join(str(a) for a in args)}", stdin=payload, extra_env=extra_env)
+        return self._run(f"{script} {' '.join(str(a) for a in args)}", stdin=payload, extra_env=extra_env,
+                         kill_when=kill_when, kill_signal=kill_signal)
 
     def save(self, deploy_id: str, checkpoint: str, host: str, vm_id: int, vmm_xml: str) -> Result:
         return self.vmm_local("save_linstor_un", [deploy_id, checkpoint, host, vm_id, host], vmm_xml)
@@ -220,7 +222,8 @@ class OnedRunner:
         return self.vmm_local("restore_linstor_un", [checkpoint, host, deploy_id, vm_id, host], vmm_xml)
 
     def vm_snapshot(self, action: str, deploy_id: str, snapshot: str, vm_id: int, host: str, vmm_xml: str,
-                    extra_env: Optional[dict] = None) -> Result:
+                    extra_env: Optional[dict] = None, kill_when: Optional[Callable[[], bool]] = None,
+                    kill_signal: int = 9) -> Result:
         """snapshot_create (`snapshot`: oned's SNAPSHOT_ID), snapshot_revert or snapshot_delete (its
         HYPERVISOR_ID); one_vmm_exec.rb appends the VM id and host to a local action's parameters,
         and 7.x quotes those of the revert step (VmmAction#get_parameters)."""
@@ -228,7 +231,8 @@ class OnedRunner:
             params = [f"'{deploy_id}'", f"'{snapshot}'"]
         else:
             params = [deploy_id, snapshot]
-        return self.vmm_local(f"snapshot_{action}_linstor_un", [*params, vm_id, host], vmm_xml, extra_env)
+        return self.vmm_local(f"snapshot_{action}_linstor_un", [*params, vm_id, host], vmm_xml, extra_env,
+                              kill_when, kill_signal)
 
 
 def ds_action_data(image_xml: str, datastore_xml: str, extra: str = "") -> str:

@@ -160,14 +160,16 @@ def create(act: "Action", argv: list[str]) -> None:
     hypervisor_id(r, argv)
     forget_unlisted(act, r)
     listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
+    cut_short = r.api.resource_definition(r.memory)
     if not leftovers_of(act, r, listings):
-        take(act, r)
+        # a run killed while the guest was paused left it paused: this run resumes it
+        take(act, r, resume_paused=cut_short is not None)
     print(r.name)
 
 
 def leftovers_of(act: "Action", r: Request, listings: dict[str, list["Snapshot"]]) -> bool:
-    """True when a run before this one took the whole snapshot (oned's retry: nothing to do).
-    What a run cut short left is removed; a name taken by anything else stops the action."""
+    """True when a run before this one took the whole snapshot (a retry: nothing to do). What a
+    run cut short left is removed; a name taken by anything else stops the action."""
     rd = r.api.resource_definition(r.memory)
     verdict = None if rd is None else ownership.judge(rd.props, rd.size_kib, r.owner)
     if verdict is Verdict.FOREIGN:
@@ -195,7 +197,7 @@ def leftovers_of(act: "Action", r: Request, listings: dict[str, list["Snapshot"]
     return False
 
 
-def take(act: "Action", r: Request) -> None:
+def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
     api, host, domain = r.api, r.host, r.domain
     size_kib = checkpoint.volume_kib(host, domain)
     targets = disk_targets(host, domain)
@@ -212,7 +214,7 @@ def take(act: "Action", r: Request) -> None:
         undo.add(f"clear the marks of {r.name}", lambda: unmark(r.volumes, r.name))
         for v in r.volumes:
             v.api.set_props(v.resource, {ownership.SNAPSHOT_TOKEN + r.name: v.owner.snapshot_token(r.name)})
-        with attacher.borrowed(r.host_name, r.memory) as device, paused(act, r):
+        with attacher.borrowed(r.host_name, r.memory) as device, paused(act, r, resume_paused):
             # one image of memory and device state, and one LINSTOR request per controller for the disks
             host_ops.virsh(host, ["snapshot-create-as", domain, "--name", r.name, "--no-metadata",
                                   "--memspec", f"file={device},snapshot=external",
@@ -226,18 +228,23 @@ def take(act: "Action", r: Request) -> None:
 
 
 @contextmanager
-def paused(act: "Action", r: Request) -> Iterator[None]:
-    """The domain paused for the body and resumed after it, also when it fails (unless it was
-    paused already); how long it was paused goes to the log."""
-    state = host_ops.virsh(r.host, ["domstate", r.domain], f"read the state of {r.domain}")
+def paused(act: "Action", r: Request, resume_paused: bool = False) -> Iterator[None]:
+    """The domain paused for the body and resumed after it, also when it fails; one paused already
+    stays paused, unless `resume_paused` (a run of this action paused it and was killed). How long
+    it was paused goes to the log."""
+    state = host_ops.virsh(r.host, ["domstate", r.domain], f"read the state of {r.domain}").stdout
+    if resume_paused and b"paused" in state:
+        # running first: QEMU writes no memory image of a guest a finished one left paused
+        host_ops.virsh(r.host, ["resume", r.domain], f"resume {r.domain}")
+        state = b"running"
     started = time.monotonic()
-    running = b"running" in state.stdout
-    if running:
+    resume = b"running" in state
+    if resume:
         host_ops.virsh(r.host, ["suspend", r.domain], f"pause {r.domain}")
     try:
         yield
     finally:
-        if running:
+        if resume:
             host_ops.virsh(r.host, ["resume", r.domain], f"resume {r.domain}")
             act.report.info(f"VM {r.vm.id} was paused {time.monotonic() - started:.2f} s for snapshot "
                             f"{r.snap_id} ({len(r.volumes)} disk(s) and its memory)")
@@ -323,8 +330,16 @@ def describe_disks(taken: str) -> str:
 
 
 def domain_exists(r: Request) -> bool:
-    """Whether the domain is defined on the host (a revert killed before stopped it already)."""
-    return host_ops.virsh(r.host, ["domstate", r.domain], f"read the state of {r.domain}", check=False).rc == 0
+    """Whether the domain runs on the host: a revert cut short may have stopped it already, or be
+    stopping it still (libvirt: "in shutdown" for a moment)."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = host_ops.virsh(r.host, ["domstate", r.domain], f"read the state of {r.domain}", check=False)
+        if out.rc != 0:
+            return False
+        if b"in shutdown" not in out.stdout or time.monotonic() > deadline:
+            return b"running" in out.stdout or b"paused" in out.stdout
+        time.sleep(0.5)
 
 
 def keep_state(act: "Action", r: Request, safety: str, listings: dict[str, list["Snapshot"]]) -> None:

@@ -321,3 +321,97 @@ def test_vms_without_linstor_disks_go_to_the_stock_scripts_and_mixes_are_refused
     done = env.r.vm_snapshot("create", "one-9", "0", 9, "node1", data(env, mixed, "node1"))
     assert done.rc != 0 and "disk 1 (ssh)" in done.stderr, str(done)
     assert set(env.rds()) == before
+
+
+def hang_virsh(env, host, subcommand: str, marker: str):
+    """`virsh <subcommand>` on host hangs (after marking its start); returns the kill_when predicate."""
+    shim = env.lab.host(host).path("/usr/local/bin") / "virsh"
+    shim.write_text(f'#!/bin/sh\ncase " $* " in *" {subcommand} "*) mkdir -p /var/tmp/one; '
+                    f'touch /var/tmp/one/{marker}; exec sleep 3600;; esac\nexec /usr/bin/virsh "$@"\n')
+    shim.chmod(0o755)
+    path = env.lab.host(host).path("/var/tmp/one") / marker
+    return lambda: path.exists()
+
+
+def when_request(env, method: str, path_re: str, after: float = 0.3):
+    seen: dict = {}
+
+    def check() -> bool:
+        if "at" not in seen and any(r["method"] == method and re.search(path_re, r["path"])
+                                    for r in env.lab.linstor.requests()):
+            seen["at"] = time.monotonic()
+        return "at" in seen and time.monotonic() - seen["at"] >= after
+    return check
+
+
+def unhang(env, host="node1"):
+    env.lab.linstor.clear_faults()
+    shim = env.lab.host(host).path("/usr/local/bin") / "virsh"
+    if shim.exists():
+        shim.unlink()
+
+
+def ours_left(env, vm_id) -> tuple[set, set]:
+    """This VM's memory volumes and temporary resources, and every VM snapshot name on its disks."""
+    rds = {n for n in env.rds() if n.startswith(f"one-vm-{vm_id}-") and "-disk-" not in n or n.endswith("-tmp")}
+    snaps = {n for r, names in linstor_snapshots(env).items() if r.startswith(f"one-vm-{vm_id}-") for n in names}
+    return rds, snaps
+
+
+KILL_POINTS = [
+    ("create", "virsh", "snapshot-create-as"),            # the guest paused, its memory being written
+    ("create", "POST", r"/actions/snapshot/multi$"),      # the disks' snapshots taken, no reply yet
+    ("revert", "virsh", "restore"),                       # the domain stopped, its disks reverted
+    ("revert", "POST", r"/snapshot-rollback/"),           # a disk being rolled back
+    ("delete", "DELETE", r"/snapshots/linstor_un-vmsnap-"),   # one disk's snapshot going
+]
+
+
+@pytest.mark.parametrize("index", range(len(KILL_POINTS)))
+def test_killed_at_each_step_then_retried(venv, index):
+    """SIGKILL (the driver crashing, oned's timeout) in the middle of a step; the same action again
+    converges: the guest runs, the snapshot is whole (or gone), nothing is left over."""
+    env, (action, kind, what) = venv, KILL_POINTS[index]
+    vm_id = 20 + index
+    vm = running_vm(env, vm_id)
+    snap = None
+    if action != "create":
+        result, snap = create(env, vm)
+        assert result.ok, str(result)
+        press(env, "node1", vm_id, "b")
+    if kind == "virsh":
+        kill_when = hang_virsh(env, "node1", what, f"hang-{vm_id}")
+    else:
+        env.lab.linstor.add_fault(what, "delay_after", method=kind, seconds=30)
+        kill_when = when_request(env, kind, what)
+    if action == "create":
+        killed, snap = create(env, vm, kill_when=kill_when)
+        snap = snap if killed.ok else vm.new_snapshot()     # oned: a failure; the user asks again
+        snap_id = snap["SNAPSHOT_ID"]
+    else:
+        killed = act(env, vm, action, snap, kill_when=kill_when)
+    unhang(env)
+    assert killed.rc == -9, str(killed)
+    if action == "create":
+        vm.snapshots.remove(snap)
+        snap = vm.new_snapshot()
+        assert snap["SNAPSHOT_ID"] == snap_id
+        done = env.r.vm_snapshot("create", f"one-{vm_id}", str(snap_id), vm_id, "node1", data(env, vm, "node1"))
+        assert done.ok, str(done)
+        snap["HYPERVISOR_ID"] = done.stdout.split()[0]
+        assert state(env, "node1", vm_id) == "running"      # resumed, also after the kill while paused
+        press(env, "node1", vm_id, "b")
+        assert act(env, vm, "revert", snap).ok              # the retry's snapshot is whole
+        assert remembered(env, "node1", vm_id) == ord("a") and sector(env, "node1", vm_id) == b"a" * 512
+        assert ours_left(env, vm_id) == ({f"one-vm-{vm_id}-vmsnap-0"}, {f"linstor_un-vmsnap-{vm_id}-0"})
+    elif action == "revert":
+        done = act(env, vm, "revert", snap)
+        assert done.ok, str(done)
+        assert state(env, "node1", vm_id) == "running"
+        assert remembered(env, "node1", vm_id) == ord("a") and sector(env, "node1", vm_id) == b"a" * 512
+        assert ours_left(env, vm_id) == ({f"one-vm-{vm_id}-vmsnap-0"}, {f"linstor_un-vmsnap-{vm_id}-0"})
+    else:
+        done = act(env, vm, "delete", snap)
+        assert done.ok, str(done)
+        assert ours_left(env, vm_id) == (set(), set())
+    destroy(env, "node1", vm_id)
