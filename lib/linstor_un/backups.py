@@ -671,6 +671,8 @@ def restore_in_place(act: "Action", args) -> None:
         d.api.delete_snapshot(d.resource, RESTORE_SAFETY)
         forget(d.api, d.resource, vm.id, d.owner)
         DigestStore.of(vm).keep_only(d.disk_id, set())
+    from . import vm_snapshots
+    vm_snapshots.forget_all(act, vm, args.system_ds)      # oned forgets the VM's snapshots now
 
 
 def back_to_safety(disk: BackupDisk) -> None:

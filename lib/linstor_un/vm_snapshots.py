@@ -409,6 +409,17 @@ def forget_unlisted(act: "Action", r: Request, also: AbstractSet[int] = frozense
     forget_memory(r.api, r.vm.id, lambda: r.vm.text("STIME"), keep=keep)
 
 
+def forget_all(act: "Action", vm: VmDoc, system_ds: int) -> None:
+    """Every VM snapshot of the VM goes (oned drops them all when a backup is restored into it:
+    LifeCycleManager::trigger_disk_restore_success)."""
+    mine = [d.disk_id for d in disks.linstor_disks(vm) if not disks.read_only(d)]
+    for v in disks.volumes(act, vm, mine, system_ds):
+        forget_disk(v.api, v.resource, vm.id, v.owner)
+    ds = act.one.datastore(system_ds)
+    if ds.tm_mad == DRIVER:
+        forget_memory(act.linstor(act.settings(system_ds)), vm.id, lambda: vm.text("STIME"))
+
+
 def forget_disk(api: "Linstor", res: str, vm_id: int, owner: Owner, keep: AbstractSet[int] = frozenset(),
                 snaps: Optional[list["Snapshot"]] = None) -> None:
     """This VM disk's VM snapshots (except `keep`) go: the disk leaves the VM (detach, terminate,

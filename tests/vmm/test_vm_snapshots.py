@@ -7,12 +7,14 @@ checked on both.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 
 import pytest
 
-from lab.lab import SYSTEM_DS, Lab, LabConfig
+from lab.backup_ds import BackupDatastore
+from lab.lab import FRONTEND, IMAGE_DS, SYSTEM_DS, Lab, LabConfig
 from lab.oned import VM, Datastore, Disk, History, to_xml
 from lab.runner import vmm_action_data
 
@@ -37,7 +39,9 @@ DISK = """<disk type='block' device='disk'><driver name='qemu' type='raw' cache=
 @pytest.fixture(scope="module")
 def venv():
     with Lab(LabConfig(hosts=2, libvirt=True)) as lab:
-        yield Env(lab)
+        env = Env(lab)
+        env.bds = BackupDatastore(lab)
+        yield env
 
 
 def virsh(env, host, command: str, check: bool = True) -> str:
@@ -415,3 +419,122 @@ def test_killed_at_each_step_then_retried(venv, index):
         assert done.ok, str(done)
         assert ours_left(env, vm_id) == (set(), set())
     destroy(env, "node1", vm_id)
+
+
+def test_a_full_backup_keeps_the_snapshots_and_a_restore_drops_them(venv):
+    """OpenNebula backs up a VM with snapshots in FULL mode (INCREMENT is refused with them) and
+    forgets every VM snapshot once a backup is restored into it (trigger_disk_restore_success)."""
+    env = venv
+    vm = running_vm(env, 30)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    press(env, "node1", 30, "b")
+    vm.backup_config = {"MODE": "FULL", "LAST_INCREMENT_ID": -1, "FS_FREEZE": "NONE"}
+    run = env.bds.backup(env.r, vm, [0, 1], live=True)
+    assert run.ok, f"{run.pre}\n{run.post}"
+    assert env.bds.restored_bytes(run.image_id, 0)[512:1024] == b"b" * 512      # the disk as it is
+    assert "linstor_un-vmsnap-30-0" in linstor_snapshots(env)["one-vm-30-disk-0"]
+    assert act(env, vm, "revert", snap).ok                                       # still whole
+    assert remembered(env, "node1", 30) == ord("a")
+    destroy(env, "node1", 30)
+    vm.state, vm.lcm_state = "POWEROFF", "LCM_INIT"
+    env.lab.oned.add(vm)
+    result = env.r.tm("restore", f"node1:/var/lib/one//datastores/{SYSTEM_DS}/30", 30, run.image_id, -1, -1)
+    assert result.ok, str(result)
+    assert ours_left(env, 30) == (set(), set())
+    vm.state, vm.lcm_state = "ACTIVE", "RUNNING"
+
+
+def test_after_a_cold_migration_the_revert_runs_on_the_new_host(venv):
+    """onevm migrate (not live): save, the disks move, restore on the other host; the snapshot
+    (memory volume and disks' snapshots in LINSTOR) is reverted to there."""
+    env = venv
+    vm = running_vm(env, 31)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    press(env, "node1", 31, "b")
+    ckpt = f"/var/lib/one//datastores/{SYSTEM_DS}/31/checkpoint"
+    assert env.r.save("one-31", ckpt, "node1", 31, data(env, vm, "node1")).ok
+    for i in (0, 1):
+        assert env.r.tm("mv", f"node1:{disk_path(31, i)}", f"node2:{disk_path(31, i)}", 31, SYSTEM_DS).ok
+    assert env.r.tm("mv", f"node1:/var/lib/one//datastores/{SYSTEM_DS}/31",
+                    f"node2:/var/lib/one//datastores/{SYSTEM_DS}/31", 31, SYSTEM_DS).ok
+    vm.history.append(History("node2", SYSTEM_DS))
+    assert env.r.restore(ckpt, "node2", "one-31", 31, data(env, vm, "node2")).ok
+    assert remembered(env, "node2", 31) == ord("b")
+    result = act(env, vm, "revert", snap, host="node2")
+    assert result.ok, str(result)
+    assert state(env, "node2", 31) == "running" and state(env, "node1", 31) == "absent"
+    assert remembered(env, "node2", 31) == ord("a") and sector(env, "node2", 31) == b"a" * 512
+    destroy(env, "node2", 31)
+
+
+def test_a_persistent_image_detached_leaves_without_the_vms_snapshots(venv):
+    env = venv
+    img = env.image(32, size_mb=16, persistent=True)
+    vm = env.vm(32, [Disk(0, SYSTEM_DS, size=16), Disk(1, IMAGE_DS, image_id=32, source=img.source, size=16,
+                                                       persistent=True)], lcm="RUNNING")
+    assert env.r.tm("mkimage", 16, "raw", f"node1:{disk_path(32, 0)}", 32, SYSTEM_DS).ok
+    assert env.r.tm("ln", f"{FRONTEND}:{img.source}", f"node1:{disk_path(32, 1)}", 32, IMAGE_DS).ok
+    env.lab.write_device("node1", disk_path(32, 0), BOOT)
+    boot(env, 32, "node1", 2)
+    press(env, "node1", 32, "a")
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    assert "linstor_un-vmsnap-32-0" in linstor_snapshots(env)["one-image-32"]
+    destroy(env, "node1", 32)
+    assert env.r.tm("mvds", f"node1:{disk_path(32, 1)}", f"{img.source}", 32, IMAGE_DS).ok
+    assert "linstor_un-vmsnap-32-0" not in linstor_snapshots(env).get("one-image-32", set())
+    assert "linstor_un-vmsnap-32-0" in linstor_snapshots(env)["one-vm-32-disk-0"]   # the VM's own disk keeps it
+
+
+@pytest.fixture(scope="module")
+def old_env():
+    with Lab(LabConfig(hosts=2, libvirt=True, linstor_version="1.20.0")) as lab:
+        yield Env(lab)
+
+
+def test_on_linstor_before_1_31_a_revert_copies_from_the_snapshot(old_env):
+    """LINSTOR before 1.31 rolls back only to a disk's newest snapshot (and the state a revert keeps
+    is newer): each disk is restored from the VM snapshot and copied back. The bytes and the memory
+    come back all the same; a second snapshot in between changes nothing."""
+    env = old_env
+    first = os.urandom(4096)
+    vm = running_vm(env, 40, data=first)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    press(env, "node1", 40, "b")
+    env.lab.write_device("node1", disk_path(40, 1), b"\xee" * 4096)
+    later, _ = create(env, vm)
+    assert later.ok, str(later)
+    result = act(env, vm, "revert", snap)
+    assert result.ok, str(result)
+    assert "restored through" in result.stderr
+    assert remembered(env, "node1", 40) == ord("a") and sector(env, "node1", 40) == b"a" * 512
+    assert env.read("node1", disk_path(40, 1), 0, 4096) == first
+    assert not [n for n in env.rds() if n.endswith("-tmp")]
+    destroy(env, "node1", 40)
+
+
+def test_a_disk_snapshot_revert_leaves_the_vm_snapshots_whole(venv):
+    """disk-snapshot-revert (POWEROFF) rolls one disk back; the VM snapshot taken after that disk
+    snapshot is still there and gives back its own instant afterwards."""
+    env = venv
+    vm = running_vm(env, 33)
+    vm.disks[0].snapshots = [{"id": 0, "name": "before", "active": False}]
+    assert env.r.tm("snap_create", f"node1:{disk_path(33, 0)}", 0, 33, SYSTEM_DS).ok     # sector 'a'
+    press(env, "node1", 33, "b")
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    press(env, "node1", 33, "c")
+    destroy(env, "node1", 33)
+    vm.lcm_state = "DISK_SNAPSHOT_REVERT_POWEROFF"
+    env.lab.oned.add(vm)
+    assert env.r.tm("snap_revert", f"node1:{disk_path(33, 0)}", 0, 33, SYSTEM_DS).ok
+    assert sector(env, "node1", 33) == b"a" * 512
+    vm.lcm_state = "RUNNING"
+    boot(env, 33, "node1", 2)
+    result = act(env, vm, "revert", snap)
+    assert result.ok, str(result)
+    assert remembered(env, "node1", 33) == ord("b") and sector(env, "node1", 33) == b"b" * 512
+    destroy(env, "node1", 33)
