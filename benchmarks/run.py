@@ -16,6 +16,7 @@ import statistics
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -888,6 +889,93 @@ def freeze_times(disks: int = 4, rounds: int = 5) -> dict:
                 "frozen_max_s": round(max(frozen), 3), "prebackup_live_median_s": round(statistics.median(walls), 2)}
 
 
+VM_SNAPSHOT_DOMAIN = """<domain type='qemu'><name>one-{vm}</name><memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>
+<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
+<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os><devices>{disks}</devices></domain>"""
+
+
+def vm_snapshot_pause(disks: int = 2, memory_mib: int = 256, rounds: int = 5) -> dict:
+    """How long snapshot_create_linstor_un keeps a guest paused (the action's own measure, from
+    the pause to the resume) with `disks` disks and `memory_mib` of memory, the guest's memory
+    filled first with random bytes (so the image is as large as the memory); baseline in the same
+    run: the stop a `virsh save` + `virsh restore` of the same domain to the same kind of volume
+    costs (the other way libvirt offers to keep a running guest's memory)."""
+    from lab.runner import vmm_action_data
+    from tests.vmm.test_vm_snapshots import BOOT, DISK, started
+    with Lab(LabConfig(hosts=2, libvirt=True, validate_schema=False)) as lab:
+        r = lab.runner()
+        vm_id = 720
+        vm = VM(vm_id, lcm_state="RUNNING", disks=[Disk(d, SYSTEM_DS, size=16) for d in range(disks)],
+                history=[History("node1", SYSTEM_DS)], template={"MEMORY": str(memory_mib)})
+        lab.oned.add(vm)
+        for d in range(disks):
+            if not r.tm("mkimage", 16, "raw", f"node1:{SYS}/{vm_id}/disk.{d}", vm_id, SYSTEM_DS).ok:
+                raise RuntimeError("mkimage failed")
+        lab.write_device("node1", f"{SYS}/{vm_id}/disk.0", BOOT)
+        h = lab.host("node1")
+        xml = VM_SNAPSHOT_DOMAIN.format(vm=vm_id, mib=memory_mib, disks="".join(
+            DISK.format(path=f"{SYS}/{vm_id}/disk.{d}", letter="abcd"[d]) for d in range(disks)))
+        (h.path("/var/lib/one/datastores") / f"dom-{vm_id}.xml").write_text(xml)
+        h.run_inside(f"virsh -c qemu:///system create /var/lib/one/datastores/dom-{vm_id}.xml")
+
+        class _Env:
+            pass
+        env = _Env()
+        env.lab = lab
+        while not started(env, "node1", vm_id):
+            time.sleep(0.5)
+        # the guest's memory above 1 MiB filled with random bytes, through QEMU's own memory file
+        pid = h.run_inside(f"cat /run/libvirt/qemu/one-{vm_id}.pid").stdout.decode().strip()
+        fill = (f"for m in $(ls /proc/{pid}/fd); do t=$(readlink /proc/{pid}/fd/$m); case $t in *memfd:*memory-backend*) "
+                f"dd if=/dev/urandom of=/proc/{pid}/fd/$m bs=1M seek=1 count={memory_mib - 1} conv=notrunc "
+                f"status=none; echo filled;; esac; done")
+        filled = h.run_inside(fill).stdout.decode()
+        pauses, creates, reverts, baseline = [], [], [], []
+        for i in range(rounds):
+            vm.snapshots.clear()
+            snap = vm.new_snapshot()
+            data = vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
+                                   f"one-{vm_id}", "")
+            made = r.vm_snapshot("create", f"one-{vm_id}", "0", vm_id, "node1", data)
+            if not made.ok:
+                raise RuntimeError(str(made))
+            m = re.search(r"paused ([0-9.]+) s", made.stderr)
+            pauses.append(float(m.group(1)))
+            creates.append(made.seconds)
+            snap["HYPERVISOR_ID"] = made.stdout.split()[0]
+            vm.activate_snapshot(0, "REVERT")
+            data = vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
+                                   f"one-{vm_id}", "")
+            back = r.vm_snapshot("revert", f"one-{vm_id}", snap["HYPERVISOR_ID"], vm_id, "node1", data)
+            if not back.ok:
+                raise RuntimeError(str(back))
+            reverts.append(back.seconds)
+            vm.activate_snapshot(0, "DELETE")
+            data = vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
+                                   f"one-{vm_id}", "")
+            if not r.vm_snapshot("delete", f"one-{vm_id}", snap["HYPERVISOR_ID"], vm_id, "node1", data).ok:
+                raise RuntimeError("delete failed")
+            # the baseline: the guest stopped from `virsh save` to the end of `virsh restore`
+            with lab.client() as c:
+                name = f"bench-ram-{i}"
+                c.resource_group_spawn("one_rg", name, [memory_mib * 1024 + 256 * 1024])
+                c.resource_make_available("node1", name)
+            dev = f"/dev/drbd/by-res/{name}/0"
+            t0 = time.monotonic()
+            h.run_inside(f"virsh -c qemu:///system save one-{vm_id} {dev} && "
+                         f"virsh -c qemu:///system restore {dev}")
+            baseline.append(time.monotonic() - t0)
+            with lab.client() as c:
+                c.resource_dfn_delete(name)
+        pause = statistics.median(pauses)
+        return {"disks": disks, "memory_mib": memory_mib, "rounds": rounds, "memory_filled": "filled" in filled,
+                "pause_median_s": round(pause, 3), "pause_max_s": round(max(pauses), 3),
+                "create_median_s": round(statistics.median(creates), 2),
+                "revert_median_s": round(statistics.median(reverts), 2),
+                "save_restore_stop_median_s": round(statistics.median(baseline), 3),
+                "pause_vs_save_restore": round(pause / statistics.median(baseline), 2)}
+
+
 def markdown(results: dict) -> str:
     """The README's tables, from results.json (so every figure there comes from a run)."""
     out = ["| action | median s | p90 s | LINSTOR requests (min) | HTTP requests | SSH conn. | remote cmds (min) "
@@ -943,6 +1031,14 @@ def markdown(results: dict) -> str:
         out += ["", f"Guest frozen during a live backup of {f['disks']} disks ({f['rounds']} runs): median "
                 f"{f['frozen_median_s']} s, longest {f['frozen_max_s']} s (prebackup_live median "
                 f"{f['prebackup_live_median_s']} s)."]
+    if "vm_snapshot" in results:
+        v = results["vm_snapshot"]
+        out += ["", f"VM snapshot of a guest with {v['disks']} disks and {v['memory_mib']} MiB of memory "
+                f"({'filled with random bytes' if v['memory_filled'] else 'mostly untouched'}; {v['rounds']} runs): "
+                f"paused median {v['pause_median_s']} s, longest {v['pause_max_s']} s — "
+                f"{v['pause_vs_save_restore']}x the stop of a `virsh save` + `virsh restore` of the same domain "
+                f"({v['save_restore_stop_median_s']} s); snapshot_create median {v['create_median_s']} s, "
+                f"snapshot_revert median {v['revert_median_s']} s."]
     if "monitor_scale" in results:
         out += ["", "| monitor | resources | wall s | driver CPU s | waiting s | peak MB | LINSTOR requests |",
                 "|---|---|---|---|---|---|---|"]
@@ -953,8 +1049,8 @@ def markdown(results: dict) -> str:
         out += ["", f"TM clone in copy mode of a {k['mb']} MiB image ({k['rounds']} interleaved rounds): LINSTOR's "
                 f"resource-definition clone {k['linstor_clone_s']} s, the byte copy through the VM's host "
                 f"{k['host_copy_s']} s ({k['ratio']}x). TM cpds (save-as of the stopped VM's disk, after DS "
-                f"mkfs): LINSTOR's clone {k['cpds_linstor_s']} s, through a host {k['cpds_host_s']} s "
-                f"({k['cpds_ratio']}x)."]
+                f"mkfs): LINSTOR's clone {k.get('cpds_linstor_s', '?')} s, through a host {k.get('cpds_host_s', '?')} s "
+                f"({k.get('cpds_ratio', '?')}x)."]
     if "concurrency" in results:
         c = results["concurrency"]
         out += ["", f"Concurrency: {c['clones']} clones of one image to three hosts at once: {c['succeeded']} "
@@ -1015,6 +1111,8 @@ def main() -> int:
         if args.vmm:
             results["freeze"] = fz = freeze_times()
             print(json.dumps(fz))
+            results["vm_snapshot"] = vs = vm_snapshot_pause()
+            print(json.dumps(vs))
     if args.scale:
         results["monitor_scale"] = m = scale([int(x) for x in args.scale.split(",")])
         print("\n" + table(m, list(m[0])))

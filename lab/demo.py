@@ -246,6 +246,33 @@ class Demo:
         self.set_state("ACTIVE", "RUNNING")
         return "saved to LINSTOR, restored, running"
 
+    def vm_snapshot(self) -> str:
+        """onevm snapshot-create, the guest writes, snapshot-revert, snapshot-delete."""
+        before = self.read_disk(self.host, 2, 1 << 20, 4096)
+        snap = self.vm.new_snapshot()
+        self.set_state("ACTIVE", "HOTPLUG_SNAPSHOT")
+        made = self.call(self.r.vm_snapshot("create", f"one-{VM_ID}", str(snap["SNAPSHOT_ID"]), VM_ID, self.host,
+                                            self.vmm_data(self.host)), "vmm/kvm/snapshot_create_linstor_un")
+        snap["HYPERVISOR_ID"] = made.stdout.split()[0]
+        pause = next((line.split("paused ", 1)[1].split(" s", 1)[0] for line in made.stderr.splitlines()
+                      if " paused " in line), "?")
+        self.write_disk(self.host, 2, 1 << 20, b"\x5a" * 4096)
+        self.vm.activate_snapshot(int(snap["SNAPSHOT_ID"]), "REVERT")
+        self.publish()
+        self.call(self.r.vm_snapshot("revert", f"one-{VM_ID}", snap["HYPERVISOR_ID"], VM_ID, self.host,
+                                     self.vmm_data(self.host)), "vmm/kvm/snapshot_revert_linstor_un")
+        if self.read_disk(self.host, 2, 1 << 20, 4096) != before:
+            raise StepFailed("disk.2 does not hold the snapshot's bytes after the revert")
+        if b"running" not in self.virsh(self.host, f"domstate one-{VM_ID}"):
+            raise StepFailed("the domain is not running after the revert")
+        self.vm.activate_snapshot(int(snap["SNAPSHOT_ID"]), "DELETE")
+        self.publish()
+        self.call(self.r.vm_snapshot("delete", f"one-{VM_ID}", snap["HYPERVISOR_ID"], VM_ID, self.host,
+                                     self.vmm_data(self.host)), "vmm/kvm/snapshot_delete_linstor_un")
+        self.vm.snapshots.clear()
+        self.set_state("ACTIVE", "RUNNING")
+        return f"guest paused {pause} s; reverted (disks and memory), running; deleted"
+
     def save_as(self) -> str:
         image = Image(2, "demo-saveas", IMAGE_DS, format="raw", size=self.disk(0).size, state=4,
                       template={"SAVED_DISK_ID": 0, "SAVED_IMAGE_ID": 0, "SAVED_VM_ID": VM_ID})
@@ -324,6 +351,9 @@ STEPS = [
          ["deploy: non-persistent, persistent, volatile, swap, context"]),
     Step("suspend (save) and resume (restore)", ["vmm/kvm/save_linstor_un", "vmm/kvm/restore_linstor_un"],
          Demo.save_restore, ["cold migrate node1 -> node2"]),
+    Step("VM snapshot, guest writes, revert, delete",
+         ["vmm/kvm/snapshot_create_linstor_un", "vmm/kvm/snapshot_revert_linstor_un",
+          "vmm/kvm/snapshot_delete_linstor_un"], Demo.vm_snapshot, ["suspend (save) and resume (restore)"]),
     Step("save-as (live)", ["datastore/mkfs", "tm/cpds"], Demo.save_as, ["cold migrate node1 -> node2"]),
     Step("backup live, full and an increment", ["tm/prebackup_live", "tm/postbackup_live"], Demo.backup,
          ["cold migrate node1 -> node2"]),

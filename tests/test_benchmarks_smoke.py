@@ -5,7 +5,8 @@ import pytest
 
 from benchmarks.run import (ABOVE_MINIMUM, MINIMUM, PARAMIKO_BASELINE, REPO, SSH_ACTIONS, backups, clone_copy,
                             concurrency,
-                            freeze_times, run, scale, ssh_modes, table, throughput, vmm_rows)
+                            freeze_times, run, scale, ssh_modes, table, throughput, vm_snapshot_pause,
+                            vmm_rows)
 
 
 def test_benchmarks_run_once():
@@ -39,6 +40,11 @@ def test_backup_rows_small():
     assert 0 <= b["increment_device_read_mib"] <= b["increment_read_limit_mib"] < b["digest_device_read_mib"]
     f = freeze_times(disks=2, rounds=1)
     assert 0 < f["frozen_median_s"] < 30
+
+
+def test_vm_snapshot_pause_once():
+    v = vm_snapshot_pause(disks=2, memory_mib=64, rounds=1)
+    assert v["memory_filled"] and 0 < v["pause_median_s"] and v["save_restore_stop_median_s"] > 0
 
 
 def test_ssh_modes_once():
