@@ -392,7 +392,7 @@ def remove_items(args: str, table: list[OptSpec], spec: OptSpec, items: list[str
     occ = parse_mad_args(args, table).last(spec)
     if occ is None or occ.value is None:
         return args
-    have = occ.value.text.split(",")
+    have = [x for x in occ.value.text.split(",") if x]
     for item in items:
         if item in have:
             del have[len(have) - 1 - have[::-1].index(item)]      # the last one: the one appended
@@ -577,9 +577,13 @@ def unpatch_oned(f: TextFile, record: dict) -> tuple[str, list[str]]:
             if value is None:
                 continue
             spec = option_of(entry["section"], entry["flag"])
+            # the flag goes with its last item when any run added it (a later run may have added
+            # items to the list an earlier run made: its entry says the flag was there)
+            flag_added = any(e.get("flag_added", False) for e in record.get("lists", [])
+                             if (e["section"], e.get("name"), e["flag"]) ==
+                             (entry["section"], entry.get("name"), entry["flag"]))
             try:
-                new = remove_items(value.text, MAD_OPTIONS[entry["section"]], spec, entry["items"],
-                                   entry.get("flag_added", False))
+                new = remove_items(value.text, MAD_OPTIONS[entry["section"]], spec, entry["items"], flag_added)
             except InstallError as err:
                 raise InstallError(f"{f.path} line {line_of(f.text, s.start)} ({entry['section']} ARGUMENTS): "
                                    f"{err}") from None

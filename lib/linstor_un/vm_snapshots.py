@@ -40,7 +40,7 @@ from .rollback import Rollback
 
 if TYPE_CHECKING:
     from .action import Action
-    from .linstor_api import Linstor, Snapshot
+    from .linstor_api import Linstor, ResourceDef, Snapshot
     from .remote import Host
     from .settings import DatastoreSettings
 
@@ -158,19 +158,20 @@ def create(act: "Action", argv: list[str]) -> None:
     if r is None:
         return
     hypervisor_id(r, argv)
-    forget_unlisted(act, r)
     listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
-    cut_short = r.api.resource_definition(r.memory)
-    if not leftovers_of(act, r, listings):
+    forget_unlisted(act, r, listings)
+    memory = r.api.resource_definition(r.memory)
+    if not leftovers_of(act, r, listings, memory):
         # a run killed while the guest was paused left it paused: this run resumes it
-        take(act, r, resume_paused=cut_short is not None)
+        take(act, r, resume_paused=memory is not None)
     print(r.name)
 
 
-def leftovers_of(act: "Action", r: Request, listings: dict[str, list["Snapshot"]]) -> bool:
+def leftovers_of(act: "Action", r: Request, listings: dict[str, list["Snapshot"]],
+                 rd: Optional["ResourceDef"]) -> bool:
     """True when a run before this one took the whole snapshot (a retry: nothing to do). What a
-    run cut short left is removed; a name taken by anything else stops the action."""
-    rd = r.api.resource_definition(r.memory)
+    run cut short left is removed; a name taken by anything else stops the action (`rd`: the
+    memory volume's definition, if there is one)."""
     verdict = None if rd is None else ownership.judge(rd.props, rd.size_kib, r.owner)
     if verdict is Verdict.FOREIGN:
         raise ownership.foreign(r.memory, rd.props if rd else {}, r.owner)
@@ -297,7 +298,7 @@ def revert(act: "Action", argv: list[str]) -> None:
         if snap is None or not ownership.snapshot_is_mine(snap, v.owner):
             raise DriverError(f"disk {v.disk_id} ({v.resource}) has no snapshot {r.name} taken for it: VM "
                               f"{r.vm.id} cannot be reverted. Nothing was changed")
-    forget_unlisted(act, r)
+    forget_unlisted(act, r, listings)
     attacher = act.attacher(r.settings)
     safety = names.vm_revert_safety(r.vm.id)
     xml_path, running_xml = f"{r.vm_dir}/{r.name}.xml", f"{r.vm_dir}/{safety}.xml"
@@ -320,7 +321,8 @@ def revert(act: "Action", argv: list[str]) -> None:
                                     snaps=listings[v.resource], owner=v.owner)
             checkpoint.load(r.host, r.host_name, r.domain, device, xml_path)
             undo.commit()
-    drop(r.volumes, safety)
+    for v in r.volumes:
+        v.api.delete_snapshot(v.resource, safety)
     r.host.run(["rm", "-f", xml_path, running_xml], "remove the domain XML files", check=False)
 
 
@@ -385,27 +387,31 @@ def delete(act: "Action", argv: list[str]) -> None:
     if r is None:
         return
     hypervisor_id(r, argv)
+    listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
     for v in r.volumes:
-        snap = next((s for s in v.api.snapshots(v.resource) if s.name == r.name), None)
+        snap = next((s for s in listings[v.resource] if s.name == r.name), None)
         if snap is not None:
             snapshots.belongs(snap, v.resource, v.owner)
             v.api.delete_snapshot(v.resource, r.name)
+            listings[v.resource].remove(snap)
     rd = r.api.resource_definition(r.memory)
     if rd is not None:
         if not ownership.may_remove(rd.props, r.owner):
             raise DriverError(f"{r.memory} was made for {rd.props[ownership.MADE_FOR]}, not for "
                               f"{r.owner.describe()} ({r.owner.mark}): not deleting it")
         r.api.delete_definition(r.memory)
-    forget_unlisted(act, r, also={r.snap_id})
+    forget_unlisted(act, r, listings, also={r.snap_id})
 
 
 # ---- what oned no longer lists -----------------------------------------------------------------
 
-def forget_unlisted(act: "Action", r: Request, also: AbstractSet[int] = frozenset()) -> None:
-    """This VM's snapshots oned dropped on its own (no KEEP_SNAPSHOTS) go: disks' and memory."""
+def forget_unlisted(act: "Action", r: Request, listings: dict[str, list["Snapshot"]],
+                    also: AbstractSet[int] = frozenset()) -> None:
+    """This VM's snapshots oned dropped on its own (no KEEP_SNAPSHOTS) go: disks' and memory
+    (`listings`: each disk's snapshots, as just read)."""
     keep = r.listed - set(also)
     for v in r.volumes:
-        forget_disk(v.api, v.resource, r.vm.id, v.owner, keep=keep)
+        forget_disk(v.api, v.resource, r.vm.id, v.owner, keep=keep, snaps=listings[v.resource])
     forget_memory(r.api, r.vm.id, lambda: r.vm.text("STIME"), keep=keep)
 
 

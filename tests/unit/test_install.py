@@ -426,11 +426,11 @@ def test_an_existing_l_option_is_merged(tmp_path):
     assert conf(one).read_text() == text
 
 
-def previous_install_py(tmp_path: Path):
-    """The install.py of history 2241f06 (it recorded only the venv, the conf and the version,
-    inside the remotes, and kept .bak copies there), loaded as a module."""
+def previous_install_py(tmp_path: Path, commit: str = "2241f06"):
+    """The install.py of history `commit` (2241f06: it recorded only the venv, the conf and the
+    version, inside the remotes, and kept .bak copies there), loaded as a module."""
     import importlib.util
-    old = subprocess.run(["git", "-C", str(REPO), "show", "2241f06:install.py"], capture_output=True, text=True)
+    old = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:install.py"], capture_output=True, text=True)
     if old.returncode != 0:
         pytest.skip("the repository's history is not here")
     path = tmp_path / "old_install.py"
@@ -459,3 +459,22 @@ def test_uninstall_of_what_the_previous_install_py_installed(tmp_path, version):
     assert conf(one).read_bytes() == original and execrc(one).read_bytes() == original_rc
     assert not (one / "var" / "remotes" / "tm" / "linstor_un").exists()
     assert not (one / "var" / "remotes" / "etc" / "datastore" / "linstor_un" / "install-state.json").exists()
+
+
+def test_a_rerun_after_the_install_py_before_vm_snapshots_adds_their_overrides(tmp_path):
+    """A front-end installed before the VM snapshot overrides (save/restore only, 90e54b8): the next
+    run adds snapshot_create/revert/delete to each kvm VM_MAD and their files; --uninstall takes
+    everything back."""
+    previous = previous_install_py(tmp_path, "90e54b8")
+    one = front_end(tmp_path, "7.0.0")
+    original, original_rc = conf(one).read_bytes(), execrc(one).read_bytes()
+    assert previous.main(["--one-location", str(one), "--base-python", sys.executable]) == 0
+    assert flag_list(section_args(one, "VM_MAD", "kvm")[0], "-l") == ["save=save_linstor_un",
+                                                                      "restore=restore_linstor_un"]
+    assert run(one) == 0
+    for name in ("kvm", "qemu"):
+        assert flag_list(section_args(one, "VM_MAD", name)[0], "-l") == install.OVERRIDES
+    assert (one / "var" / "remotes" / "vmm" / "kvm" / "snapshot_revert_linstor_un").exists()
+    assert run(one, "--uninstall") == 0
+    assert conf(one).read_bytes() == original and execrc(one).read_bytes() == original_rc
+    assert not (one / "var" / "remotes" / "vmm" / "kvm" / "snapshot_revert_linstor_un").exists()
