@@ -48,6 +48,7 @@ DRIVER = "linstor_un"
 VM_OF = "Aux/one/linstor_un/VM_SNAPSHOT_OF"     # on a memory volume: the VM id (found by it)
 DISKS_TAKEN = "Aux/one/linstor_un/VM_SNAPSHOT_DISKS"   # "<disk id>:<resource> ...": what the snapshot holds
 DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_.:+-]{1,128}$")
+ACTIONS = {"snapshot_create": "CREATE", "snapshot_revert": "REVERT", "snapshot_delete": "DELETE"}
 
 
 @dataclass
@@ -104,6 +105,10 @@ def request(act: "Action", argv: list[str], script: str) -> Optional[Request]:
     snap_id = natural((active.findtext("SNAPSHOT_ID") or "").strip()) if active is not None else None
     if active is None or snap_id is None:
         raise DriverError(f"oned marked no snapshot of VM {vm_id} ACTIVE: nothing was changed")
+    action = (active.findtext("ACTION") or "").strip()
+    if action and action != ACTIONS[script]:
+        raise DriverError(f"oned's active snapshot {snap_id} of VM {vm_id} is marked for {action}, not "
+                          f"{ACTIONS[script]}: nothing was changed")
     mine = [d for d in disks.linstor_disks(vm) if not disks.read_only(d)]
     if not ours(script, ident, vm_id) or not mine and script == "snapshot_create":
         # a VM without linstor_un disks, or a snapshot the stock script made (before linstor_un)
@@ -143,9 +148,10 @@ def ours(script: str, ident: str, vm_id: int) -> bool:
     return True
 
 
-def hypervisor_id(r: Request, argv: list[str]) -> None:
-    """The snapshot named in argv is the one oned marked ACTIVE."""
-    expected = str(r.snap_id) if argv[1].isdigit() else r.name
+def hypervisor_id(r: Request, argv: list[str], script: str) -> None:
+    """The snapshot named in argv (create: its id; revert, delete: its hypervisor id) is the one
+    oned marked ACTIVE."""
+    expected = str(r.snap_id) if script == "snapshot_create" else r.name
     if argv[1] != expected:
         raise DriverError(f"argv names snapshot {argv[1]}, oned's active snapshot of VM {r.vm.id} is "
                           f"{expected}: nothing was changed")
@@ -157,7 +163,7 @@ def create(act: "Action", argv: list[str]) -> None:
     r = request(act, argv, "snapshot_create")
     if r is None:
         return
-    hypervisor_id(r, argv)
+    hypervisor_id(r, argv, "snapshot_create")
     listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
     forget_unlisted(act, r, listings)
     memory = r.api.resource_definition(r.memory)
@@ -280,7 +286,7 @@ def revert(act: "Action", argv: list[str]) -> None:
     r = request(act, argv, "snapshot_revert")
     if r is None:
         return
-    hypervisor_id(r, argv)
+    hypervisor_id(r, argv, "snapshot_revert")
     rd = r.api.resource_definition(r.memory)
     if rd is None or not ownership.may_remove(rd.props, r.owner) or ownership.BUILDING in rd.props \
             or ownership.MADE_FOR not in rd.props:
@@ -386,7 +392,7 @@ def delete(act: "Action", argv: list[str]) -> None:
     r = request(act, argv, "snapshot_delete")
     if r is None:
         return
-    hypervisor_id(r, argv)
+    hypervisor_id(r, argv, "snapshot_delete")
     listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
     for v in r.volumes:
         snap = next((s for s in listings[v.resource] if s.name == r.name), None)
