@@ -48,7 +48,8 @@ from . import changed_blocks, disks, host_ops, names, ownership, snapshots
 from .errors import DriverError
 from .linstor_api import Linstor, Snapshot
 from .one_api import VmDoc
-from .one_input import BackupArgs, natural
+from .one_input import BackupArgs
+from .validate import natural
 from .ownership import Owner
 from .remote import Host
 from .report import Report

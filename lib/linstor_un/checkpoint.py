@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Optional
 from . import host_ops, names, ownership
 from .errors import DriverError
 from .one_api import Xml
-from .one_input import integer, valid_host, vmm_stdin
+from .one_input import vmm_stdin
+from .validate import integer, valid_host
 from .ownership import Owner, Verdict
 from .report import meaningful
 from .placement import scheduler
@@ -128,7 +129,7 @@ def save(act: "Action", argv: list[str]) -> None:
             raise ownership.foreign(res, existing.props, r.owner)
         api.delete_definition(res)
     with Rollback(act.report) as undo:
-        undo.add(f"delete {res}", lambda: api.delete_definition(res))
+        undo.add(f"delete {res}", ownership.undo_create(api, res, r.owner.mark))
         undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
         scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name,
                                                                            props=r.owner.building("save"))

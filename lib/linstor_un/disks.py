@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import names
 from .one_api import DiskInfo, VmDoc
-from .one_input import natural
+from .validate import natural
 from .ownership import Owner
 
 if TYPE_CHECKING:

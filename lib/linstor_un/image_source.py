@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Optional, Protocol
 
 from . import downloads
 from .errors import DriverError
-from .one_input import natural
+from .validate import natural
 from .remote import Host, Shell
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from .errors import DriverError
 from .linstor_api import Linstor, ResourceDef
 from .ownership import Owner
 from .one_api import Xml
-from .one_input import natural
+from .validate import natural
 
 
 @dataclass

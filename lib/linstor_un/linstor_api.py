@@ -435,7 +435,7 @@ class Linstor:
         """A new resource definition (born with `props`) and its one volume."""
         self.do(f"create resource {name}", lambda c: c.resource_dfn_create(
             name, resource_group=resource_group, layer_list=layer_list or None),
-            done=lambda: self.resource_definition(name) is not None, create_props=props)
+            done=lambda: self._born(name, props), create_props=props)
         self.do(f"create volume of {name}", lambda c: c.volume_dfn_create(name, size_kib, encrypt=encrypt),
                 done=lambda: self._sized(name))
 
@@ -450,7 +450,7 @@ class Linstor:
         """A new resource from its group, placed in one request."""
         self.do(f"create resource {name} in group {resource_group}", lambda c: c.resource_group_spawn(
             resource_group, name, [size_kib], partial=True, place_count=count, **filters),
-            done=lambda: self._sized(name) and self._placed(name), create_props=props)
+            done=lambda: self._born(name, props) and self._sized(name) and self._placed(name), create_props=props)
 
     def place(self, name: str, replicas: list[tuple[str, str]], layer_list: Optional[list[str]] = None,
               required: bool = True) -> bool:
@@ -468,6 +468,12 @@ class Linstor:
         """LINSTOR's autoplacer: `count` diskful replicas of `name` (what is there counts)."""
         self.do(f"place {name}", lambda c: c.resource_auto_place(name, count, **filters),
                 ok_codes=(C.WARN_RSC_ALREADY_DEPLOYED,))
+
+    def _born(self, name: str, props: Optional[dict]) -> bool:
+        """`name` exists with the properties this request gave it: made by this request, not a
+        definition of the name someone else made meanwhile (after a lost reply)."""
+        rd = self.resource_definition(name)
+        return rd is not None and all(rd.props.get(k) == v for k, v in (props or {}).items())
 
     def _sized(self, name: str) -> bool:
         rd = self.resource_definition(name)
@@ -647,9 +653,11 @@ class Linstor:
         late = self.clone_refusal is not None                # no delete_props / override_props yet
         late_group = self.client.api_version_smaller("1.24.0")
         delete_props = [k for k in delete_props if k not in (props or {})]
+        # a lost reply is not sent again: the status request below says whether the clone started
         started = self._call(step, lambda c: c.resource_dfn_clone(
             src, dst, resource_group=None if late_group else resource_group,
-            delete_props=None if late else (delete_props or None), property_dict=None if late else (props or None)))
+            delete_props=None if late else (delete_props or None), property_dict=None if late else (props or None)),
+            done=lambda: self._born(dst, None if late else props), retry=False)
         # python-linstor reads this reply without looking at the HTTP status: an error list comes
         # back wrapped as if it were a CloneStarted
         data = getattr(started, "data_v1", None)
@@ -719,7 +727,7 @@ class Linstor:
         `nodes` only if given; else wherever the snapshot is)."""
         self.do(f"create {dst}", lambda c: c.resource_dfn_create(dst, resource_group=resource_group,
                                                                  layer_list=layer_list or None),
-                create_props=props)
+                done=lambda: self._born(dst, props), create_props=props)
         self.do(f"restore volumes of {src}/{snap} into {dst}",
                 lambda c: c.snapshot_volume_definition_restore(src, snap, dst))
         self.do(f"restore {src}/{snap} into {dst}",

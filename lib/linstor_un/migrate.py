@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 from . import disks, host_ops
 from .errors import DriverError
 from .one_api import VmDoc
-from .one_input import MigrateArgs, natural
+from .one_input import MigrateArgs
+from .validate import natural
 from .remote import Shell, stream
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import Optional
 from . import disks, names
 from .errors import DriverError
 from .linstor_api import Linstor
-from .one_input import natural
+from .validate import natural
 from .placement import pools_and_copies
 from .report import Report
 from .settings import DatastoreSettings

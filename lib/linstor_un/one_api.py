@@ -17,7 +17,7 @@ from lxml import etree
 
 from . import deadline
 from .errors import DriverError
-from .one_input import natural
+from .validate import natural
 
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
 LIVE_MIGRATE_ACTION = 2     # a history record's ACTION when a live migration ended it (VMActions.h, 5.x-7.x)

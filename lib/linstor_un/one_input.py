@@ -18,10 +18,10 @@ from typing import Callable, Optional, TypeVar
 
 from .errors import DriverError
 from .names import from_source
+from .validate import integer, natural, snapshot_id, valid_host
 
 Version = tuple[int, int, int]
 T = TypeVar("T")
-HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
 
 
 def remotes_dir(script: Optional[str] = None) -> Path:
@@ -36,32 +36,6 @@ def read_version(remotes: Path) -> Version:
         return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
     except (OSError, ValueError):
         return (7, 0, 0)            # newest conventions when the file is missing
-
-
-def integer(value: str, what: str) -> int:
-    if not re.fullmatch(r"-?[0-9]{1,18}", str(value)):
-        raise DriverError(f"invalid {what} '{value}': expected a number")
-    return int(value)
-
-
-def natural(value: str) -> Optional[int]:
-    """A property or attribute that should hold a number: ASCII digits only (str.isdigit() also
-    takes '²' and '٣', which int() then refuses or reads as another number), else None."""
-    return int(value) if re.fullmatch(r"[0-9]{1,18}", value or "") else None
-
-
-def snapshot_id(value: str, what: str = "snapshot id") -> int:
-    """A snapshot id: 0 or more (oned numbers snapshots from 0; -1 means none, not one to act on)."""
-    n = integer(value, what)
-    if n < 0:
-        raise DriverError(f"invalid {what} '{value}': no snapshot given")
-    return n
-
-
-def valid_host(host: str) -> str:
-    if not HOST_RE.match(host) or host.startswith("-"):
-        raise DriverError(f"invalid host name '{host}'")
-    return host
 
 
 def clean_path(path: str) -> str:

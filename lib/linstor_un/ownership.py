@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .errors import DriverError
-from .one_input import natural
+from .validate import natural
 
 MADE_FOR = "Aux/one/linstor_un/MADE_FOR"
 BUILDING = "Aux/one/linstor_un/BUILDING"
@@ -127,6 +127,23 @@ def may_reuse(api, rd, owner: Owner, report) -> bool:
     report.info(f"{rd.name}: {verdict.value}; replacing it")
     api.delete_definition(rd.name, reuse=True)
     return False
+
+
+def undo_create(api: Any, name: str, mark: str) -> Callable[[], None]:
+    """The undo of an action's create of `name`: the volume goes only while it carries `mark`
+    (volumes are born with their marks). Registered before the create, it also removes what a
+    create that failed half-way made; a volume of the name someone else made in between (another
+    OpenNebula on this controller) carries another mark, or none, and stays."""
+    def undo() -> None:
+        rd = api.resource_definition(name)
+        if rd is None:
+            return
+        if rd.props.get(MADE_FOR) != mark:
+            whose = rd.props.get(MADE_FOR) or "no linstor_un mark"
+            api.report.info(f"{name} is not the volume this action made ({whose}): left as it is")
+            return
+        api.delete_definition(name)
+    return undo
 
 
 def may_remove(props: dict, owner: Owner) -> bool:

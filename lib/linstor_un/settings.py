@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import DriverError
-from .one_input import HOST_RE, natural
+from .validate import HOST_RE, natural
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{1,47}$")
 PROP_RE = re.compile(r"^[A-Za-z0-9_/.:-]+(=[^\s]*)?$")

@@ -23,8 +23,8 @@ def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
     try:
         api.set_props(res, {names.snapshot_size_prop(snap_id): str(allocated)},
                       delete=[ownership.SNAPSHOT_TOKEN + snap])
-    except DriverError:
-        pass                         # only monitoring depends on the size; the token is inert
+    except DriverError as err:       # only monitoring depends on the size; the token is inert
+        api.report.info(f"{snap} of {res} is taken; its size for monitoring is not recorded: {err}")
 
 
 def take(api: Linstor, res: str, snap: str, owner: Owner, replace_stale: bool = False) -> bool:

@@ -33,7 +33,8 @@ from . import checkpoint, disks, host_ops, names, ownership, snapshots
 from .disks import VmVolume
 from .errors import DriverError
 from .one_api import VmDoc, Xml
-from .one_input import integer, natural, valid_host, vmm_stdin
+from .one_input import vmm_stdin
+from .validate import integer, natural, valid_host
 from .ownership import Owner, Verdict
 from .placement import scheduler
 from .rollback import Rollback
@@ -213,7 +214,7 @@ def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
         groups.setdefault(id(v.api), []).append(v)
     attacher = act.attacher(r.settings)
     with Rollback(act.report) as undo:
-        undo.add(f"delete {r.memory}", lambda: api.delete_definition(r.memory))
+        undo.add(f"delete {r.memory}", ownership.undo_create(api, r.memory, r.owner.mark))
         scheduler(api, r.settings.checkpoint_placement, act.report).create(
             r.memory, size_kib, prefer_host=r.host_name,
             props={**r.owner.building("snapshot_create"), VM_OF: str(r.vm.id), DISKS_TAKEN: r.taken()})

@@ -44,7 +44,7 @@ def create(act: "Action", args: VolatileArgs) -> None:
         host_ops.link(host, device, dst.path)
         return
     with Rollback(act.report) as undo:
-        undo.add(f"delete {res}", lambda: api.delete_definition(res))
+        undo.add(f"delete {res}", ownership.undo_create(api, res, owner.mark))
         scheduler(api, settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host,
                                                               props=owner.building("mkimage"))
         device = act.attacher(settings).attach(dst.host, res)

@@ -372,3 +372,40 @@ def test_a_temporary_name_taken_by_someone_else_is_never_deleted(env, scenario):
     refused(env.r.tm("cpds", f"node1:{disk_path(14, 0)}", "/dev/drbd/by-res/one-image-59/0", 0, 14, IMAGE_DS),
             "one-vm-14-disk-0-tmp", "not a temporary copy")
     intact(env, "one-vm-14-disk-0-tmp", props)
+
+
+@pytest.mark.parametrize("action", ["mkfs", "mkimage"])
+def test_a_volume_of_that_name_made_between_the_check_and_the_create_is_never_undone(env, action, scenario):
+    """Another OpenNebula on this controller makes a volume of the name after the action looked and
+    before its create reached LINSTOR: the create is refused, and the action's undo leaves that
+    volume alone (it carries another installation's mark), bytes and properties."""
+    import re
+    sc = scenario("Ownership: a volume of the name appears between the action's check and its create (another "
+                  "installation) - DS mkfs, TM mkimage",
+                  "the action fails in one line; its undo leaves the other volume as it was")
+    res = {"mkfs": "one-image-24", "mkimage": "one-vm-15-disk-0"}[action]
+    props = {"Aux/one/linstor_un/MADE_FOR": "image 24 born 1600000000" if action == "mkfs" else
+             "vm 15 born 1600000000 disk 0"}
+    create = r"/resource-groups/[^/]+/spawn$|/resource-definitions$"
+    env.lab.linstor.add_fault(create, "delay", method="POST", seconds=2)
+    made: dict = {}
+
+    def other_installation() -> bool:              # polled while the action runs: never kills it
+        if not made and any(r["method"] == "POST" and re.search(create, r["path"])
+                            for r in env.lab.linstor.requests()):
+            made["at"] = foreign_volume(env, res, props)
+        return False
+    sc.run()
+    if action == "mkfs":
+        img = Image(24, "new", IMAGE_DS, size=16, type=2)
+        data = ds_action_data(to_xml(img.element()), to_xml(env.lab.oned.datastores[IMAGE_DS].element()))
+        result = env.r.ds("mkfs", data, 24, kill_when=other_installation)
+    else:
+        env.vm(15, [Disk(0, SYSTEM_DS, size=32)])
+        result = env.r.tm("mkimage", 32, "raw", f"node1:{disk_path(15, 0)}", 15, SYSTEM_DS,
+                          kill_when=other_installation)
+    env.lab.linstor.clear_faults()
+    assert made, "the other installation's volume was not made while the action ran"
+    assert not result.ok, str(result)
+    assert "is not the volume this action made" in result.stderr, result.stderr
+    intact(env, res, props)

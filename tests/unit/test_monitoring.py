@@ -3,7 +3,7 @@ import io
 
 from linstor_un import monitoring
 from linstor_un.linstor_api import Replica, ResourceDef
-from linstor_un.one_input import natural
+from linstor_un.validate import natural
 from linstor_un.report import Report
 
 

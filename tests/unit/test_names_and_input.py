@@ -9,7 +9,8 @@ from linstor_un import names
 from linstor_un.errors import DriverError
 from linstor_un.holders import pick_holder
 from linstor_un.linstor_api import Replica
-from linstor_un.one_input import HostPath, VmPath, ds_input, integer, migrate_input, snapshot_id
+from linstor_un.one_input import HostPath, VmPath, ds_input, migrate_input
+from linstor_un.validate import integer, snapshot_id
 
 
 def test_resource_and_snapshot_names_are_the_bash_drivers():
