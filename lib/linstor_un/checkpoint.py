@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Optional
 from . import host_ops, names, ownership
 from .errors import DriverError
 from .one_api import Xml
-from .one_input import vmm_stdin
-from .validate import integer, valid_host
+from .one_input import VmmArgs
 from .ownership import Owner, Verdict
 from .report import meaningful
 from .placement import scheduler
@@ -80,23 +79,20 @@ class Request:
         return names.checkpoint(self.vm_id)
 
 
-def request(act: "Action", script: str, argv: list[str], domain: str, checkpoint_path: str, host_name: str,
-            vm_id: str) -> Optional[Request]:
+def request(act: "Action", script: str, args: VmmArgs) -> Optional[Request]:
     """Inputs of save/restore; None when the system datastore is not ours (forwarded instead)."""
-    host_name, vm = valid_host(host_name), integer(vm_id, "VM id")
-    act.report.object_id = vm
-    xml = vmm_stdin()
-    found = Xml.parse(xml).root.find("DATASTORE")
+    data = Xml.parse(args.xml)
+    found = data.root.find("DATASTORE")
     if found is None:
         raise DriverError("the VMM driver action data has no DATASTORE")
     ds = Xml(found)
     if ds.text("TM_MAD") != DRIVER:
-        forward(act, host_name, script, argv, xml)
+        forward(act, args.host, script, list(args.argv), args.xml)
         return None
     settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
-    owner = Owner.checkpoint(vm, Xml.parse(xml).text("VM/STIME"))
-    return Request(domain, checkpoint_path, host_name, vm, settings, act.linstor(settings), act.hosts[host_name],
-                   owner)
+    owner = Owner.checkpoint(args.vm_id, data.text("VM/STIME"))
+    return Request(args.domain, args.target, args.host, args.vm_id, settings, act.linstor(settings),
+                   act.hosts[args.host], owner)
 
 
 def volume_kib(host: "Host", domain: str) -> int:
@@ -114,10 +110,8 @@ def max_memory_kib(host, domain: str) -> int:
     return int(m.group(1))
 
 
-def save(act: "Action", argv: list[str]) -> None:
-    if len(argv) < 4:
-        raise DriverError("usage: save_linstor_un <deploy_id> <checkpoint> <host> <vm_id> [host]")
-    r = request(act, "save", argv, domain=argv[0], checkpoint_path=argv[1], host_name=argv[2], vm_id=argv[3])
+def save(act: "Action", args: VmmArgs) -> None:
+    r = request(act, "save", args)
     if r is None:
         return
     api, host, res, domain = r.api, r.host, r.resource, r.domain
@@ -170,10 +164,8 @@ def load(host: "Host", host_name: str, domain: str, device: str, xml_path: str) 
     resume_if_paused(host, domain)
 
 
-def restore(act: "Action", argv: list[str]) -> None:
-    if len(argv) < 4:
-        raise DriverError("usage: restore_linstor_un <checkpoint> <host> <deploy_id> <vm_id> [host]")
-    r = request(act, "restore", argv, domain=argv[2], checkpoint_path=argv[0], host_name=argv[1], vm_id=argv[3])
+def restore(act: "Action", args: VmmArgs) -> None:
+    r = request(act, "restore", args)
     if r is None:
         return
     api, host, res, domain, vm_id, host_name = r.api, r.host, r.resource, r.domain, r.vm_id, r.host_name

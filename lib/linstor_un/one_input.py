@@ -12,13 +12,13 @@ import binascii
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from .errors import DriverError
 from .names import from_source
-from .validate import integer, natural, snapshot_id, valid_host
+from .validate import integer, natural, snapshot_id, valid_domain, valid_host
 
 Version = tuple[int, int, int]
 T = TypeVar("T")
@@ -274,6 +274,43 @@ def _about(object_id: int, build: Callable[[], T]) -> T:
 def _need(argv: list[str], count: int, usage: str) -> None:
     if len(argv) < count:
         raise DriverError(f"usage: {os.path.basename(sys.argv[0])} {usage}")
+
+
+@dataclass(frozen=True)
+class VmmArgs(OfVm):
+    """A VMM override run on the front-end (-l): the action's parameters, then the VM id and host
+    one_vmm_exec.rb appends to a local action's (OpenNebulaDriver#do_action); stdin: base64 of
+    VMM_DRIVER_ACTION_DATA (wrapped before 5.12).
+    save: `<deploy_id> <checkpoint> <host> <vm_id> <host>`; restore: `<checkpoint> <host>
+    <deploy_id> <vm_id> <host>`; snapshot_create: `<deploy_id> <snapshot id> <vm_id> <host>`;
+    snapshot_revert, snapshot_delete: `<deploy_id> <hypervisor id> <vm_id> <host>`."""
+    domain: str
+    target: str                     # the checkpoint path, or the snapshot's id / hypervisor id
+    host: str
+    vm_id: int
+    argv: tuple[str, ...]           # as given: the stock script gets the same when the VM is not ours
+    xml: str = field(repr=False, default="")
+
+    @classmethod
+    def _made(cls, argv: list[str], domain: str, target: str, host: str, vm_id: str) -> "VmmArgs":
+        vid = integer(vm_id, "VM id")
+        return _about(vid, lambda: cls(valid_domain(domain), target, valid_host(host), vid, tuple(argv),
+                                       vmm_stdin()))
+
+    @classmethod
+    def save(cls, argv: list[str]) -> "VmmArgs":
+        _need(argv, 4, "<deploy_id> <checkpoint> <host> <vm_id> [host]")
+        return cls._made(argv, argv[0], argv[1], argv[2], argv[3])
+
+    @classmethod
+    def restore(cls, argv: list[str]) -> "VmmArgs":
+        _need(argv, 4, "<checkpoint> <host> <deploy_id> <vm_id> [host]")
+        return cls._made(argv, argv[2], argv[0], argv[1], argv[3])
+
+    @classmethod
+    def snapshot(cls, argv: list[str]) -> "VmmArgs":
+        _need(argv, 4, "<deploy_id> <snapshot> <vm_id> <host>")
+        return cls._made(argv, argv[0], argv[1], argv[3], argv[2])
 
 
 @dataclass(frozen=True)

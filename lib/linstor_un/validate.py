@@ -8,6 +8,7 @@ from typing import Optional
 from .errors import DriverError
 
 HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
+DOMAIN_RE = re.compile(r"^[A-Za-z0-9_.:+-]{1,128}$")
 
 
 def integer(value: str, what: str) -> int:
@@ -34,3 +35,10 @@ def valid_host(host: str) -> str:
     if not HOST_RE.match(host) or host.startswith("-"):
         raise DriverError(f"invalid host name '{host}'")
     return host
+
+
+def valid_domain(name: str) -> str:
+    """A libvirt domain name as oned makes them (`one-<vm id>`, or a DEPLOY_ID an operator set)."""
+    if not DOMAIN_RE.match(name) or name.startswith("-"):
+        raise DriverError(f"invalid domain name '{name}'")
+    return name

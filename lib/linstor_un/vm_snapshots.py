@@ -33,8 +33,8 @@ from . import checkpoint, disks, host_ops, names, ownership, snapshots
 from .disks import VmVolume
 from .errors import DriverError
 from .one_api import VmDoc, Xml
-from .one_input import vmm_stdin
-from .validate import integer, natural, valid_host
+from .one_input import VmmArgs
+from .validate import natural
 from .ownership import Owner, Verdict
 from .placement import scheduler
 from .rollback import Rollback
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 DRIVER = "linstor_un"
 VM_OF = "Aux/one/linstor_un/VM_SNAPSHOT_OF"     # on a memory volume: the VM id (found by it)
 DISKS_TAKEN = "Aux/one/linstor_un/VM_SNAPSHOT_DISKS"   # "<disk id>:<resource> ...": what the snapshot holds
-DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_.:+-]{1,128}$")
 ACTIONS = {"snapshot_create": "CREATE", "snapshot_revert": "REVERT", "snapshot_delete": "DELETE"}
 
 
@@ -83,23 +82,14 @@ class Request:
         return " ".join(f"{v.disk_id}:{v.resource}" for v in self.volumes)
 
 
-def request(act: "Action", argv: list[str], script: str) -> Optional[Request]:
-    """argv `<deploy_id> <snapshot id | hypervisor id> <vm_id> <host>` (one_vmm_exec.rb, 5.12-7.4:
-    a local action gets the VM id and host appended) and base64 VMM_DRIVER_ACTION_DATA on stdin.
-    None when the VM has no linstor_un disk to snapshot: the stock script did the work."""
-    if len(argv) < 4:
-        raise DriverError(f"usage: {script}_linstor_un <deploy_id> <snapshot> <vm_id> <host>")
-    domain, ident = argv[0], argv[1]
-    vm_id, host_name = integer(argv[2], "VM id"), valid_host(argv[3])
-    act.report.object_id = vm_id
-    if not DOMAIN_NAME.match(domain):
-        raise DriverError(f"invalid domain name '{domain}'")
-    xml = vmm_stdin()
-    data = Xml.parse(xml)
+def request(act: "Action", args: VmmArgs, script: str) -> Optional[Request]:
+    """What oned sends (one_input.VmmArgs.snapshot: 5.12-7.4); None when the VM has no linstor_un
+    disk to snapshot, or the snapshot is one the stock script made: the stock script did the work."""
+    data = Xml.parse(args.xml)
     vm_el, ds_el = data.root.find("VM"), data.root.find("DATASTORE")
     if vm_el is None or ds_el is None:
         raise DriverError("the VMM driver action data has no VM or no DATASTORE")
-    vm, ds = VmDoc(vm_el), Xml(ds_el)
+    vm, ds, vm_id = VmDoc(vm_el), Xml(ds_el), args.vm_id
     if vm.id != vm_id:
         raise DriverError(f"the action data is VM {vm.id}'s, not VM {vm_id}'s: nothing was changed")
     active = vm.root.find("TEMPLATE/SNAPSHOT[ACTIVE='YES']")
@@ -111,9 +101,9 @@ def request(act: "Action", argv: list[str], script: str) -> Optional[Request]:
         raise DriverError(f"oned's active snapshot {snap_id} of VM {vm_id} is marked for {action}, not "
                           f"{ACTIONS[script]}: nothing was changed")
     mine = [d for d in disks.linstor_disks(vm) if not disks.read_only(d)]
-    if not ours(script, ident, vm_id) or not mine and script == "snapshot_create":
+    if not ours(script, args.target, vm_id) or not mine and script == "snapshot_create":
         # a VM without linstor_un disks, or a snapshot the stock script made (before linstor_un)
-        printed = checkpoint.forward(act, host_name, script, argv, xml)
+        printed = checkpoint.forward(act, args.host, script, list(args.argv), args.xml)
         if script == "snapshot_create":
             print(printed.decode(errors="replace").strip())
         return None
@@ -131,10 +121,10 @@ def request(act: "Action", argv: list[str], script: str) -> Optional[Request]:
     settings = act.settings(system_ds, ds.template("TEMPLATE"), DRIVER)
     listed_ids = {natural((s.findtext("SNAPSHOT_ID") or "").strip()) for s in vm.root.findall("TEMPLATE/SNAPSHOT")}
     base = ds.text("BASE_PATH").rstrip("/") or f"/var/lib/one/datastores/{system_ds}"
-    return Request(domain, host_name, vm, system_ds, f"{base}/{vm_id}", snap_id,
+    return Request(args.domain, args.host, vm, system_ds, f"{base}/{vm_id}", snap_id,
                    {i for i in listed_ids if i is not None},
                    disks.volumes(act, vm, [d.disk_id for d in mine], system_ds), settings,
-                   act.linstor(settings), act.hosts[host_name])
+                   act.linstor(settings), act.hosts[args.host])
 
 
 def ours(script: str, ident: str, vm_id: int) -> bool:
@@ -149,22 +139,22 @@ def ours(script: str, ident: str, vm_id: int) -> bool:
     return True
 
 
-def hypervisor_id(r: Request, argv: list[str], script: str) -> None:
+def hypervisor_id(r: Request, args: VmmArgs, script: str) -> None:
     """The snapshot named in argv (create: its id; revert, delete: its hypervisor id) is the one
     oned marked ACTIVE."""
     expected = str(r.snap_id) if script == "snapshot_create" else r.name
-    if argv[1] != expected:
-        raise DriverError(f"argv names snapshot {argv[1]}, oned's active snapshot of VM {r.vm.id} is "
+    if args.target != expected:
+        raise DriverError(f"argv names snapshot {args.target}, oned's active snapshot of VM {r.vm.id} is "
                           f"{expected}: nothing was changed")
 
 
 # ---- create ------------------------------------------------------------------------------------
 
-def create(act: "Action", argv: list[str]) -> None:
-    r = request(act, argv, "snapshot_create")
+def create(act: "Action", args: VmmArgs) -> None:
+    r = request(act, args, "snapshot_create")
     if r is None:
         return
-    hypervisor_id(r, argv, "snapshot_create")
+    hypervisor_id(r, args, "snapshot_create")
     listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
     forget_unlisted(act, r, listings)
     memory = r.api.resource_definition(r.memory)
@@ -283,11 +273,11 @@ def drop(volumes: list[VmVolume], snap: str) -> None:
 
 # ---- revert ------------------------------------------------------------------------------------
 
-def revert(act: "Action", argv: list[str]) -> None:
-    r = request(act, argv, "snapshot_revert")
+def revert(act: "Action", args: VmmArgs) -> None:
+    r = request(act, args, "snapshot_revert")
     if r is None:
         return
-    hypervisor_id(r, argv, "snapshot_revert")
+    hypervisor_id(r, args, "snapshot_revert")
     rd = r.api.resource_definition(r.memory)
     if rd is None or not ownership.may_remove(rd.props, r.owner) or ownership.BUILDING in rd.props \
             or ownership.MADE_FOR not in rd.props:
@@ -389,11 +379,11 @@ def back_to(r: Request, safety: str) -> None:
 
 # ---- delete ------------------------------------------------------------------------------------
 
-def delete(act: "Action", argv: list[str]) -> None:
-    r = request(act, argv, "snapshot_delete")
+def delete(act: "Action", args: VmmArgs) -> None:
+    r = request(act, args, "snapshot_delete")
     if r is None:
         return
-    hypervisor_id(r, argv, "snapshot_delete")
+    hypervisor_id(r, args, "snapshot_delete")
     listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
     for v in r.volumes:
         snap = next((s for s in listings[v.resource] if s.name == r.name), None)

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from linstor_un import names, ownership, vm_snapshots
+from linstor_un import names, one_input, ownership, vm_snapshots
+from linstor_un.one_input import VmmArgs
 from linstor_un.errors import DriverError
 from linstor_un.ownership import Owner
 
@@ -85,7 +86,7 @@ def action_data(disks, system_tm="linstor_un", snapshot=None):
 @pytest.fixture
 def stdin(monkeypatch):
     def give(text):
-        monkeypatch.setattr(vm_snapshots, "vmm_stdin", lambda: text)
+        monkeypatch.setattr(one_input, "vmm_stdin", lambda: text)
     return give
 
 
@@ -93,7 +94,7 @@ def test_a_vm_without_linstor_disks_goes_to_the_stock_script(stdin, capsys):
     from lab.oned import Disk
     act = FakeAct()
     stdin(action_data([Disk(0, 0, tm_mad="ssh")], system_tm="ssh"))
-    assert vm_snapshots.request(act, ["one-5", "0", "5", "node1"], "snapshot_create") is None
+    assert vm_snapshots.request(act, VmmArgs.snapshot(["one-5", "0", "5", "node1"]), "snapshot_create") is None
     args, fed = act.hosts["node1"].ran[0]
     assert args == ["/var/tmp/one/vmm/kvm/snapshot_create", "one-5", "0", "5", "node1"] and fed.startswith(b"<VMM")
     assert capsys.readouterr().out == "snap-7\n"              # the stock script's hypervisor id, for oned
@@ -104,7 +105,7 @@ def test_a_snapshot_the_stock_script_made_is_reverted_by_it(stdin):
     from lab.lab import SYSTEM_DS
     act = FakeAct()
     stdin(action_data([Disk(0, SYSTEM_DS)], snapshot={"ACTION": "REVERT", "HYPERVISOR_ID": "snap-0"}))
-    assert vm_snapshots.request(act, ["one-5", "snap-0", "5", "node1"], "snapshot_revert") is None
+    assert vm_snapshots.request(act, VmmArgs.snapshot(["one-5", "snap-0", "5", "node1"]), "snapshot_revert") is None
     assert act.hosts["node1"].ran[0][0][0].endswith("/vmm/kvm/snapshot_revert")
 
 
@@ -128,7 +129,7 @@ def test_what_cannot_be_snapshotted_is_refused_with_one_line(stdin, case, argv, 
                       {"ACTION": "REVERT"} if case == "another vm" else None))
     act = FakeAct()
     with pytest.raises(DriverError, match=re.escape(message)) as err:
-        vm_snapshots.request(act, argv, script)
+        vm_snapshots.request(act, VmmArgs.snapshot(argv), script)
     assert "\n" not in str(err.value) and not act.hosts["node1"].ran
 
 
@@ -136,6 +137,6 @@ def test_a_read_only_disk_of_another_driver_does_not_stop_a_snapshot(stdin):
     from lab.oned import Disk
     from lab.lab import SYSTEM_DS
     stdin(action_data([Disk(0, SYSTEM_DS), Disk(1, 0, tm_mad="ssh", type="CDROM", image_id=3, source="/x.iso")]))
-    r = vm_snapshots.request(FakeAct(), ["one-5", "0", "5", "node1"], "snapshot_create")
+    r = vm_snapshots.request(FakeAct(), VmmArgs.snapshot(["one-5", "0", "5", "node1"]), "snapshot_create")
     assert r is not None and [v.disk_id for v in r.volumes] == [0] and r.taken() == "0:one-vm-5-disk-0"
     assert r.name == "linstor_un-vmsnap-5-0" and r.memory == "one-vm-5-vmsnap-0" and r.vm_dir.endswith("/5")
