@@ -73,7 +73,7 @@ def test_digests_of_another_chain_are_not_used():
         scattered(env, vm, 0, 6, 32, 20)
         env.write(vm, 0, b"X" * 65536, 1 * MiB)
         backed_up(env, vm, disks=(0,))                                     # chain A: 1 (X at 1 MiB)
-        digests = env.lab.one_location / "var" / "linstor_un" / "digests"     # (backups.state_dir)
+        digests = env.lab.one_location / "var" / "linstor_un" / "digests"     # (backup_chain.state_dir)
         assert digests.is_dir()
         other_frontend = env.lab.workdir / "frontend2-digests"
         shutil.copytree(digests, other_frontend)

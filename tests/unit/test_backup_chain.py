@@ -1,7 +1,7 @@
-"""A backup's identity (backups.ChainLink) and the digests that carry it."""
+"""A backup's identity (backup_chain.ChainLink) and the digests that carry it."""
 import io
 
-from linstor_un.backups import CLOCK_SKEW, ChainLink, DigestStore
+from linstor_un.backup_chain import CLOCK_SKEW, ChainLink, DigestStore
 from linstor_un.report import Report
 
 
