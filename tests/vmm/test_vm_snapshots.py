@@ -538,3 +538,17 @@ def test_a_disk_snapshot_revert_leaves_the_vm_snapshots_whole(venv):
     assert result.ok, str(result)
     assert remembered(env, "node1", 33) == ord("b") and sector(env, "node1", 33) == b"b" * 512
     destroy(env, "node1", 33)
+
+
+def test_a_snapshot_is_deleted_while_the_vm_is_powered_off(venv):
+    """With KEEP_SNAPSHOTS oned deletes a VM snapshot in POWEROFF too (DispatchManager::
+    snapshot_delete): no domain is needed for it."""
+    env = venv
+    vm = running_vm(env, 34, ndisks=1)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    destroy(env, "node1", 34)
+    vm.state, vm.lcm_state = "POWEROFF", "LCM_INIT"
+    result = act(env, vm, "delete", snap)
+    assert result.ok, str(result)
+    assert ours_left(env, 34) == (set(), set())
