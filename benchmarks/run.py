@@ -977,7 +977,7 @@ def vm_snapshot_pause(disks: int = 2, memory_mib: int = 256, rounds: int = 5) ->
 
 
 def markdown(results: dict) -> str:
-    """The README's tables, from results.json (so every figure there comes from a run)."""
+    """The tables of docs/benchmarks.md, from results.json (so every figure there comes from a run)."""
     out = ["| action | median s | p90 s | LINSTOR requests (min) | HTTP requests | SSH conn. | remote cmds (min) "
            "| start-up s |", "|---|---|---|---|---|---|---|---|"]
     for r in results["actions"]:
@@ -1071,12 +1071,12 @@ def main() -> int:
     p.add_argument("--vmm", type=int, default=1, help="0: skip save/restore/snap_create_live (needs libvirt)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"))
     p.add_argument("--markdown", action="store_true",
-                   help="only render the tables from --json (into README.md between its figure markers)")
+                   help="only render the tables from --json (into docs/benchmarks.md between its figure markers)")
     p.add_argument("--profile", default="", help="comma-separated actions: print where their time goes, and exit")
     args = p.parse_args()
     if args.markdown:
         text = markdown(json.loads(Path(args.json).read_text()))
-        readme = REPO / "README.md"
+        readme = REPO / "docs" / "benchmarks.md"
         begin, end = "<!-- benchmark figures: begin -->", "<!-- benchmark figures: end -->"
         old = readme.read_text()
         if begin in old and end in old:
