@@ -148,14 +148,23 @@ def hypervisor_id(r: Request, args: VmmArgs, script: str) -> None:
                           f"{expected}: nothing was changed")
 
 
+def begin(act: "Action", args: VmmArgs, script: str) -> Optional[tuple[Request, dict[str, list["Snapshot"]]]]:
+    """The request, checked against oned's active snapshot, and each disk's snapshots (read once);
+    None when the stock script did the work."""
+    r = request(act, args, script)
+    if r is None:
+        return None
+    hypervisor_id(r, args, script)
+    return r, {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
+
+
 # ---- create ------------------------------------------------------------------------------------
 
 def create(act: "Action", args: VmmArgs) -> None:
-    r = request(act, args, "snapshot_create")
-    if r is None:
+    begun = begin(act, args, "snapshot_create")
+    if begun is None:
         return
-    hypervisor_id(r, args, "snapshot_create")
-    listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
+    r, listings = begun
     forget_unlisted(act, r, listings)
     memory = r.api.resource_definition(r.memory)
     if not leftovers_of(act, r, listings, memory):
@@ -274,10 +283,10 @@ def drop(volumes: list[VmVolume], snap: str) -> None:
 # ---- revert ------------------------------------------------------------------------------------
 
 def revert(act: "Action", args: VmmArgs) -> None:
-    r = request(act, args, "snapshot_revert")
-    if r is None:
+    begun = begin(act, args, "snapshot_revert")
+    if begun is None:
         return
-    hypervisor_id(r, args, "snapshot_revert")
+    r, listings = begun
     rd = r.api.resource_definition(r.memory)
     if rd is None or not ownership.may_remove(rd.props, r.owner) or ownership.BUILDING in rd.props \
             or ownership.MADE_FOR not in rd.props:
@@ -289,7 +298,6 @@ def revert(act: "Action", args: VmmArgs) -> None:
         raise DriverError(f"snapshot {r.snap_id} holds disks {describe_disks(rd.props.get(DISKS_TAKEN, ''))}; "
                           f"VM {r.vm.id} has {describe_disks(r.taken())} now (a disk attached or detached "
                           f"since): reverting would leave them at different instants. Nothing was changed")
-    listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
     for v in r.volumes:
         snap = next((s for s in listings[v.resource] if s.name == r.name), None)
         if snap is None or not ownership.snapshot_is_mine(snap, v.owner):
@@ -380,11 +388,10 @@ def back_to(r: Request, safety: str) -> None:
 # ---- delete ------------------------------------------------------------------------------------
 
 def delete(act: "Action", args: VmmArgs) -> None:
-    r = request(act, args, "snapshot_delete")
-    if r is None:
+    begun = begin(act, args, "snapshot_delete")
+    if begun is None:
         return
-    hypervisor_id(r, args, "snapshot_delete")
-    listings = {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
+    r, listings = begun
     for v in r.volumes:
         snap = next((s for s in listings[v.resource] if s.name == r.name), None)
         if snap is not None:

@@ -18,6 +18,7 @@ from lab.lab import FRONTEND, IMAGE_DS, SYSTEM_DS, Lab, LabConfig
 from lab.oned import VM, Datastore, Disk, History, to_xml
 from lab.runner import vmm_action_data
 
+from tests.reliability.test_killed import when_request
 from tests.tm.conftest import Env, disk_path
 
 # as --32 of:  xor %ax,%ax; mov %ax,%ds; mov %ax,%es; mov %ax,%ss; mov $0x7c00,%sp; sti
@@ -337,17 +338,6 @@ def hang_virsh(env, host, subcommand: str, marker: str):
     return lambda: path.exists()
 
 
-def when_request(env, method: str, path_re: str, after: float = 0.3):
-    seen: dict = {}
-
-    def check() -> bool:
-        if "at" not in seen and any(r["method"] == method and re.search(path_re, r["path"])
-                                    for r in env.lab.linstor.requests()):
-            seen["at"] = time.monotonic()
-        return "at" in seen and time.monotonic() - seen["at"] >= after
-    return check
-
-
 def unhang(env, host="node1"):
     env.lab.linstor.clear_faults()
     shim = env.lab.host(host).path("/usr/local/bin") / "virsh"
@@ -387,7 +377,7 @@ def test_killed_at_each_step_then_retried(venv, index):
         kill_when = hang_virsh(env, "node1", what, f"hang-{vm_id}")
     else:
         env.lab.linstor.add_fault(what, "delay_after", method=kind, seconds=30)
-        kill_when = when_request(env, kind, what)
+        kill_when = when_request(env, kind, what, after=0.3)
     if action == "create":
         killed, snap = create(env, vm, kill_when=kill_when)
         snap = snap if killed.ok else vm.new_snapshot()     # oned: a failure; the user asks again
