@@ -542,3 +542,26 @@ def test_a_snapshot_is_deleted_while_the_vm_is_powered_off(venv):
     result = act(env, vm, "delete", snap)
     assert result.ok, str(result)
     assert ours_left(env, 34) == (set(), set())
+
+
+def test_a_disk_grown_after_the_snapshot_keeps_its_size_when_reverted(venv):
+    """oned lets a disk grow while VM snapshots exist (live resize) and keeps DISK/SIZE after a
+    revert: the disk keeps its new size and holds the snapshot's bytes where they were."""
+    env = venv
+    first = os.urandom(4096)
+    vm = running_vm(env, 35, data=first)
+    result, snap = create(env, vm)
+    assert result.ok, str(result)
+    vm.lcm_state = "DISK_RESIZE"
+    env.lab.oned.add(vm)
+    grown = env.r.tm("resize", f"node1:{disk_path(35, 1)}", 32, 35, SYSTEM_DS)
+    assert grown.ok, str(grown)
+    vm.disks[1].size, vm.lcm_state = 32, "RUNNING"
+    env.lab.write_device("node1", disk_path(35, 1), b"\xee" * 4096)
+    result = act(env, vm, "revert", snap)
+    assert result.ok, str(result)
+    size = int(env.lab.host("node1").run_inside(f"blockdev --getsize64 {disk_path(35, 1)}").stdout)
+    assert size == 32 << 20
+    assert env.read("node1", disk_path(35, 1), 0, 4096) == first
+    assert remembered(env, "node1", 35) == ord("a")
+    destroy(env, "node1", 35)
