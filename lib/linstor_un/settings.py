@@ -10,7 +10,7 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .errors import DriverError
 from .validate import HOST_RE, natural
@@ -203,78 +203,120 @@ class DatastoreSettings:
     @classmethod
     def parse(cls, ds_id: int, template: dict[str, str], conf: Optional[dict[str, str]] = None,
               tm_mad: str = "linstor_un") -> "DatastoreSettings":
-        t = {k: v for k, v in template.items()}
         conf = conf or {}
-        g = lambda k: t.get(k, "").strip()   # noqa: E731
-
-        controllers = _words(g("LS_CONTROLLERS") or conf.get("LS_CONTROLLERS", "") or "localhost")
-        for c in controllers:
-            if not URI_RE.match(c):
-                raise DriverError(f"datastore attribute LS_CONTROLLERS: '{c}' is not a controller address")
-        files = {}
-        for attr in ("LS_CERTFILE", "LS_KEYFILE", "LS_CAFILE"):
-            v = g(attr)
-            if v and not Path(v).is_file():
-                raise DriverError(f"datastore attribute {attr}: file '{v}' not found")
-            files[attr] = v or None
-        if bool(files["LS_CERTFILE"]) != bool(files["LS_KEYFILE"]):
+        # every attribute of the table, parsed (and refused in one line) before any is used
+        def raw(attr: str, rule: Rule) -> str:
+            value = template.get(attr, "").strip()
+            return (value or conf.get(attr, "").strip()) if rule.conf else value
+        v = {attr: rule.parse(attr, raw(attr, rule)) for attr, rule in ATTRIBUTES.items()}
+        if bool(v["LS_CERTFILE"]) != bool(v["LS_KEYFILE"]):
             raise DriverError("datastore attributes LS_CERTFILE and LS_KEYFILE must be set together")
-
-        clone_mode = (g("CLONE_MODE") or "copy").lower()
-        if clone_mode not in ("copy", "snapshot"):
-            raise DriverError(f"'{g('CLONE_MODE')}' is not valid 'CLONE_MODE'.")
-
-        regex = g("DO_NOT_PLACE_WITH_REGEX") or None
-        if regex:
-            try:
-                re.compile(regex)
-            except re.error as err:
-                raise DriverError(f"datastore attribute DO_NOT_PLACE_WITH_REGEX: invalid regex: {err}")
-        layers = [x.upper() for x in _words(g("LAYER_LIST"))]
-        for x in layers:
-            if x not in LAYERS:
-                raise DriverError(f"datastore attribute LAYER_LIST: unknown layer '{x}'")
-        providers = [x.upper() for x in _words(g("PROVIDERS"))]
-        for x in providers:
-            if x not in PROVIDERS:
-                raise DriverError(f"datastore attribute PROVIDERS: unknown provider '{x}'")
-        for attr in ("REPLICAS_ON_SAME", "REPLICAS_ON_DIFFERENT"):
-            for item in _words(g(attr)):
-                if not PROP_RE.match(item):
-                    raise DriverError(f"datastore attribute {attr}: '{item}' is not a property name")
-        rg = _names("RESOURCE_GROUP", g("RESOURCE_GROUP"))
-        if len(rg) > 1:
+        if len(v["RESOURCE_GROUP"]) > 1:
             raise DriverError("datastore attribute RESOURCE_GROUP: only one resource group may be given")
-        diskless = _names("DISKLESS_POOL", g("DISKLESS_POOL")) or ["DfltDisklessStorPool"]
-        replica_count = _count("REPLICA_COUNT", g("REPLICA_COUNT")) or _count("AUTO_PLACE", g("AUTO_PLACE"))
         placement = Placement(
-            resource_group=rg[0] if rg else None,
-            node_list=_names("NODE_LIST", g("NODE_LIST")),
-            replica_count=replica_count,
-            storage_pools=_names("STORAGE_POOL", g("STORAGE_POOL")),
-            diskless_pool=diskless[0],
-            layer_list=layers,
-            providers=providers,
-            replicas_on_same=_words(g("REPLICAS_ON_SAME")),
-            replicas_on_different=_words(g("REPLICAS_ON_DIFFERENT")),
-            do_not_place_with=_names("DO_NOT_PLACE_WITH", g("DO_NOT_PLACE_WITH")),
-            do_not_place_with_regex=regex,
-            prefer_node=yes_no("PREFER_NODE", g("PREFER_NODE")),
-            encryption=yes_no("ENCRYPTION", g("ENCRYPTION")),
+            resource_group=v["RESOURCE_GROUP"][0] if v["RESOURCE_GROUP"] else None,
+            node_list=v["NODE_LIST"],
+            replica_count=v["REPLICA_COUNT"] or v["AUTO_PLACE"],
+            storage_pools=v["STORAGE_POOL"],
+            diskless_pool=(v["DISKLESS_POOL"] or ["DfltDisklessStorPool"])[0],
+            layer_list=v["LAYER_LIST"],
+            providers=v["PROVIDERS"],
+            replicas_on_same=v["REPLICAS_ON_SAME"],
+            replicas_on_different=v["REPLICAS_ON_DIFFERENT"],
+            do_not_place_with=v["DO_NOT_PLACE_WITH"],
+            do_not_place_with_regex=v["DO_NOT_PLACE_WITH_REGEX"],
+            prefer_node=v["PREFER_NODE"],
+            encryption=v["ENCRYPTION"],
         )
-        checkpoint_count = (_count("CHECKPOINT_REPLICA_COUNT", g("CHECKPOINT_REPLICA_COUNT"))
-                            or _count("CHECKPOINT_AUTO_PLACE", g("CHECKPOINT_AUTO_PLACE")))
+        checkpoint_count = v["CHECKPOINT_REPLICA_COUNT"] or v["CHECKPOINT_AUTO_PLACE"]
         checkpoint = placement if checkpoint_count is None else replace(placement, replica_count=checkpoint_count,
                                                                          prefer_node=False)
-        staging = g("STAGING_DIR") or conf.get("STAGING_DIR") or "/var/tmp"
-        if not staging.startswith("/"):
-            raise DriverError(f"datastore attribute STAGING_DIR: '{staging}' is not an absolute path")
-        imports = ImportSettings(no_decompress=yes_no("NO_DECOMPRESS", g("NO_DECOMPRESS")),
-                                 limit_transfer_bw=_rate("LIMIT_TRANSFER_BW", g("LIMIT_TRANSFER_BW")),
-                                 restricted_dirs=_dirs("RESTRICTED_DIRS", g("RESTRICTED_DIRS")),
-                                 safe_dirs=_dirs("SAFE_DIRS", g("SAFE_DIRS")))
+        imports = ImportSettings(no_decompress=v["NO_DECOMPRESS"], limit_transfer_bw=v["LIMIT_TRANSFER_BW"],
+                                 restricted_dirs=v["RESTRICTED_DIRS"], safe_dirs=v["SAFE_DIRS"])
         return cls(ds_id=ds_id, tm_mad=tm_mad,
-                   connection=Connection(controllers, files["LS_CERTFILE"], files["LS_KEYFILE"], files["LS_CAFILE"]),
-                   placement=placement, checkpoint_placement=checkpoint, clone_mode=clone_mode,
-                   bridge_list=_hosts("BRIDGE_LIST", g("BRIDGE_LIST")), staging_dir=staging,
+                   connection=Connection(v["LS_CONTROLLERS"], v["LS_CERTFILE"], v["LS_KEYFILE"], v["LS_CAFILE"]),
+                   placement=placement, checkpoint_placement=checkpoint, clone_mode=v["CLONE_MODE"],
+                   bridge_list=v["BRIDGE_LIST"], staging_dir=v["STAGING_DIR"],
                    dd_block_size=dd_block_size(conf), imports=imports)
+
+
+# ---- the attributes: one parser each (attribute name, raw value) -> typed value ------------------
+
+def _controllers(attr: str, value: str) -> list[str]:
+    controllers = _words(value or "localhost")
+    for c in controllers:
+        if not URI_RE.match(c):
+            raise DriverError(f"datastore attribute {attr}: '{c}' is not a controller address")
+    return controllers
+
+
+def _file(attr: str, value: str) -> Optional[str]:
+    if value and not Path(value).is_file():
+        raise DriverError(f"datastore attribute {attr}: file '{value}' not found")
+    return value or None
+
+
+def _clone_mode(attr: str, value: str) -> str:
+    mode = (value or "copy").lower()
+    if mode not in ("copy", "snapshot"):
+        raise DriverError(f"'{value}' is not valid 'CLONE_MODE'.")        # the bash driver's message
+    return mode
+
+
+def _regex(attr: str, value: str) -> Optional[str]:
+    if not value:
+        return None
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise DriverError(f"datastore attribute {attr}: invalid regex: {err}")
+    return value
+
+
+def _one_of(known: set[str], what: str) -> Callable[[str, str], list[str]]:
+    def parse(attr: str, value: str) -> list[str]:
+        items = [x.upper() for x in _words(value)]
+        for x in items:
+            if x not in known:
+                raise DriverError(f"datastore attribute {attr}: unknown {what} '{x}'")
+        return items
+    return parse
+
+
+def _props(attr: str, value: str) -> list[str]:
+    items = _words(value)
+    for item in items:
+        if not PROP_RE.match(item):
+            raise DriverError(f"datastore attribute {attr}: '{item}' is not a property name")
+    return items
+
+
+def _absolute(attr: str, value: str) -> str:
+    path = value or "/var/tmp"
+    if not path.startswith("/"):
+        raise DriverError(f"datastore attribute {attr}: '{path}' is not an absolute path")
+    return path
+
+
+@dataclass(frozen=True)
+class Rule:
+    parse: Callable[[str, str], Any]
+    conf: bool = False              # linstor_un.conf gives the default (the bash driver's driver-wide ones)
+
+
+ATTRIBUTES: dict[str, Rule] = {
+    "LS_CONTROLLERS": Rule(_controllers, conf=True),
+    "LS_CERTFILE": Rule(_file), "LS_KEYFILE": Rule(_file), "LS_CAFILE": Rule(_file),
+    "CLONE_MODE": Rule(_clone_mode),
+    "RESOURCE_GROUP": Rule(_names), "NODE_LIST": Rule(_names), "STORAGE_POOL": Rule(_names),
+    "DISKLESS_POOL": Rule(_names), "DO_NOT_PLACE_WITH": Rule(_names),
+    "REPLICA_COUNT": Rule(_count), "AUTO_PLACE": Rule(_count),
+    "CHECKPOINT_REPLICA_COUNT": Rule(_count), "CHECKPOINT_AUTO_PLACE": Rule(_count),
+    "DO_NOT_PLACE_WITH_REGEX": Rule(_regex),
+    "LAYER_LIST": Rule(_one_of(LAYERS, "layer")), "PROVIDERS": Rule(_one_of(PROVIDERS, "provider")),
+    "REPLICAS_ON_SAME": Rule(_props), "REPLICAS_ON_DIFFERENT": Rule(_props),
+    "PREFER_NODE": Rule(yes_no), "ENCRYPTION": Rule(yes_no), "NO_DECOMPRESS": Rule(yes_no),
+    "BRIDGE_LIST": Rule(_hosts),
+    "STAGING_DIR": Rule(_absolute, conf=True),
+    "LIMIT_TRANSFER_BW": Rule(_rate), "RESTRICTED_DIRS": Rule(_dirs), "SAFE_DIRS": Rule(_dirs),
+}
