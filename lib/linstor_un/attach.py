@@ -138,7 +138,24 @@ class Attacher:
         becomes a normal diskless replica; a pending delete is cancelled) - only while a disk
         replica exists elsewhere (require_a_disk)."""
         lock = HostLock(host, resource)
-        lock.exclusive()
+        if not lock.exclusive(blocking=False):
+            # a copy through this host holds it (shared, for as long as it copies): the replica it
+            # uses is there and cannot go while we hold the lock shared too - take it over rather
+            # than wait for the copy to end
+            lock.shared()
+            try:
+                replicas = self.api.replicas(resource)
+                mine = replica_on(replicas, host)
+                if mine is not None and mine.usable and mine.device:
+                    if TEMPORARY in mine.props:     # its borrower's give_back (exclusive) keeps it now
+                        self.api.set_replica_props(host, resource, {}, delete=[TEMPORARY])
+                    lock.release()
+                    return mine.device, replicas
+                lock.unlock()
+                lock.exclusive()
+            except BaseException:
+                lock.release()
+                raise
         try:
             replicas = self.api.replicas(resource)
             mine = replica_on(replicas, host)
