@@ -62,3 +62,49 @@ def test_a_finished_clone_clears_its_building_mark_and_in_snapshot_mode_its_base
     assert tm_clone.complete_marks(SimpleNamespace(clone_mode="copy"), "one-vm-1-disk-0") == [ownership.BUILDING]
     assert tm_clone.complete_marks(SimpleNamespace(clone_mode="snapshot"), "one-vm-1-disk-0") == \
         [ownership.BUILDING, ownership.SNAPSHOT_TOKEN + "one-vm-1-disk-0"]
+
+
+# ---- DS cp: where an image may come from -------------------------------------------------------
+
+def imports(restricted=(), safe=()):
+    from linstor_un.settings import ImportSettings
+    return ImportSettings(restricted_dirs=list(restricted), safe_dirs=list(safe))
+
+
+def test_cp_reads_urls_as_they_are_and_local_files_only_where_allowed(tmp_path, monkeypatch):
+    from linstor_un.errors import DriverError
+    from linstor_un.ops import ds_cp
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    act = SimpleNamespace(remotes=tmp_path)
+    assert ds_cp.source_url(act, "https://example.org/a.qcow2", imports(), "") == "https://example.org/a.qcow2"
+    image = tmp_path / "images" / "a.raw"
+    image.parent.mkdir()
+    image.write_bytes(b"x")
+    assert ds_cp.source_url(act, str(image), imports(), "") == str(image)
+    with pytest.raises(DriverError, match="Not allowed to copy image file"):
+        ds_cp.source_url(act, str(image), imports(restricted=[str(tmp_path / "images")]), "")
+    assert ds_cp.source_url(act, str(image), imports(restricted=[str(tmp_path)], safe=[str(image.parent)]), "") \
+        == str(image)
+    with pytest.raises(DriverError, match="Not allowed"):                 # oned's own directories
+        ds_cp.source_url(act, "/etc/one/oned.conf", imports(), "")
+    with pytest.raises(DriverError, match="not found on the front-end"):
+        ds_cp.source_url(act, str(tmp_path / "missing.raw"), imports(), "")
+    fetched = []
+    monkeypatch.setattr(ds_cp.image_source, "download", lambda remotes, url, xml: fetched.append(url) or "/tmp/x")
+    assert ds_cp.source_url(act, "s3://bucket/a.raw", imports(), "<xml/>") == "/tmp/x" and fetched == ["s3://bucket/a.raw"]
+
+
+# ---- TM mv: what it refuses before touching anything -------------------------------------------
+
+@pytest.mark.parametrize("src,dst,says", [
+    ("node1:/var/lib/one/datastores/100/5/disk.0", "node2:/var/lib/one/datastores/100/5/disk.1", "not the same disk"),
+    ("node1:/var/lib/one/datastores/100/5/disk.0", "node2:/var/lib/one/datastores/100/5", "not the same disk"),
+])
+def test_mv_refuses_to_move_one_disk_onto_another(src, dst, says):
+    from linstor_un.errors import DriverError
+    from linstor_un.one_input import VmDirArgs
+    from linstor_un.ops import tm_mv
+    args = VmDirArgs.parse_move([src, dst, "5", "100"])
+    act = SimpleNamespace(settings=lambda ds: pytest.fail("mv read settings before refusing"))
+    with pytest.raises(DriverError, match=says):
+        tm_mv.main(act, args)
