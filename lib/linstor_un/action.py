@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import DriverError, Terminated
@@ -25,7 +26,9 @@ from .one_input import read_version, remotes_dir
 from .report import Report
 
 if TYPE_CHECKING:
+    from .attach import Attacher
     from .images import ImageMessage
+    from .linstor_api import Linstor
     from .settings import DatastoreSettings
 
 
@@ -43,6 +46,7 @@ class Action:
         self._hosts = None
         self._attachers: list = []
         self._settings: dict = {}
+        self._datastores: dict = {}
         self.main_started = STARTED
 
     # ---- sessions ------------------------------------------------------------------------------
@@ -95,6 +99,18 @@ class Action:
             self._linstor[key] = Linstor(settings.connection, self.report)
         return self._linstor[key]
 
+    def datastore(self, ds_id: int, template: Optional[dict] = None, tm_mad: Optional[str] = None) -> "Datastore":
+        """One datastore with its settings, LINSTOR session and attacher: what an operation on its
+        volumes needs, as one argument."""
+        return self.context(self.settings(ds_id, template, tm_mad))
+
+    def context(self, settings: "DatastoreSettings") -> "Datastore":
+        """The Datastore of settings already read."""
+        if settings.ds_id not in self._datastores:
+            self._datastores[settings.ds_id] = Datastore(settings, self.linstor(settings), self.attacher(settings),
+                                                         self.report)
+        return self._datastores[settings.ds_id]
+
     def attacher(self, settings):
         from .attach import Attacher
         attacher = Attacher(self.linstor(settings), self.report, settings.placement.diskless_pool)
@@ -111,6 +127,14 @@ class Action:
             self._hosts.close()
         for api in self._linstor.values():
             api.close()
+
+@dataclass
+class Datastore:
+    settings: "DatastoreSettings"
+    api: "Linstor"
+    attacher: "Attacher"
+    report: Report
+
 
 def _terminated(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)       # once: the undo must not be cut short

@@ -468,7 +468,7 @@ def test_a_rerun_after_the_install_py_before_vm_snapshots_adds_their_overrides(t
     previous = previous_install_py(tmp_path, "90e54b8")
     one = front_end(tmp_path, "7.0.0")
     original, original_rc = conf(one).read_bytes(), execrc(one).read_bytes()
-    assert previous.main(["--one-location", str(one), "--base-python", sys.executable]) == 0
+    assert previous.main(["--one-location", str(one), "--python", sys.executable]) == 0
     assert flag_list(section_args(one, "VM_MAD", "kvm")[0], "-l") == ["save=save_linstor_un",
                                                                       "restore=restore_linstor_un"]
     assert run(one) == 0

@@ -26,9 +26,9 @@ def refusal(monkeypatch, *, running=False, snap_id=-1, target_mark="image 7 born
     vm = SimpleNamespace(saving_as_running=running)
     target = None if target_mark is None else SimpleNamespace(props={ownership.MADE_FOR: target_mark} if target_mark
                                                               else {})
-    settings = SimpleNamespace(placement=None)
+    ds = SimpleNamespace(api=FakeApi(clone_refusal, offline), settings=SimpleNamespace(placement=None), report=None)
     dst = [SimpleNamespace(node="node2"), SimpleNamespace(node="node3")]
-    return tm_cpds.native_refusal(FakeApi(clone_refusal, offline), settings, None, vm, snap_id, target, 7, [], dst)
+    return tm_cpds.native_refusal(ds, vm, snap_id, target, 7, [], dst)
 
 
 def test_cpds_lets_linstor_copy_when_nothing_stands_in_the_way(monkeypatch):

@@ -11,6 +11,7 @@ argv: <b64 DS_DRIVER_ACTION_DATA> <image_id> | - <image_id> | <image_id> (data o
 import sys
 
 from linstor_un import holders, host_ops, images, names, ownership
+from linstor_un.action import Datastore
 from linstor_un.errors import DriverError
 from linstor_un.linstor_api import thin_only
 from linstor_un.one_input import DsRequest
@@ -21,10 +22,10 @@ from linstor_un.rollback import Rollback
 def main(act, request: DsRequest):
     xml, image_id = request.xml, request.id
     msg = images.ImageMessage.parse(xml)
-    settings = act.datastore_settings(msg)
+    ds = act.context(act.datastore_settings(msg))
+    settings, api = ds.settings, ds.api
     src = names.from_source(msg.image_text("PATH"))
     dst = names.image(image_id)
-    api = act.linstor(settings)
     owner = images.owner(msg, image_id)
     found = api.definitions(src, dst)
     source = found[src]
@@ -47,18 +48,19 @@ def main(act, request: DsRequest):
                 if left is not None:            # what it left, unfinished: gone (someone else's: refused)
                     ownership.may_reuse(api, left, owner, act.report)
         if why_not is not None:
-            copy_through_bridge(act, api, settings, source, dst, max(msg.size_mb * 1024, source.size_kib),
-                                owner, image_id, why_not)
+            copy_through_bridge(act, ds, source, dst, max(msg.size_mb * 1024, source.size_kib), owner, image_id,
+                                why_not)
         api.set_props(dst, {}, delete=[ownership.BUILDING])           # complete
         undo.commit()
     sys.stdout.write(names.source(dst) + "\n")
 
 
-def copy_through_bridge(act, api, settings, source, dst, size_kib, owner, image_id, why_not):
+def copy_through_bridge(act, ds: Datastore, source, dst, size_kib, owner, image_id, why_not):
+    api, settings = ds.api, ds.settings
     scheduler(api, settings.placement, act.report).create(dst, size_kib, props=owner.building("clone"))
     bridge, replicas = holders.pick_bridge(api, settings.bridge_list, image_id, dst)
     act.report.info(f"{dst} copied through {bridge} ({why_not})")
-    attacher = act.attacher(settings)
+    attacher = ds.attacher
     with attacher.borrowed(bridge, dst, replicas) as dst_dev, attacher.borrowed(bridge, source.name) as src_dev:
         host_ops.copy(act.hosts[bridge], src_dev, dst_dev, sparse=thin_only(replicas),
                       block_size=settings.dd_block_size)

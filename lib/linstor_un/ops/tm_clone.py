@@ -9,6 +9,7 @@ argv: <fe>:<SOURCE> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <image_ds_id>
 The system datastore (from the path) decides placement, as in the bash driver.
 """
 from linstor_un import disks, host_ops, names, ownership, snapshots
+from linstor_un.action import Datastore
 from linstor_un.errors import DriverError
 from linstor_un.holders import disk_holders
 from linstor_un.linstor_api import thin_only
@@ -19,13 +20,14 @@ from linstor_un.rollback import Rollback
 
 def main(act, args: ImageDiskArgs):
     src_res, vm_id, dst = args.source, args.vm_id, args.disk
-    settings = act.placement_settings(dst.system_ds, args.ds_id)
+    ds = act.context(act.placement_settings(dst.system_ds, args.ds_id))
+    settings = ds.settings
     vm = act.one.vm(vm_id)
     disk = vm.disk(dst.disk_id)
     if disk.get("SOURCE") and names.from_source(disk.get("SOURCE")) != src_res:
         raise DriverError(f"{args.source_arg} is not the image of disk {dst.disk_id} of VM {vm_id} "
                           f"({disk.get('SOURCE')}): nothing was changed")
-    api = act.linstor(settings)
+    api = ds.api
     dst_res = names.vm_disk(vm_id, dst.disk_id)
     owner = disks.owner_of(vm, dst.disk_id)
 
@@ -35,7 +37,7 @@ def main(act, args: ImageDiskArgs):
     existing, source = found[dst_res], found[src_res]
     if existing and ownership.may_reuse(api, existing, owner, act.report):
         act.report.info(f"{dst_res} already cloned (retry); linking it")
-        device = act.attacher(settings).attach(dst.host, dst_res)
+        device = ds.attacher.attach(dst.host, dst_res)
         host_ops.link(host, device, dst.path)
         return
     if source is None:
@@ -44,10 +46,10 @@ def main(act, args: ImageDiskArgs):
     with Rollback(act.report) as undo:
         undo.add(f"delete {dst_res}", ownership.undo_create(api, dst_res, owner.mark))
         if settings.clone_mode == "snapshot":
-            clone_by_snapshot(api, settings, src_res, dst_res, size_kib, source.size_kib, owner, undo)
-            device = act.attacher(settings).attach(dst.host, dst_res)
+            clone_by_snapshot(ds, src_res, dst_res, size_kib, source.size_kib, owner, undo)
+            device = ds.attacher.attach(dst.host, dst_res)
         else:
-            device = clone_by_copy(act, api, settings, source, dst_res, size_kib, dst.host, owner)
+            device = clone_by_copy(act, ds, source, dst_res, size_kib, dst.host, owner)
         made_dir = host_ops.link(host, device, dst.path)
         undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
         # last: marks the clone complete (a retry after this point only relinks)
@@ -64,9 +66,10 @@ def complete_marks(settings, dst_res) -> list[str]:
     return [ownership.BUILDING]
 
 
-def clone_by_snapshot(api, settings, src_res, dst_res, size_kib, source_kib, owner, undo):
+def clone_by_snapshot(ds: Datastore, src_res, dst_res, size_kib, source_kib, owner, undo):
     # the base snapshot keeps the bash driver's name: the clone's resource name. One a killed run
     # of this clone took is reused; one taken for an earlier VM of this id is taken again
+    api, settings = ds.api, ds.settings
     if snapshots.take(api, src_res, dst_res, owner, replace_stale=True):
         undo.add(f"delete snapshot {dst_res} of {src_res}", lambda: api.delete_snapshot(src_res, dst_res))
     api.restore_snapshot(src_res, dst_res, dst_res, settings.placement.resource_group,
@@ -76,8 +79,9 @@ def clone_by_snapshot(api, settings, src_res, dst_res, size_kib, source_kib, own
         api.resize(dst_res, size_kib)
 
 
-def clone_by_copy(act, api, settings, source, dst_res, size_kib, host, owner) -> str:
+def clone_by_copy(act, ds: Datastore, source, dst_res, size_kib, host, owner) -> str:
     """Returns the new volume's device on host (attached for the VM)."""
+    api, settings = ds.api, ds.settings
     src_res = source.name
     policy = scheduler(api, settings.placement, act.report)
     why_not = api.clone_refusal or policy.refuses(disk_holders(api.replicas(src_res)), host)
@@ -92,10 +96,10 @@ def clone_by_copy(act, api, settings, source, dst_res, size_kib, host, owner) ->
                 ownership.may_reuse(api, left, owner, act.report)
         else:
             act.report.info(f"{dst_res} copied by LINSTOR (resource-definition clone of {src_res})")
-            return act.attacher(settings).attach(host, dst_res)
+            return ds.attacher.attach(host, dst_res)
     act.report.info(f"{dst_res} copied through {host} ({why_not})")
     policy.create(dst_res, size_kib, prefer_host=host, props=owner.building("clone"))
-    attacher = act.attacher(settings)
+    attacher = ds.attacher
     dst_dev, replicas = attacher.attach_replicas(host, dst_res)
     with attacher.borrowed(host, src_res) as src_dev:
         host_ops.copy(act.hosts[host], src_dev, dst_dev, sparse=thin_only(replicas),

@@ -13,6 +13,7 @@ For a stopped or undeployed VM the host is the front-end: the copy then runs on 
 that holds the disk (BUG-29).
 """
 from linstor_un import disks, host_ops, names, ownership, snapshots
+from linstor_un.action import Datastore
 from linstor_un.errors import DriverError
 from linstor_un.holders import disk_holders, pick_holder
 from linstor_un.one_input import DiskImageArgs
@@ -25,8 +26,8 @@ IMAGE_LOCKED = "4"                  # an image's STATE while oned makes it (Imag
 
 def main(act, args: DiskImageArgs):
     dst_res, snap_id, vm_id, src = args.image, args.snap_id, args.vm_id, args.disk
-    settings = act.settings(args.ds_id)
-    api = act.linstor(settings)
+    ds = act.datastore(args.ds_id)
+    api, settings = ds.api, ds.settings
     vm = act.one.vm(vm_id)
     src_res, disk = disks.resource_of(vm, src.disk_id)
     image_id = names.image_id(dst_res)
@@ -68,11 +69,10 @@ def main(act, args: DiskImageArgs):
     marks = ({k: v for k, v in target.props.items() if k.startswith("Aux/one/") and k != ownership.BUILDING}
              if target is not None else {ownership.MADE_FOR: owner.mark})
     size_kib = max(source.size_kib, target.size_kib if target is not None else 0)
-    why_not = native_refusal(api, settings, act.report, vm, snap_id, target, image_id, src_replicas,
-                             listed[dst_res])
+    why_not = native_refusal(ds, vm, snap_id, target, image_id, src_replicas, listed[dst_res])
     if why_not is None:
         try:
-            how = copy_by_linstor(api, settings, act.report, source, dst_res, target, snap_id, size_kib, marks)
+            how = copy_by_linstor(ds, source, dst_res, target, snap_id, size_kib, marks)
         except DriverError as err:
             why_not = f"LINSTOR's copy failed: {err}"
             target = api.resource_definition(dst_res)        # mkfs's volume again (the rollback)
@@ -82,7 +82,7 @@ def main(act, args: DiskImageArgs):
             act.report.info(f"{dst_res} copied by LINSTOR ({how})")
             return
     act.report.info(f"{dst_res} copied through {copy_host} ({why_not})")
-    attacher = act.attacher(settings)
+    attacher = ds.attacher
     host = act.hosts[copy_host]
 
     with Rollback(act.report) as undo:
@@ -94,9 +94,9 @@ def main(act, args: DiskImageArgs):
             api.resize(dst_res, source.size_kib)
         with attacher.borrowed(copy_host, dst_res) as dst_dev:
             if snap_id >= 0:
-                copy_snapshot(api, attacher, host, src_res, snap_id, dst_dev, settings)
+                copy_snapshot(ds, host, src_res, snap_id, dst_dev)
             elif vm.saving_as_running and copy_host == src.host:
-                copy_running(act, attacher, host, vm, disk, src_res, dst_dev, settings)
+                copy_running(act, ds, host, vm, disk, src_res, dst_dev)
             else:
                 with attacher.borrowed(copy_host, src_res, src_replicas) as src_dev:
                     host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=settings.dd_block_size)
@@ -136,15 +136,16 @@ def unfinished_restore(target, source) -> bool:
         made_for == source.props.get(ownership.MADE_FOR)
 
 
-def native_refusal(api, settings, report, vm, snap_id, target, image_id, src_replicas, dst_replicas):
+def native_refusal(ds: Datastore, vm, snap_id, target, image_id, src_replicas, dst_replicas):
     """Why LINSTOR cannot make the copy itself; None if it can."""
+    api = ds.api
     if snap_id < 0 and vm.saving_as_running:
         return "the VM is running: its disk is copied live"
     if target is not None and not target.props.get(ownership.MADE_FOR, "").startswith(f"image {image_id} born "):
         return "the image's volume carries no linstor_un mark for it: it is written, not replaced"
     if snap_id < 0 and api.clone_refusal:
         return api.clone_refusal
-    refusal = scheduler(api, settings.placement, report).refuses(disk_holders(src_replicas))
+    refusal = scheduler(api, ds.settings.placement, ds.report).refuses(disk_holders(src_replicas))
     if refusal is None and target is not None:
         # mkfs's volume is deleted and made again by LINSTOR's copy: with a node of it offline
         # LINSTOR would keep the name until that node is back
@@ -154,10 +155,10 @@ def native_refusal(api, settings, report, vm, snap_id, target, image_id, src_rep
     return refusal
 
 
-def copy_by_linstor(api, settings, report, source, dst_res, target, snap_id, size_kib, marks) -> str:
+def copy_by_linstor(ds: Datastore, source, dst_res, target, snap_id, size_kib, marks) -> str:
     """The image's volume as LINSTOR's copy of the disk (or of its snapshot): `marks` (the image's
     ownership) on it, complete at the end; on failure mkfs's empty volume is back as it was."""
-    placement = settings.placement
+    api, placement, report = ds.api, ds.settings.placement, ds.report
     building = {**marks, ownership.BUILDING: "cpds"}
     with Rollback(report) as undo:
         if target is not None:
@@ -172,6 +173,8 @@ def copy_by_linstor(api, settings, report, source, dst_res, target, snap_id, siz
                                  props=building)
             # the restore brings the disk's own properties along: the image's marks replace them
             restored = api.resource_definition(dst_res)
+            if restored is None:
+                raise DriverError(f"LINSTOR restored {source.name}/{snap} into {dst_res}, which it does not list")
             api.set_props(dst_res, building, delete=[k for k in restored.props
                                                      if k.startswith("Aux/one/") and k not in building])
             if size_kib > restored.size_kib:
@@ -185,12 +188,12 @@ def copy_by_linstor(api, settings, report, source, dst_res, target, snap_id, siz
     return how
 
 
-def copy_snapshot(api, attacher, host, src_res, snap_id, dst_dev, settings):
-    with snapshots.restored(api, attacher, host.name, src_res, names.snapshot(snap_id), "cpds") as snap_dev:
-        host_ops.copy(host, snap_dev, dst_dev, sparse=False, block_size=settings.dd_block_size)
+def copy_snapshot(ds: Datastore, host, src_res, snap_id, dst_dev):
+    with snapshots.restored(ds.api, ds.attacher, host.name, src_res, names.snapshot(snap_id), "cpds") as snap_dev:
+        host_ops.copy(host, snap_dev, dst_dev, sparse=False, block_size=ds.settings.dd_block_size)
 
 
-def copy_running(act, attacher, host, vm, disk, src_res, dst_dev, settings):
+def copy_running(act, ds: Datastore, host, vm, disk, src_res, dst_dev):
     domain = vm.deploy_id or f"one-{vm.id}"
     target = disk.get("TARGET")
     done = host_ops.virsh(host, ["blockcopy", domain, target, dst_dev, "--blockdev", "--reuse-external",
@@ -205,7 +208,7 @@ def copy_running(act, attacher, host, vm, disk, src_res, dst_dev, settings):
         if not paused:
             raise DriverError(f"could not freeze or pause {domain} for a consistent copy")
     try:
-        with attacher.borrowed(host.name, src_res) as src_dev:
-            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=settings.dd_block_size)
+        with ds.attacher.borrowed(host.name, src_res) as src_dev:
+            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=ds.settings.dd_block_size)
     finally:
         host_ops.virsh(host, ["domfsthaw" if frozen else "resume", domain], "unfreeze the VM", check=False)
