@@ -17,6 +17,7 @@ import re
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -918,10 +919,7 @@ def vm_snapshot_pause(disks: int = 2, memory_mib: int = 256, rounds: int = 5) ->
         (h.path("/var/lib/one/datastores") / f"dom-{vm_id}.xml").write_text(xml)
         h.run_inside(f"virsh -c qemu:///system create /var/lib/one/datastores/dom-{vm_id}.xml")
 
-        class _Env:
-            pass
-        env = _Env()
-        env.lab = lab
+        env = SimpleNamespace(lab=lab)
         while not started(env, "node1", vm_id):
             time.sleep(0.5)
         # the guest's memory above 1 MiB filled with random bytes, through QEMU's own memory file
@@ -931,12 +929,14 @@ def vm_snapshot_pause(disks: int = 2, memory_mib: int = 256, rounds: int = 5) ->
                 f"status=none; echo filled;; esac; done")
         filled = h.run_inside(fill).stdout.decode()
         pauses, creates, reverts, baseline = [], [], [], []
+
+        def data() -> str:          # what oned sends with the VM as it is now (its SNAPSHOTs)
+            return vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
+                                   f"one-{vm_id}", "")
         for i in range(rounds):
             vm.snapshots.clear()
             snap = vm.new_snapshot()
-            data = vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
-                                   f"one-{vm_id}", "")
-            made = r.vm_snapshot("create", f"one-{vm_id}", "0", vm_id, "node1", data)
+            made = r.vm_snapshot("create", f"one-{vm_id}", "0", vm_id, "node1", data())
             if not made.ok:
                 raise RuntimeError(str(made))
             m = re.search(r"paused ([0-9.]+) s", made.stderr)
@@ -944,16 +944,12 @@ def vm_snapshot_pause(disks: int = 2, memory_mib: int = 256, rounds: int = 5) ->
             creates.append(made.seconds)
             snap["HYPERVISOR_ID"] = made.stdout.split()[0]
             vm.activate_snapshot(0, "REVERT")
-            data = vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
-                                   f"one-{vm_id}", "")
-            back = r.vm_snapshot("revert", f"one-{vm_id}", snap["HYPERVISOR_ID"], vm_id, "node1", data)
+            back = r.vm_snapshot("revert", f"one-{vm_id}", snap["HYPERVISOR_ID"], vm_id, "node1", data())
             if not back.ok:
                 raise RuntimeError(str(back))
             reverts.append(back.seconds)
             vm.activate_snapshot(0, "DELETE")
-            data = vmm_action_data(to_xml(vm.element()), to_xml(lab.oned.datastores[SYSTEM_DS].element()), "node1",
-                                   f"one-{vm_id}", "")
-            if not r.vm_snapshot("delete", f"one-{vm_id}", snap["HYPERVISOR_ID"], vm_id, "node1", data).ok:
+            if not r.vm_snapshot("delete", f"one-{vm_id}", snap["HYPERVISOR_ID"], vm_id, "node1", data()).ok:
                 raise RuntimeError("delete failed")
             # the baseline: the guest stopped from `virsh save` to the end of `virsh restore`
             with lab.client() as c:

@@ -266,9 +266,7 @@ class VM:
 
     def new_snapshot(self, action: str = "CREATE") -> dict:
         """A VM snapshot as VirtualMachine::new_snapshot adds it (the next id, ACTIVE for the action)."""
-        for snap in self.snapshots:
-            snap.pop("ACTIVE", None)
-            snap.pop("ACTION", None)
+        self._deactivate()
         snap_id = max((int(s["SNAPSHOT_ID"]) for s in self.snapshots), default=-1) + 1
         snap = {"SNAPSHOT_ID": snap_id, "NAME": f"snapshot-{snap_id}", "TIME": 1795617000 + snap_id,
                 "HYPERVISOR_ID": "", "ACTIVE": "YES", "ACTION": action, "SYSTEM_DISK_SIZE": 64}
@@ -277,14 +275,17 @@ class VM:
 
     def activate_snapshot(self, snap_id: int, action: str) -> dict:
         """set_revert_snapshot / set_delete_snapshot: that snapshot ACTIVE with the action."""
-        found = {}
+        self._deactivate()
+        found = next((s for s in self.snapshots if int(s["SNAPSHOT_ID"]) == snap_id), None)
+        if found is None:
+            return {}
+        found.update(ACTIVE="YES", ACTION=action)
+        return found
+
+    def _deactivate(self) -> None:
         for snap in self.snapshots:
             snap.pop("ACTIVE", None)
             snap.pop("ACTION", None)
-            if int(snap["SNAPSHOT_ID"]) == snap_id:
-                snap.update(ACTIVE="YES", ACTION=action)
-                found = snap
-        return found
 
     def element(self) -> etree._Element:
         root = _skeleton("onevm-show-1.xml")

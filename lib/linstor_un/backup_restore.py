@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from . import host_ops, ownership, snapshots
 from .backup_chain import BackupDisk, DigestStore, backup_disks, forget
-from .backups import transfer_limit
 from .errors import DriverError
 from .one_api import VmDoc
 from .validate import natural
@@ -137,9 +136,9 @@ def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:
         with act.attacher(disk.settings).borrowed(host.name, disk.resource) as device:
             act.report.info(f"restoring disk {disk.disk_id} ({src.format}, {size} bytes) onto {host.name}:{device}")
             image_source.write(host, src, device, disk.settings.staging_dir, thin=False,
-                               limit=transfer_limit(size))
+                               limit=host_ops.transfer_limit(size))
             tail = rd.size_kib * 1024 - size
             if tail > 0:                # the disk was larger than the backup: zeros, as it was then
-                host_ops.zero(host, device, size, tail, limit=transfer_limit(tail))
+                host_ops.zero(host, device, size, tail, limit=host_ops.transfer_limit(tail))
     finally:
         src.close()

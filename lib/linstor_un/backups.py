@@ -141,12 +141,6 @@ class ReaderLimits:
         return prefix + argv
 
 
-def transfer_limit(size_bytes: int) -> float:
-    """How long reading or writing a disk of that size may take, whole: generous (10 MiB/s, plus
-    10 minutes), but a limit - a host that stops answering does not hold a backup for ever."""
-    return 600 + size_bytes / (10 << 20)
-
-
 def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Optional[str], increment: int,
               previous: Optional[BinaryIO], target: str, sink: BinaryIO, size_bytes: int,
               limits: ReaderLimits = ReaderLimits()) -> None:
@@ -177,7 +171,7 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
                 feed = previous
             out = host.run(limits.apply(reader, os.path.dirname(target)),
                            f"back up disk {disk.disk_id} ({disk.resource}) to {target}",
-                           stdin=feed, stdout=sink, timeout=transfer_limit(size_bytes) * (2 if base_device else 1))
+                           stdin=feed, stdout=sink, timeout=host_ops.transfer_limit(size_bytes) * (2 if base_device else 1))
     counts = out.stderr.decode(errors="replace").strip().splitlines()[-1:]
     try:
         c = json.loads(counts[0]) if counts else {}
@@ -267,9 +261,6 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
     bases = {d.disk_id: trusted_base(act, d, cfg, tidy(d, vm.id, base_id, snap), recorded) for d in todo}
     link = ChainLink.new(cfg.chain_image if increment > 0 else None)
     backup_dir = f"{args.vm_dir}/backup"
-    groups: dict[int, list[BackupDisk]] = {}
-    for d in todo:
-        groups.setdefault(id(d.api), []).append(d)
     with Rollback(act.report) as undo:
         host_ops.fresh_dir(host, backup_dir)
         undo.add(f"remove {backup_dir}", lambda: host_ops.remove_dir(host, backup_dir, check=False))
@@ -279,8 +270,7 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
         # the guest is quiet for the snapshot requests alone (one per controller)
         quiet = guest_quiet(host, args.deploy_id, cfg.fs_freeze, act.report) if live else nullcontext()
         with quiet:
-            for group in groups.values():
-                group[0].api.create_snapshots([d.resource for d in group], snap)
+            snapshots.together(todo, snap)
         unmark(todo, snap)
         if vm.text("TEMPLATE/TPM/MODEL"):
             host_ops.save_tpm(host, args.deploy_id, args.vm_dir, backup_dir)

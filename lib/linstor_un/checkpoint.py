@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from . import host_ops, names, ownership
+from . import disks, host_ops, names, ownership
 from .errors import DriverError
 from .one_api import Xml
 from .one_input import VmmArgs
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .remote import Host
     from .settings import DatastoreSettings
 
-DRIVER = "linstor_un"
 OVERHEAD_KIB = 128 * 1024
 
 
@@ -86,7 +85,7 @@ def request(act: "Action", script: str, args: VmmArgs) -> Optional[Request]:
     if found is None:
         raise DriverError("the VMM driver action data has no DATASTORE")
     ds = Xml(found)
-    if ds.text("TM_MAD") != DRIVER:
+    if ds.text("TM_MAD") != disks.DRIVER:
         forward(act, args.host, script, list(args.argv), args.xml)
         return None
     settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))

@@ -70,6 +70,12 @@ def copy(host: Host, src: str, dst: str, sparse: bool, block_size: str = "64k") 
               f"conv={conv}", "status=none"], f"copy {src} to {dst}", bulk=True)
 
 
+def transfer_limit(size_bytes: int) -> float:
+    """How long reading or writing a disk of that size may take, whole: generous (10 MiB/s, plus
+    10 minutes), but a limit - a host that stops answering does not hold a backup for ever."""
+    return 600 + size_bytes / (10 << 20)
+
+
 def zero(host: Host, device: str, offset: int, length: int, limit: Optional[float] = None) -> None:
     """Zeros over `length` bytes of `device` from byte `offset` on (`limit`: seconds it may take)."""
     host.run(["dd", "if=/dev/zero", f"of={device}", "bs=1M", f"seek={offset}", "oflag=seek_bytes",

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .linstor_api import Linstor
 
 TWO_PRIMARIES = "DrbdOptions/Net/allow-two-primaries"
-DRIVER = "linstor_un"
+DRIVER = disks.DRIVER
 
 
 def settings_for(act: "Action", vm: VmDoc, system_ds: int):

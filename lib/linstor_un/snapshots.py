@@ -3,7 +3,7 @@ system datastore monitor reports (`Aux/one/SNAPSHOT_<id>/DISK_SIZE`, KiB)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 from . import host_ops, names, ownership
 from .attach import Attacher
@@ -12,6 +12,9 @@ from .linstor_api import Linstor, Snapshot
 from .ownership import Owner
 from .remote import Host
 from .report import Report
+
+if TYPE_CHECKING:
+    from .disks import VmVolume
 
 
 def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
@@ -25,6 +28,16 @@ def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
                       delete=[ownership.SNAPSHOT_TOKEN + snap])
     except DriverError as err:       # only monitoring depends on the size; the token is inert
         api.report.info(f"{snap} of {res} is taken; its size for monitoring is not recorded: {err}")
+
+
+def together(volumes: Sequence["VmVolume"], snap: str) -> None:
+    """`snap` of every volume at one instant: one LINSTOR request per controller they live on (the
+    callers have set each volume's ownership token for it)."""
+    groups: dict[int, list["VmVolume"]] = {}
+    for v in volumes:
+        groups.setdefault(id(v.api), []).append(v)
+    for group in groups.values():
+        group[0].api.create_snapshots([v.resource for v in group], snap)
 
 
 def take(api: Linstor, res: str, snap: str, owner: Owner, replace_stale: bool = False) -> bool:

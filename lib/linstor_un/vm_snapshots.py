@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, AbstractSet, Callable, Iterator, Optional
 
-from . import checkpoint, disks, host_ops, names, ownership, snapshots
+from . import backup_chain, checkpoint, disks, host_ops, names, ownership, snapshots
 from .disks import VmVolume
 from .errors import DriverError
 from .one_api import VmDoc, Xml
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .remote import Host
     from .settings import DatastoreSettings
 
-DRIVER = "linstor_un"
+DRIVER = disks.DRIVER
 VM_OF = "Aux/one/linstor_un/VM_SNAPSHOT_OF"     # on a memory volume: the VM id (found by it)
 DISKS_TAKEN = "Aux/one/linstor_un/VM_SNAPSHOT_DISKS"   # "<disk id>:<resource> ...": what the snapshot holds
 ACTIONS = {"snapshot_create": "CREATE", "snapshot_revert": "REVERT", "snapshot_delete": "DELETE"}
@@ -208,10 +208,7 @@ def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
     api, host, domain = r.api, r.host, r.domain
     size_kib = checkpoint.volume_kib(host, domain)
     targets = disk_targets(host, domain)
-    groups: dict[int, list[VmVolume]] = {}
-    for v in r.volumes:
-        groups.setdefault(id(v.api), []).append(v)
-    attacher = act.attacher(r.settings)
+    attacher = act.context(r.settings).attacher
     with Rollback(act.report) as undo:
         undo.add(f"delete {r.memory}", ownership.undo_create(api, r.memory, r.owner.mark))
         scheduler(api, r.settings.checkpoint_placement, act.report).create(
@@ -219,16 +216,14 @@ def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
             props={**r.owner.building("snapshot_create"), VM_OF: str(r.vm.id), DISKS_TAKEN: r.taken()})
         undo.add(f"delete snapshots {r.name}", lambda: drop(r.volumes, r.name))
         undo.add(f"clear the marks of {r.name}", lambda: unmark(r.volumes, r.name))
-        for v in r.volumes:
-            v.api.set_props(v.resource, {ownership.SNAPSHOT_TOKEN + r.name: v.owner.snapshot_token(r.name)})
+        mark(r.volumes, r.name)
         with attacher.borrowed(r.host_name, r.memory) as device, paused(act, r, resume_paused):
             # one image of memory and device state, and one LINSTOR request per controller for the disks
             host_ops.virsh(host, ["snapshot-create-as", domain, "--name", r.name, "--no-metadata",
                                   "--memspec", f"file={device},snapshot=external",
                                   *[a for t in targets for a in ("--diskspec", f"{t},snapshot=no")]],
                            f"save the memory of {domain}")
-            for group in groups.values():
-                group[0].api.create_snapshots([v.resource for v in group], r.name)
+            snapshots.together(r.volumes, r.name)
         unmark(r.volumes, r.name)
         api.set_props(r.memory, {}, delete=[ownership.BUILDING])
         undo.commit()
@@ -269,6 +264,12 @@ def disk_targets(host: "Host", domain: str) -> list[str]:
     return targets
 
 
+def mark(volumes: list[VmVolume], snap: str) -> None:
+    """Each disk's ownership token for `snap`, on its definition: LINSTOR copies it into the snapshot."""
+    for v in volumes:
+        v.api.set_props(v.resource, {ownership.SNAPSHOT_TOKEN + snap: v.owner.snapshot_token(snap)})
+
+
 def unmark(volumes: list[VmVolume], snap: str) -> None:
     for v in volumes:
         v.api.set_props(v.resource, {}, delete=[ownership.SNAPSHOT_TOKEN + snap])
@@ -304,7 +305,7 @@ def revert(act: "Action", args: VmmArgs) -> None:
             raise DriverError(f"disk {v.disk_id} ({v.resource}) has no snapshot {r.name} taken for it: VM "
                               f"{r.vm.id} cannot be reverted. Nothing was changed")
     forget_unlisted(act, r, listings)
-    attacher = act.attacher(r.settings)
+    attacher = act.context(r.settings).attacher
     safety = names.vm_revert_safety(r.vm.id)
     xml_path, running_xml = f"{r.vm_dir}/{r.name}.xml", f"{r.vm_dir}/{safety}.xml"
     with attacher.borrowed(r.host_name, r.memory) as device:
@@ -322,8 +323,8 @@ def revert(act: "Action", args: VmmArgs) -> None:
                 host_ops.virsh(r.host, ["destroy", r.domain], f"stop {r.domain}")
             undo.add("put every disk back as it was before the revert", lambda: back_to(r, safety))
             for v in r.volumes:
-                snapshots.revert_to(v.api, act.attacher(v.settings), lambda: r.host, v.resource, r.name, act.report,
-                                    snaps=listings[v.resource], owner=v.owner)
+                snapshots.revert_to(v.api, act.context(v.settings).attacher, lambda: r.host, v.resource, r.name,
+                                    act.report, snaps=listings[v.resource], owner=v.owner)
             checkpoint.load(r.host, r.host_name, r.domain, device, xml_path)
             undo.commit()
     for v in r.volumes:
@@ -357,13 +358,9 @@ def keep_state(act: "Action", r: Request, safety: str, listings: dict[str, list[
         if left is not None:
             snapshots.belongs(left, v.resource, v.owner)
             v.api.delete_snapshot(v.resource, safety)
-    groups: dict[int, list[VmVolume]] = {}
-    for v in r.volumes:
-        groups.setdefault(id(v.api), []).append(v)
-        v.api.set_props(v.resource, {ownership.SNAPSHOT_TOKEN + safety: v.owner.snapshot_token(safety)})
+    mark(r.volumes, safety)
     try:
-        for group in groups.values():
-            group[0].api.create_snapshots([v.resource for v in group], safety)
+        snapshots.together(r.volumes, safety)
     except BaseException:
         drop(r.volumes, safety)
         raise
@@ -428,6 +425,14 @@ def forget_all(act: "Action", vm: VmDoc, system_ds: int) -> None:
     ds = act.one.datastore(system_ds)
     if ds.tm_mad == DRIVER:
         forget_memory(act.linstor(act.settings(system_ds)), vm.id, lambda: vm.text("STIME"))
+
+
+def disk_leaves_vm(api: "Linstor", res: str, vm_id: int, owner: Owner) -> None:
+    """A disk leaves its VM (detach, terminate, mvds): the VM's backup chain and VM snapshots on
+    it go, from one listing of its snapshots."""
+    snaps = api.snapshots(res)
+    backup_chain.forget(api, res, vm_id, owner, snaps)
+    forget_disk(api, res, vm_id, owner, snaps=snaps)
 
 
 def forget_disk(api: "Linstor", res: str, vm_id: int, owner: Owner, keep: AbstractSet[int] = frozenset(),

@@ -43,9 +43,7 @@ def main(act, args: VmDirArgs):
         if rd is not None and disks.owned_by(rd.props, vm_id, target.disk_id):
             api.set_props(res, {}, delete=[k for k in disks.OWNER_PROPS if k in rd.props])
         # this VM's backup chain and VM snapshots on it
-        snaps, owner = api.snapshots(res), disks.owner_of(vm, target.disk_id)
-        backup_chain.forget(api, res, vm_id, owner, snaps)
-        vm_snapshots.forget_disk(api, res, vm_id, owner, snaps=snaps)
+        vm_snapshots.disk_leaves_vm(api, res, vm_id, disks.owner_of(vm, target.disk_id))
         return
     rd = api.resource_definition(res)
     if rd is None:
