@@ -18,17 +18,15 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .context import Datastore
 from .errors import DriverError, Terminated
 from .one_input import read_version, remotes_dir
 from .report import Report
 
 if TYPE_CHECKING:
-    from .attach import Attacher
     from .images import ImageMessage
-    from .linstor_api import Linstor
     from .settings import DatastoreSettings
 
 
@@ -99,12 +97,12 @@ class Action:
             self._linstor[key] = Linstor(settings.connection, self.report)
         return self._linstor[key]
 
-    def datastore(self, ds_id: int, template: Optional[dict] = None, tm_mad: Optional[str] = None) -> "Datastore":
+    def datastore(self, ds_id: int, template: Optional[dict] = None, tm_mad: Optional[str] = None) -> Datastore:
         """One datastore with its settings, LINSTOR session and attacher: what an operation on its
         volumes needs, as one argument."""
         return self.context(self.settings(ds_id, template, tm_mad))
 
-    def context(self, settings: "DatastoreSettings") -> "Datastore":
+    def context(self, settings: "DatastoreSettings") -> Datastore:
         """The Datastore of settings already read."""
         if settings.ds_id not in self._datastores:
             self._datastores[settings.ds_id] = Datastore(settings, self.linstor(settings), self.attacher(settings),
@@ -127,13 +125,6 @@ class Action:
             self._hosts.close()
         for api in self._linstor.values():
             api.close()
-
-@dataclass
-class Datastore:
-    settings: "DatastoreSettings"
-    api: "Linstor"
-    attacher: "Attacher"
-    report: Report
 
 
 def _terminated(signum, frame) -> None:

@@ -24,7 +24,6 @@ from .ownership import Owner, Verdict
 from .report import meaningful
 from .placement import scheduler
 from .remote import Shell
-from .rollback import Rollback
 
 if TYPE_CHECKING:
     from .action import Action
@@ -121,18 +120,18 @@ def save(act: "Action", args: VmmArgs) -> None:
         if ownership.judge(existing.props, existing.size_kib, r.owner) is Verdict.FOREIGN:
             raise ownership.foreign(res, existing.props, r.owner)
         api.delete_definition(res)
-    with Rollback(act.report) as undo:
-        undo.add(f"delete {res}", ownership.undo_create(api, res, r.owner.mark))
-        undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
+    ds = act.context(r.settings)
+    with ds.new_volume(res, r.owner, "save") as new:
+        new.undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
         scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name,
-                                                                           props=r.owner.building("save"))
-        device = act.attacher(r.settings).attach(r.host_name, res)
+                                                                           props=new.props)
+        device = ds.attacher.attach(r.host_name, res)
         host_ops.virsh(host, ["save", domain, device], f"save {domain} to {res}")
-        undo.commit()                 # the domain's memory is only there now: nothing may undo it
-    try:
-        api.set_props(res, {}, delete=[ownership.BUILDING])           # complete
-    except DriverError as err:
-        act.report.info(f"{res} holds the checkpoint, but its mark stays 'building': {err}")
+        new.keep()                    # the domain's memory is only there now: nothing may undo it
+        try:
+            new.complete()
+        except DriverError as err:
+            act.report.info(f"{res} holds the checkpoint, but its mark stays 'building': {err}")
 
 
 def resume_if_paused(host: "Host", domain: str) -> None:

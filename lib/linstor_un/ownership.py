@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Optional
+from types import TracebackType
+from typing import Any, Callable, Mapping, Optional, Type, Union
 
 from .errors import DriverError
+from .rollback import Rollback
 from .validate import natural
 
 MADE_FOR = "Aux/one/linstor_un/MADE_FOR"
@@ -138,12 +140,66 @@ def undo_create(api: Any, name: str, mark: str) -> Callable[[], None]:
         rd = api.resource_definition(name)
         if rd is None:
             return
-        if rd.props.get(MADE_FOR) != mark:
+        # a restore of this owner's snapshot may be cut off while it carries the snapshot's marks
+        restored_for_me = rd.props.get(SNAPSHOT_TOKEN + name) == f"{mark} snapshot {name}"
+        if rd.props.get(MADE_FOR) != mark and not restored_for_me:
             whose = rd.props.get(MADE_FOR) or "no linstor_un mark"
             api.report.info(f"{name} is not the volume this action made ({whose}): left as it is")
             return
         api.delete_definition(name)
     return undo
+
+
+class NewVolume:
+    """The lifetime of one volume an action makes, as a context manager:
+
+        with ds.new_volume(res, owner, "mkimage") as new:
+            scheduler(...).create(res, size_kib, props=new.props)   # born with its marks
+            ...                                                     # new.undo.add(...) for more steps
+            new.complete(more_props)                                # marked complete: kept
+
+    `owner`: the Owner it is made for, or the marks it is born with (a copy that takes over an
+    existing volume's). If the block fails, what it made goes in reverse order; the volume only
+    while it carries this action's mark (`undo_create`), or unconditionally when it is born
+    without one (it replaces a volume with no linstor_un mark, made again by the undo). Leaving the
+    block without complete() or keep() is a bug: the undo runs, and the action fails."""
+
+    def __init__(self, api: Any, name: str, owner: Union[Owner, Mapping[str, str]], step: str, report: Any,
+                 extra: Optional[Mapping[str, str]] = None):
+        self.api, self.name = api, name
+        self.marks = {MADE_FOR: owner.mark} if isinstance(owner, Owner) else dict(owner)
+        self.marks.pop(BUILDING, None)
+        self.props = {**self.marks, BUILDING: step, **(extra or {})}
+        self.undo = Rollback(report)
+        self._done = False
+
+    def __enter__(self) -> "NewVolume":
+        mark = self.marks.get(MADE_FOR)
+        # registered before the create: it also removes what a create that failed half-way made
+        self.undo.add(f"delete {self.name}", undo_create(self.api, self.name, mark) if mark
+                      else lambda: self.api.delete_definition(self.name))
+        return self
+
+    def keep(self) -> None:
+        """Nothing may undo the volume from here on (it holds what exists nowhere else), though it
+        is not marked complete yet."""
+        self.undo.commit()
+        self._done = True
+
+    def complete(self, props: Optional[Mapping[str, str]] = None, delete: tuple[str, ...] = ()) -> None:
+        """The volume is made: its building mark goes (with `delete`) and `props` are set in the
+        same request, the volume's own marks again with them (a restore may have copied others
+        over them); then nothing is undone."""
+        self.api.set_props(self.name, {**self.marks, **(props or {})}, delete=[BUILDING, *delete])
+        self.keep()
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        if exc_type is not None:
+            self.undo.run()
+        elif not self._done:
+            self.undo.run()
+            raise RuntimeError(f"{self.name}: the block that made it ended without complete() or keep()")
 
 
 def may_remove(props: dict, owner: Owner) -> bool:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
-from . import host_ops, names, ownership
+from . import names, ownership
 from .attach import Attacher
+from .context import Datastore, OnHost
 from .errors import DriverError, NotFound
 from .linstor_api import Linstor, Snapshot
 from .ownership import Owner
 from .remote import Host
-from .report import Report
 
 if TYPE_CHECKING:
     from .disks import VmVolume
@@ -96,22 +96,21 @@ def remove_volume(api: Linstor, rd, snaps: Optional[list[Snapshot]] = None) -> N
     api.delete_definition(rd.name, snaps)
 
 
-def revert(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: str, snap_id: int,
-           report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None,
-           owner: Optional[Owner] = None) -> None:
+def revert(ds: Datastore, host_for: Callable[[], Host], res: str, snap_id: int,
+           snaps: Optional[list[Snapshot]] = None, owner: Optional[Owner] = None) -> None:
     """`res` back to its `snapshot-<id>` (revert_to)."""
-    revert_to(api, attacher, host_for, res, names.snapshot(snap_id), report, block_size, snaps, owner)
+    revert_to(ds, host_for, res, names.snapshot(snap_id), snaps, owner)
 
 
-def revert_to(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], res: str, snap: str,
-              report: Report, block_size: str = "64k", snaps: Optional[list[Snapshot]] = None,
-              owner: Optional[Owner] = None) -> None:
+def revert_to(ds: Datastore, host_for: Callable[[], Host], res: str, snap: str,
+              snaps: Optional[list[Snapshot]] = None, owner: Optional[Owner] = None) -> None:
     """Make `res` hold the snapshot's exact bytes, zeros included (BUG-12).
 
     LINSTOR's rollback where it can (Linstor.rollback_refusal: the newest snapshot by creation
     time before LINSTOR 1.31, BUG-13; any from 1.31; every node online; before 1.31.2 a copy of the
     snapshot on every disk); otherwise the snapshot is restored into `<res>-tmp` and copied back
     over the volume on `host`; the temporary resource is always removed (BUG-7)."""
+    api, report = ds.api, ds.report
     snaps = api.snapshots(res) if snaps is None else snaps
     target = next((s for s in snaps if s.name == snap), None)
     if target is None:
@@ -130,14 +129,13 @@ def revert_to(api: Linstor, attacher: Attacher, host_for: Callable[[], Host], re
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)
-    with restored(api, attacher, host.name, res, snap, "snap_revert") as src_dev:
+    with restored(api, ds.attacher, host.name, res, snap, "snap_revert") as src_dev:
         # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
         safety_made = api.create_snapshot(res, safety)
         try:
-            # borrowed: a VM disk already attached there stays; a bridge's replica goes afterwards
+            # lent: a VM disk already attached there stays; a bridge's replica goes afterwards
             # (and before any rollback: LINSTOR rolls back only unused volumes)
-            with attacher.borrowed(host.name, res) as dst_dev:
-                host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=block_size)
+            ds.copy(host, OnHost(src_dev), res, sparse=False)
         except BaseException:
             if safety_made:
                 report.info(f"copy failed: rolling {res} back to its state before the revert")

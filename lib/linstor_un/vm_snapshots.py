@@ -208,16 +208,14 @@ def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
     api, host, domain = r.api, r.host, r.domain
     size_kib = checkpoint.volume_kib(host, domain)
     targets = disk_targets(host, domain)
-    attacher = act.context(r.settings).attacher
-    with Rollback(act.report) as undo:
-        undo.add(f"delete {r.memory}", ownership.undo_create(api, r.memory, r.owner.mark))
-        scheduler(api, r.settings.checkpoint_placement, act.report).create(
-            r.memory, size_kib, prefer_host=r.host_name,
-            props={**r.owner.building("snapshot_create"), VM_OF: str(r.vm.id), DISKS_TAKEN: r.taken()})
-        undo.add(f"delete snapshots {r.name}", lambda: drop(r.volumes, r.name))
-        undo.add(f"clear the marks of {r.name}", lambda: unmark(r.volumes, r.name))
+    ds = act.context(r.settings)
+    with ds.new_volume(r.memory, r.owner, "snapshot_create", extra={VM_OF: str(r.vm.id), DISKS_TAKEN: r.taken()}) as new:
+        scheduler(api, r.settings.checkpoint_placement, act.report).create(r.memory, size_kib,
+                                                                           prefer_host=r.host_name, props=new.props)
+        new.undo.add(f"delete snapshots {r.name}", lambda: drop(r.volumes, r.name))
+        new.undo.add(f"clear the marks of {r.name}", lambda: unmark(r.volumes, r.name))
         mark(r.volumes, r.name)
-        with attacher.borrowed(r.host_name, r.memory) as device, paused(act, r, resume_paused):
+        with ds.attacher.borrowed(r.host_name, r.memory) as device, paused(act, r, resume_paused):
             # one image of memory and device state, and one LINSTOR request per controller for the disks
             host_ops.virsh(host, ["snapshot-create-as", domain, "--name", r.name, "--no-metadata",
                                   "--memspec", f"file={device},snapshot=external",
@@ -225,8 +223,7 @@ def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
                            f"save the memory of {domain}")
             snapshots.together(r.volumes, r.name)
         unmark(r.volumes, r.name)
-        api.set_props(r.memory, {}, delete=[ownership.BUILDING])
-        undo.commit()
+        new.complete()
 
 
 @contextmanager
@@ -323,8 +320,8 @@ def revert(act: "Action", args: VmmArgs) -> None:
                 host_ops.virsh(r.host, ["destroy", r.domain], f"stop {r.domain}")
             undo.add("put every disk back as it was before the revert", lambda: back_to(r, safety))
             for v in r.volumes:
-                snapshots.revert_to(v.api, act.context(v.settings).attacher, lambda: r.host, v.resource, r.name,
-                                    act.report, snaps=listings[v.resource], owner=v.owner)
+                snapshots.revert_to(act.context(v.settings), lambda: r.host, v.resource, r.name,
+                                    snaps=listings[v.resource], owner=v.owner)
             checkpoint.load(r.host, r.host_name, r.domain, device, xml_path)
             undo.commit()
     for v in r.volumes:

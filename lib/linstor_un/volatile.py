@@ -7,7 +7,6 @@ from . import disks, host_ops, names, ownership
 from .errors import DriverError
 from .one_input import VolatileArgs
 from .placement import scheduler
-from .rollback import Rollback
 
 if TYPE_CHECKING:
     from .action import Action
@@ -31,8 +30,8 @@ def create(act: "Action", args: VolatileArgs) -> None:
         fs = vm.disk(disk_id).get("FS") or fs
     if fs and fs.lower() not in host_ops.FILESYSTEMS:
         raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(host_ops.FILESYSTEMS))})")
-    settings = act.settings(dst.system_ds)
-    api = act.linstor(settings)
+    ds = act.datastore(dst.system_ds)
+    api = ds.api
     res = names.vm_disk(vm_id, disk_id)
     host = act.hosts[dst.host]
 
@@ -40,14 +39,12 @@ def create(act: "Action", args: VolatileArgs) -> None:
     existing = api.resource_definition(res)
     if existing and ownership.may_reuse(api, existing, owner, act.report):
         act.report.info(f"{res} already exists (retry); linking it")
-        device = act.attacher(settings).attach(dst.host, res)
-        host_ops.link(host, device, dst.path)
+        host_ops.link(host, ds.attacher.attach(dst.host, res), dst.path)
         return
-    with Rollback(act.report) as undo:
-        undo.add(f"delete {res}", ownership.undo_create(api, res, owner.mark))
-        scheduler(api, settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host,
-                                                              props=owner.building("mkimage"))
-        device = act.attacher(settings).attach(dst.host, res)
+    with ds.new_volume(res, owner, "mkimage") as new:
+        scheduler(api, ds.settings.placement, act.report).create(res, size_mb * 1024, prefer_host=dst.host,
+                                                                 props=new.props)
+        device = ds.attacher.attach(dst.host, res)
         if fmt == "swap":
             host_ops.mkswap(host, device)
         elif fs:
@@ -55,8 +52,6 @@ def create(act: "Action", args: VolatileArgs) -> None:
         elif fmt == "qcow2":
             host_ops.qcow2(host, device, size_mb)
         made_dir = host_ops.link(host, device, dst.path)
-        undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
+        new.undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
         # last: marks the disk complete (a retry after this point only relinks)
-        api.set_props(res, {**disks.owner_props(vm_id, dst.system_ds, disk_id), ownership.MADE_FOR: owner.mark},
-                      delete=[ownership.BUILDING])
-        undo.commit()
+        new.complete(disks.owner_props(vm_id, dst.system_ds, disk_id))

@@ -59,9 +59,9 @@ def test_a_killed_snapshot_restore_of_cpds_is_recognised():
 
 
 def test_a_finished_clone_clears_its_building_mark_and_in_snapshot_mode_its_base_token():
-    assert tm_clone.complete_marks(SimpleNamespace(clone_mode="copy"), "one-vm-1-disk-0") == [ownership.BUILDING]
-    assert tm_clone.complete_marks(SimpleNamespace(clone_mode="snapshot"), "one-vm-1-disk-0") == \
-        [ownership.BUILDING, ownership.SNAPSHOT_TOKEN + "one-vm-1-disk-0"]
+    assert tm_clone.completed_marks(SimpleNamespace(clone_mode="copy"), "one-vm-1-disk-0") == ()
+    assert tm_clone.completed_marks(SimpleNamespace(clone_mode="snapshot"), "one-vm-1-disk-0") == \
+        (ownership.SNAPSHOT_TOKEN + "one-vm-1-disk-0",)
 
 
 # ---- DS cp: where an image may come from -------------------------------------------------------
@@ -108,3 +108,119 @@ def test_mv_refuses_to_move_one_disk_onto_another(src, dst, says):
     act = SimpleNamespace(settings=lambda ds: pytest.fail("mv read settings before refusing"))
     with pytest.raises(DriverError, match=says):
         tm_mv.main(act, args)
+
+
+# ---- TM mv: what each side does -----------------------------------------------------------------
+
+def path(arg):
+    from linstor_un.one_input import VmPath
+    return VmPath.parse(arg)
+
+
+D0 = "/var/lib/one/datastores/100/5/disk.0"
+NODES = ["node1", "node2"]
+
+
+@pytest.mark.parametrize("src,dst,from_fe,to_fe,release,same,attach", [
+    # cold migration between LINSTOR nodes: released there, attached here
+    (f"node1:{D0}", f"node2:{D0}", False, False, True, False, True),
+    # host names are compared as LINSTOR compares node names (case-insensitively)
+    (f"NODE1:{D0}", f"Node2:{D0}", False, False, True, False, True),
+    # stop/undeploy: released on the host, nothing attached on the front-end
+    (f"node1:{D0}", f"frontend:{D0}", False, True, True, False, False),
+    # resume from the front-end: nothing to release there
+    (f"frontend:{D0}", f"node2:{D0}", True, False, False, False, True),
+    # a system datastore change on one host: the old link goes, the volume stays attached
+    (f"node1:{D0}", "node1:/var/lib/one/datastores/101/5/disk.0", False, False, True, True, True),
+    # the same path again (a retry after the move): nothing released, the link made again
+    (f"node2:{D0}", f"node2:{D0}", False, False, False, True, True),
+    # a host that is not a LINSTOR node holds no volume
+    (f"kvm9:{D0}", f"node2:{D0}", False, False, False, False, True),
+])
+def test_mv_releases_and_attaches_only_on_linstor_nodes(src, dst, from_fe, to_fe, release, same, attach):
+    from linstor_un.ops import tm_mv
+    move = tm_mv.plan(path(src), path(dst), NODES, from_fe, to_fe)
+    assert (move.release_old, move.same_host, move.attach_new) == (release, same, attach)
+
+
+def test_mv_records_the_new_system_datastore_only_on_the_disks_own_volume():
+    from linstor_un import disks
+    from linstor_un.ops import tm_mv
+    mine = {disks.VM_ID: "5", disks.DISK_ID: "0", disks.DS_ID: "100"}
+    assert tm_mv.new_system_ds(mine, 5, 0, 101)
+    assert not tm_mv.new_system_ds(mine, 5, 0, 100)                          # already there
+    assert not tm_mv.new_system_ds({**mine, disks.VM_ID: "6"}, 5, 0, 101)    # a persistent image another VM recorded
+    assert not tm_mv.new_system_ds({}, 5, 0, 101)                            # an image nobody recorded
+
+
+# ---- TM delete: whose volume may go ----------------------------------------------------------------
+
+@pytest.mark.parametrize("props,refused", [
+    ({ownership.MADE_FOR: "vm 5 born 17 disk 0"}, None),                     # made for this VM and disk
+    ({}, None),                                                              # the bash driver's, unmarked
+    ({"Aux/one/VM_ID": "5"}, None),                                          # the bash driver's, for this VM
+    ({ownership.MADE_FOR: "vm 5 born 12 disk 0"}, "was made for vm 5 born 12 disk 0"),  # an earlier VM 5
+    ({ownership.MADE_FOR: "vm 5 born 17 disk 1"}, "was made for vm 5 born 17 disk 1"),
+    ({"Aux/one/VM_ID": "8"}, "was made for VM 8"),                           # the bash driver's, another VM's
+])
+def test_delete_removes_only_the_volume_of_this_vm_incarnation_and_disk(props, refused):
+    from linstor_un.ops import tm_delete
+    said = tm_delete.not_this_disks(props, "one-vm-5-disk-0", ownership.Owner.vm_disk(5, "17", 0), 5)
+    if refused is None:
+        assert said is None
+    else:
+        assert refused in said and "not deleting it" in said
+
+
+# ---- TM clone: LINSTOR's copy or a copy through the host (in-process controller) ---------------------
+
+class Attacher:
+    """Attaches nothing: says which device a volume would have on the host."""
+    def __init__(self, api):
+        self.api = api
+
+    def attach_replicas(self, host, res):
+        return f"/dev/drbd/by-res/{res}/0", self.api.replicas(res)
+
+    def attach(self, host, res):
+        return self.attach_replicas(host, res)[0]
+
+    def borrowed(self, host, res, known=()):
+        from contextlib import nullcontext
+        return nullcontext(f"/dev/drbd/by-res/{res}/0")
+
+
+def clone_case(api, monkeypatch, name, **template):
+    from linstor_un.context import Datastore
+    from linstor_un.placement import scheduler
+    from linstor_un.settings import DatastoreSettings
+    image = DatastoreSettings.parse(1, {"RESOURCE_GROUP": "one_rg"}, {})
+    scheduler(api, image.placement, api.report).create(name, 4 << 10,
+                                                        props={ownership.MADE_FOR: "image 1 born 1"})
+    copies = []
+    monkeypatch.setattr("linstor_un.host_ops.copy", lambda host, src, dst, **kw: copies.append((src, dst)))
+    settings = DatastoreSettings.parse(100, template, {})
+    act = SimpleNamespace(report=api.report, hosts={"node1": SimpleNamespace(name="node1")})
+    return act, Datastore(settings, api, Attacher(api), api.report), api.resource_definition(name), copies
+
+
+def test_clone_lets_linstor_copy_where_the_system_datastore_would_place_it_so(api, monkeypatch):
+    act, ds, source, copies = clone_case(api, monkeypatch, "one-image-201", RESOURCE_GROUP="one_rg")
+    props = ownership.Owner.vm_disk(20, "17", 0).building("clone")
+    device = tm_clone.clone_by_copy(act, ds, source, "one-vm-20-disk-0", 8 << 10, "node1", None, props)
+    clone = api.resource_definition("one-vm-20-disk-0")
+    assert device == "/dev/drbd/by-res/one-vm-20-disk-0/0" and copies == []
+    assert clone.props[ownership.MADE_FOR] == "vm 20 born 17 disk 0" and clone.size_kib == 8 << 10
+    assert "copied by LINSTOR (resource-definition clone of one-image-201)" in api.report.stream.getvalue()
+
+
+def test_clone_copies_through_the_host_where_linstor_would_place_it_elsewhere_and_says_why(api, monkeypatch):
+    act, ds, source, copies = clone_case(api, monkeypatch, "one-image-202", RESOURCE_GROUP="one_rg",
+                                         STORAGE_POOL="thick")
+    props = ownership.Owner.vm_disk(21, "17", 0).building("clone")
+    tm_clone.clone_by_copy(act, ds, source, "one-vm-21-disk-0", 4 << 10, "node1", None, props)
+    assert copies == [("/dev/drbd/by-res/one-image-202/0", "/dev/drbd/by-res/one-vm-21-disk-0/0")]
+    placed = {r.pool for r in api.replicas("one-vm-21-disk-0") if not r.diskless}
+    assert placed == {"thick"}                          # where the system datastore places it
+    assert "copied through node1 (the image is in pool data, not in the datastore's thick)" in \
+        api.report.stream.getvalue()

@@ -10,13 +10,12 @@ argv: <b64 DS_DRIVER_ACTION_DATA> <image_id> | - <image_id> | <image_id> (data o
 """
 import sys
 
-from linstor_un import holders, host_ops, images, names, ownership
-from linstor_un.action import Datastore
+from linstor_un import holders, images, names, ownership
+from linstor_un.context import Datastore
 from linstor_un.errors import DriverError
 from linstor_un.linstor_api import thin_only
 from linstor_un.one_input import DsRequest
 from linstor_un.placement import scheduler
-from linstor_un.rollback import Rollback
 
 
 def main(act, request: DsRequest):
@@ -36,31 +35,24 @@ def main(act, request: DsRequest):
     if source is None:
         raise DriverError(f"image resource {src} does not exist in LINSTOR")
     why_not = api.clone_refusal
-    with Rollback(act.report) as undo:
-        undo.add(f"delete {dst}", ownership.undo_create(api, dst, owner.mark))
+    with ds.new_volume(dst, owner, "clone") as new:
         if why_not is None:
             try:
-                api.copy_definition(source, dst, settings.placement.resource_group, msg.size_mb * 1024,
-                                    owner.building("clone"))
+                api.copy_definition(source, dst, settings.placement.resource_group, msg.size_mb * 1024, new.props)
             except DriverError as err:          # (a disk of the image offline, a provider it cannot copy...)
                 why_not = f"LINSTOR's clone failed: {err}"
                 left = api.resource_definition(dst)
                 if left is not None:            # what it left, unfinished: gone (someone else's: refused)
                     ownership.may_reuse(api, left, owner, act.report)
         if why_not is not None:
-            copy_through_bridge(act, ds, source, dst, max(msg.size_mb * 1024, source.size_kib), owner, image_id,
-                                why_not)
-        api.set_props(dst, {}, delete=[ownership.BUILDING])           # complete
-        undo.commit()
+            copy_through_bridge(act, ds, source, dst, max(msg.size_mb * 1024, source.size_kib), new.props,
+                                image_id, why_not)
+        new.complete()
     sys.stdout.write(names.source(dst) + "\n")
 
 
-def copy_through_bridge(act, ds: Datastore, source, dst, size_kib, owner, image_id, why_not):
-    api, settings = ds.api, ds.settings
-    scheduler(api, settings.placement, act.report).create(dst, size_kib, props=owner.building("clone"))
-    bridge, replicas = holders.pick_bridge(api, settings.bridge_list, image_id, dst)
+def copy_through_bridge(act, ds: Datastore, source, dst, size_kib, props, image_id, why_not):
+    scheduler(ds.api, ds.settings.placement, act.report).create(dst, size_kib, props=props)
+    bridge, replicas = holders.pick_bridge(ds.api, ds.settings.bridge_list, image_id, dst)
     act.report.info(f"{dst} copied through {bridge} ({why_not})")
-    attacher = ds.attacher
-    with attacher.borrowed(bridge, dst, replicas) as dst_dev, attacher.borrowed(bridge, source.name) as src_dev:
-        host_ops.copy(act.hosts[bridge], src_dev, dst_dev, sparse=thin_only(replicas),
-                      block_size=settings.dd_block_size)
+    ds.copy(act.hosts[bridge], source.name, dst, sparse=thin_only(replicas), replicas={dst: replicas})

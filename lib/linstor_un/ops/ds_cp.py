@@ -8,12 +8,11 @@ argv: <b64 DS_DRIVER_ACTION_DATA> <image_id> | - <image_id> | <image_id> (data o
 import os
 import sys
 
-from linstor_un import downloads, holders, image_source, images, names, ownership
+from linstor_un import downloads, holders, image_source, images, names
 from linstor_un.errors import DriverError
 from linstor_un.linstor_api import thin_only
 from linstor_un.one_input import DsRequest
 from linstor_un.placement import scheduler
-from linstor_un.rollback import Rollback
 
 
 def main(act, request: DsRequest):
@@ -27,7 +26,8 @@ def main(act, request: DsRequest):
     url = source_url(act, path, settings.imports, xml)
     res = names.image(image_id)
     owner = images.owner(msg, image_id)
-    api = act.linstor(settings)
+    ds = act.context(settings)
+    api = ds.api
     if images.already_made(api, api.resource_definition(res), owner, act.report):
         act.report.info(f"{res} was imported already (retry)")
         sys.stdout.write(f"{names.source(res)} raw\n")
@@ -40,18 +40,14 @@ def main(act, request: DsRequest):
                    src.length if (src.format == "raw" and not src.compressed and src.length) else 0)
         if size <= 0:
             raise DriverError(f"unknown size of {path}: register the image with a SIZE")
-        with Rollback(act.report) as undo:
-            undo.add(f"delete {res}", ownership.undo_create(api, res, owner.mark))
-            scheduler(api, settings.placement, act.report).create(res, (size + 1023) // 1024,
-                                                                  props=owner.building("cp"))
-            attacher = act.attacher(settings)
+        with ds.new_volume(res, owner, "cp") as new:
+            scheduler(api, settings.placement, act.report).create(res, (size + 1023) // 1024, props=new.props)
             bridge, replicas = holders.pick_bridge(api, settings.bridge_list, image_id, res)
-            with attacher.borrowed(bridge, res, replicas) as device:
+            with ds.attacher.borrowed(bridge, res, replicas) as device:
                 act.report.info(f"importing {path} ({src.format}) to {bridge}:{device}")
                 image_source.write(act.hosts[bridge], src, device, settings.staging_dir, thin_only(replicas),
                                    md5, sha1)
-            api.set_props(res, {}, delete=[ownership.BUILDING])       # complete
-            undo.commit()
+            new.complete()
         if src.from_kept:
             downloads.forget(url)     # the image is in LINSTOR: stat's copy of the download goes
     finally:

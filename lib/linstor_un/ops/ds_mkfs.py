@@ -5,11 +5,10 @@ argv: <b64 DS_DRIVER_ACTION_DATA> <image_id> | - <image_id> | <image_id> (data o
 """
 import sys
 
-from linstor_un import holders, host_ops, images, names, ownership
+from linstor_un import holders, host_ops, images, names
 from linstor_un.errors import DriverError
 from linstor_un.one_input import DsRequest
 from linstor_un.placement import scheduler
-from linstor_un.rollback import Rollback
 
 
 def main(act, request: DsRequest):
@@ -30,19 +29,17 @@ def main(act, request: DsRequest):
         raise DriverError(f"unsupported filesystem '{fs}' (supported: {', '.join(sorted(host_ops.FILESYSTEMS))})")
     if msg.size_mb <= 0:
         raise DriverError("the image has no SIZE")
-    api = act.linstor(settings)
+    ds = act.context(settings)
     owner = images.owner(msg, image_id)
-    if images.already_made(api, api.resource_definition(res), owner, act.report):
+    if images.already_made(ds.api, ds.api.resource_definition(res), owner, act.report):
         act.report.info(f"{res} was made already (retry)")
         sys.stdout.write(names.source(res) + "\n")
         return
-    with Rollback(act.report) as undo:
-        undo.add(f"delete {res}", ownership.undo_create(api, res, owner.mark))
-        scheduler(api, settings.placement, act.report).create(res, msg.size_mb * 1024, props=owner.building("mkfs"))
+    with ds.new_volume(res, owner, "mkfs") as new:
+        scheduler(ds.api, settings.placement, act.report).create(res, msg.size_mb * 1024, props=new.props)
         if fs or fmt in ("qcow2", "swap"):
-            attacher = act.attacher(settings)
-            bridge, replicas = holders.pick_bridge(api, settings.bridge_list, image_id, res)
-            with attacher.borrowed(bridge, res, replicas) as device:
+            bridge, replicas = holders.pick_bridge(ds.api, settings.bridge_list, image_id, res)
+            with ds.attacher.borrowed(bridge, res, replicas) as device:
                 host = act.hosts[bridge]
                 if fmt == "swap":
                     host_ops.mkswap(host, device)
@@ -50,6 +47,5 @@ def main(act, request: DsRequest):
                     host_ops.mkfs(host, device, fs)
                 else:
                     host_ops.qcow2(host, device, msg.size_mb)
-        api.set_props(res, {}, delete=[ownership.BUILDING])           # complete
-        undo.commit()
+        new.complete()
     sys.stdout.write(names.source(res) + "\n")

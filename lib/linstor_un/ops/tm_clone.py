@@ -9,13 +9,13 @@ argv: <fe>:<SOURCE> <host>:<sys_path>/<vm>/disk.<n> <vm_id> <image_ds_id>
 The system datastore (from the path) decides placement, as in the bash driver.
 """
 from linstor_un import disks, host_ops, names, ownership, snapshots
-from linstor_un.action import Datastore
+from linstor_un.context import Datastore, OnHost
 from linstor_un.errors import DriverError
 from linstor_un.holders import disk_holders
 from linstor_un.linstor_api import thin_only
 from linstor_un.one_input import ImageDiskArgs
+from linstor_un.ownership import NewVolume
 from linstor_un.placement import scheduler
-from linstor_un.rollback import Rollback
 
 
 def main(act, args: ImageDiskArgs):
@@ -43,43 +43,40 @@ def main(act, args: ImageDiskArgs):
     if source is None:
         raise DriverError(f"image resource {src_res} does not exist in LINSTOR")
     size_kib = max(disk.size_mb * 1024, source.size_kib)
-    with Rollback(act.report) as undo:
-        undo.add(f"delete {dst_res}", ownership.undo_create(api, dst_res, owner.mark))
+    with ds.new_volume(dst_res, owner, "clone") as new:
         if settings.clone_mode == "snapshot":
-            clone_by_snapshot(ds, src_res, dst_res, size_kib, source.size_kib, owner, undo)
+            clone_by_snapshot(ds, src_res, dst_res, size_kib, source.size_kib, owner, new)
             device = ds.attacher.attach(dst.host, dst_res)
         else:
-            device = clone_by_copy(act, ds, source, dst_res, size_kib, dst.host, owner)
+            device = clone_by_copy(act, ds, source, dst_res, size_kib, dst.host, owner, new.props)
         made_dir = host_ops.link(host, device, dst.path)
-        undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
+        new.undo.add(f"remove {dst.path}", lambda: host_ops.unlink(host, dst.path, remove_empty_dir=made_dir))
         # last: marks the clone complete (a retry after this point only relinks)
-        api.set_props(dst_res, {**disks.owner_props(vm_id, dst.system_ds, dst.disk_id),
-                                ownership.MADE_FOR: owner.mark}, delete=complete_marks(settings, dst_res))
-        undo.commit()
+        new.complete(disks.owner_props(vm_id, dst.system_ds, dst.disk_id), delete=completed_marks(settings, dst_res))
 
 
-def complete_marks(settings, dst_res) -> list[str]:
-    """What goes when the clone is complete: the building mark, and the base snapshot's token a
+def completed_marks(settings, dst_res) -> tuple[str, ...]:
+    """What goes, with the building mark, when the clone is complete: the base snapshot's token a
     restore copied onto it."""
     if settings.clone_mode == "snapshot":
-        return [ownership.BUILDING, ownership.SNAPSHOT_TOKEN + dst_res]
-    return [ownership.BUILDING]
+        return (ownership.SNAPSHOT_TOKEN + dst_res,)
+    return ()
 
 
-def clone_by_snapshot(ds: Datastore, src_res, dst_res, size_kib, source_kib, owner, undo):
+def clone_by_snapshot(ds: Datastore, src_res, dst_res, size_kib, source_kib, owner, new: NewVolume):
     # the base snapshot keeps the bash driver's name: the clone's resource name. One a killed run
     # of this clone took is reused; one taken for an earlier VM of this id is taken again
     api, settings = ds.api, ds.settings
     if snapshots.take(api, src_res, dst_res, owner, replace_stale=True):
-        undo.add(f"delete snapshot {dst_res} of {src_res}", lambda: api.delete_snapshot(src_res, dst_res))
+        new.undo.add(f"delete snapshot {dst_res} of {src_res}", lambda: api.delete_snapshot(src_res, dst_res))
     api.restore_snapshot(src_res, dst_res, dst_res, settings.placement.resource_group,
-                         settings.placement.layer_list, props=owner.building("clone"))
+                         settings.placement.layer_list, props=new.props)
     api.set_props(src_res, {}, delete=[ownership.SNAPSHOT_TOKEN + dst_res])    # the snapshot keeps it
     if size_kib > source_kib:           # the restored volume has the snapshot's (= the image's) size
         api.resize(dst_res, size_kib)
 
 
-def clone_by_copy(act, ds: Datastore, source, dst_res, size_kib, host, owner) -> str:
+def clone_by_copy(act, ds: Datastore, source, dst_res, size_kib, host, owner, props) -> str:
     """Returns the new volume's device on host (attached for the VM)."""
     api, settings = ds.api, ds.settings
     src_res = source.name
@@ -87,8 +84,7 @@ def clone_by_copy(act, ds: Datastore, source, dst_res, size_kib, host, owner) ->
     why_not = api.clone_refusal or policy.refuses(disk_holders(api.replicas(src_res)), host)
     if why_not is None:
         try:
-            api.copy_definition(source, dst_res, settings.placement.resource_group, size_kib,
-                                owner.building("clone"))
+            api.copy_definition(source, dst_res, settings.placement.resource_group, size_kib, props)
         except DriverError as err:      # (a provider or layer its clone cannot copy...)
             why_not = f"LINSTOR's clone failed: {err}"
             left = api.resource_definition(dst_res)
@@ -98,10 +94,7 @@ def clone_by_copy(act, ds: Datastore, source, dst_res, size_kib, host, owner) ->
             act.report.info(f"{dst_res} copied by LINSTOR (resource-definition clone of {src_res})")
             return ds.attacher.attach(host, dst_res)
     act.report.info(f"{dst_res} copied through {host} ({why_not})")
-    policy.create(dst_res, size_kib, prefer_host=host, props=owner.building("clone"))
-    attacher = ds.attacher
-    dst_dev, replicas = attacher.attach_replicas(host, dst_res)
-    with attacher.borrowed(host, src_res) as src_dev:
-        host_ops.copy(act.hosts[host], src_dev, dst_dev, sparse=thin_only(replicas),
-                      block_size=settings.dd_block_size)
+    policy.create(dst_res, size_kib, prefer_host=host, props=props)
+    dst_dev, replicas = ds.attacher.attach_replicas(host, dst_res)
+    ds.copy(act.hosts[host], src_res, OnHost(dst_dev), sparse=thin_only(replicas))
     return dst_dev

@@ -13,13 +13,13 @@ For a stopped or undeployed VM the host is the front-end: the copy then runs on 
 that holds the disk (BUG-29).
 """
 from linstor_un import disks, host_ops, names, ownership, snapshots
-from linstor_un.action import Datastore
+from linstor_un.context import Datastore, OnHost
 from linstor_un.errors import DriverError
+from linstor_un.rollback import Rollback
 from linstor_un.holders import disk_holders, pick_holder
 from linstor_un.one_input import DiskImageArgs
 from linstor_un.ownership import Owner
 from linstor_un.placement import scheduler
-from linstor_un.rollback import Rollback
 
 IMAGE_LOCKED = "4"                  # an image's STATE while oned makes it (ImageState, 5.6-7.4)
 
@@ -82,27 +82,29 @@ def main(act, args: DiskImageArgs):
             act.report.info(f"{dst_res} copied by LINSTOR ({how})")
             return
     act.report.info(f"{dst_res} copied through {copy_host} ({why_not})")
-    attacher = ds.attacher
     host = act.hosts[copy_host]
-
-    with Rollback(act.report) as undo:
-        if target is None:
-            undo.add(f"delete {dst_res}", ownership.undo_create(api, dst_res, owner.mark))
-            scheduler(api, settings.placement, act.report).create(dst_res, source.size_kib,
-                                                                  props=owner.building("cpds"))
-        elif target.size_kib < source.size_kib:
+    if target is not None:
+        if target.size_kib < source.size_kib:
             api.resize(dst_res, source.size_kib)
-        with attacher.borrowed(copy_host, dst_res) as dst_dev:
-            if snap_id >= 0:
-                copy_snapshot(ds, host, src_res, snap_id, dst_dev)
-            elif vm.saving_as_running and copy_host == src.host:
-                copy_running(act, ds, host, vm, disk, src_res, dst_dev)
-            else:
-                with attacher.borrowed(copy_host, src_res, src_replicas) as src_dev:
-                    host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=settings.dd_block_size)
-        if target is None:
-            api.set_props(dst_res, {}, delete=[ownership.BUILDING])   # complete
-        undo.commit()
+        copy_through_host(act, ds, host, vm, disk, src, src_res, dst_res, snap_id, src_replicas)
+        return
+    with ds.new_volume(dst_res, owner, "cpds") as new:
+        scheduler(api, settings.placement, act.report).create(dst_res, source.size_kib, props=new.props)
+        copy_through_host(act, ds, host, vm, disk, src, src_res, dst_res, snap_id, src_replicas)
+        new.complete()
+
+
+def copy_through_host(act, ds: Datastore, host, vm, disk, src, src_res, dst_res, snap_id, src_replicas):
+    """The disk (or its snapshot) onto the image's volume on `host`: a snapshot restored there, a
+    running VM's disk live (when it runs on that host), else the disk lent to the host."""
+    if snap_id < 0 and not (vm.saving_as_running and host.name == src.host):
+        ds.copy(host, src_res, dst_res, sparse=False, replicas={src_res: src_replicas})
+        return
+    with ds.attacher.borrowed(host.name, dst_res) as dst_dev:
+        if snap_id >= 0:
+            copy_snapshot(ds, host, src_res, snap_id, dst_dev)
+        else:
+            copy_running(act, ds, host, vm, disk, src_res, dst_dev)
 
 
 def saveas_agrees(act, vm, disk_id, image_id, dst_res, snap_id):
@@ -159,38 +161,40 @@ def copy_by_linstor(ds: Datastore, source, dst_res, target, snap_id, size_kib, m
     """The image's volume as LINSTOR's copy of the disk (or of its snapshot): `marks` (the image's
     ownership) on it, complete at the end; on failure mkfs's empty volume is back as it was."""
     api, placement, report = ds.api, ds.settings.placement, ds.report
-    building = {**marks, ownership.BUILDING: "cpds"}
     with Rollback(report) as undo:
         if target is not None:
             api.delete_definition(dst_res, reuse=True)
             undo.add(f"make {dst_res} again, empty, as DS mkfs left it", lambda: scheduler(
                 api, placement, report).create(dst_res, target.size_kib, props=marks))
-        undo.add(f"delete {dst_res}", ownership.undo_create(api, dst_res, marks[ownership.MADE_FOR])
-                 if ownership.MADE_FOR in marks else lambda: api.delete_definition(dst_res))  # (a bash volume's)
+        how = linstor_copy(ds, source, dst_res, snap_id, size_kib, marks)
+        undo.commit()
+    return how
+
+
+def linstor_copy(ds: Datastore, source, dst_res, snap_id, size_kib, marks) -> str:
+    api, placement = ds.api, ds.settings.placement
+    with ds.new_volume(dst_res, marks, "cpds") as new:
         if snap_id >= 0:
             snap = names.snapshot(snap_id)
             api.restore_snapshot(source.name, snap, dst_res, placement.resource_group, placement.layer_list,
-                                 props=building)
-            # the restore brings the disk's own properties along: the image's marks replace them
+                                 props=new.props)
+            # (restore_snapshot puts the marks it was born with back over the disk's own properties)
             restored = api.resource_definition(dst_res)
             if restored is None:
                 raise DriverError(f"LINSTOR restored {source.name}/{snap} into {dst_res}, which it does not list")
-            api.set_props(dst_res, building, delete=[k for k in restored.props
-                                                     if k.startswith("Aux/one/") and k not in building])
             if size_kib > restored.size_kib:
                 api.resize(dst_res, size_kib)
             how = f"snapshot restore of {source.name}/{snap}"
         else:
-            api.copy_definition(source, dst_res, placement.resource_group, size_kib, building)
+            api.copy_definition(source, dst_res, placement.resource_group, size_kib, new.props)
             how = f"resource-definition clone of {source.name}"
-        api.set_props(dst_res, {}, delete=[ownership.BUILDING])       # complete
-        undo.commit()
+        new.complete()
     return how
 
 
 def copy_snapshot(ds: Datastore, host, src_res, snap_id, dst_dev):
     with snapshots.restored(ds.api, ds.attacher, host.name, src_res, names.snapshot(snap_id), "cpds") as snap_dev:
-        host_ops.copy(host, snap_dev, dst_dev, sparse=False, block_size=ds.settings.dd_block_size)
+        ds.copy(host, OnHost(snap_dev), OnHost(dst_dev), sparse=False)
 
 
 def copy_running(act, ds: Datastore, host, vm, disk, src_res, dst_dev):
@@ -208,7 +212,6 @@ def copy_running(act, ds: Datastore, host, vm, disk, src_res, dst_dev):
         if not paused:
             raise DriverError(f"could not freeze or pause {domain} for a consistent copy")
     try:
-        with ds.attacher.borrowed(host.name, src_res) as src_dev:
-            host_ops.copy(host, src_dev, dst_dev, sparse=False, block_size=ds.settings.dd_block_size)
+        ds.copy(host, src_res, OnHost(dst_dev), sparse=False)
     finally:
         host_ops.virsh(host, ["domfsthaw" if frozen else "resume", domain], "unfreeze the VM", check=False)
