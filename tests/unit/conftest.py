@@ -21,9 +21,9 @@ GROUPS = [{"name": "one_rg", "select_filter": {"place_count": 2, "storage_pool_l
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    """One controller for the module (each test names its own resources); the Linstor session's
-    report writes into `api.report.stream` (a StringIO)."""
+def controller(tmp_path_factory):
+    """The emulator of one module's tests (each test names its own resources); `controller.faults`
+    makes the next matching requests fail as the lab's faults do."""
     port = free_port()
     emu = Emulator({"state_dir": str(tmp_path_factory.mktemp("linstor")), "nodes": NODES, "resource_groups": GROUPS,
                     "http_port": port, "validate_schema": False, "version": "1.33.2"})
@@ -31,8 +31,15 @@ def api(tmp_path_factory):
     thread.start()
     while not emu.servers:
         pass
-    api = Linstor(Connection([f"linstor://127.0.0.1:{port}"]), Report("test", (7, 0, 0), stream=io.StringIO()))
-    yield api
-    api.close()
+    emu.url = f"linstor://127.0.0.1:{port}"
+    yield emu
     for server in emu.servers:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def api(controller):
+    """The driver's LINSTOR session on it; its report writes into `api.report.stream` (a StringIO)."""
+    api = Linstor(Connection([controller.url]), Report("test", (7, 0, 0), stream=io.StringIO()))
+    yield api
+    api.close()

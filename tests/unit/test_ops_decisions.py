@@ -224,3 +224,68 @@ def test_clone_copies_through_the_host_where_linstor_would_place_it_elsewhere_an
     assert placed == {"thick"}                          # where the system datastore places it
     assert "copied through node1 (the image is in pool data, not in the datastore's thick)" in \
         api.report.stream.getvalue()
+
+
+# ---- TM cpds: LINSTOR's copy, and mkfs's volume back when it fails (in-process controller) ----------
+
+def cpds_case(api, n):
+    from linstor_un.context import Datastore
+    from linstor_un.placement import scheduler
+    from linstor_un.settings import DatastoreSettings
+    ds = Datastore(DatastoreSettings.parse(1, {"RESOURCE_GROUP": "one_rg"}, {}), api, None, api.report)
+    disk, image = f"one-vm-{n}-disk-0", f"one-image-{n}"
+    create = scheduler(api, ds.settings.placement, api.report).create
+    create(disk, 4 << 10, props={ownership.MADE_FOR: f"vm {n} born 17 disk 0", "Aux/one/VM_ID": str(n)})
+    api.create_snapshot(disk, "snapshot-0")
+    create(image, 4 << 10, props={ownership.MADE_FOR: f"image {n} born 5"})       # DS mkfs's empty volume
+    found = api.definitions(disk, image)
+    return ds, found[disk], found[image], {ownership.MADE_FOR: f"image {n} born 5"}
+
+
+def test_cpds_of_a_snapshot_by_linstor_leaves_the_image_with_only_its_own_marks(api):
+    ds, disk, target, marks = cpds_case(api, 301)
+    how = tm_cpds.copy_by_linstor(ds, disk, "one-image-301", target, 0, target.size_kib, marks)
+    assert how == "snapshot restore of one-vm-301-disk-0/snapshot-0"
+    props = api.resource_definition("one-image-301").props
+    assert {k: v for k, v in props.items() if k.startswith("Aux/one/")} == marks    # no VM_ID, no building mark
+
+
+@pytest.mark.parametrize("snap_id,fails", [(0, "/snapshot-restore-resource/"), (-1, "/clone$")])
+def test_cpds_puts_mkfs_s_volume_back_when_linstor_s_copy_fails(api, controller, snap_id, fails):
+    from linstor import sharedconsts
+    from linstor_un.errors import DriverError
+    n = 302 if snap_id == 0 else 303
+    ds, disk, target, marks = cpds_case(api, n)
+    controller.faults.add({"method": "POST", "path": fails, "kind": "rc", "count": 1,
+                           "ret_code": sharedconsts.FAIL_UNKNOWN_ERROR, "message": "injected"})
+    try:
+        with pytest.raises(DriverError):
+            tm_cpds.copy_by_linstor(ds, disk, f"one-image-{n}", target, snap_id, target.size_kib, marks)
+    finally:
+        controller.faults.clear()
+    again = api.resource_definition(f"one-image-{n}")
+    assert again is not None and again.size_kib == target.size_kib
+    assert {k: v for k, v in again.props.items() if k.startswith("Aux/one/")} == marks
+    assert [s.name for s in api.snapshots(disk.name)] == ["snapshot-0"]
+
+
+@pytest.mark.parametrize("snap_id,running,on_vm_host,expected", [
+    (-1, False, True, "lend the disk"),
+    (-1, True, True, "running: live"),
+    (-1, True, False, "lend the disk"),             # the VM runs elsewhere than the copy: nothing live to follow
+    (0, False, True, "snapshot"),
+    (0, True, True, "snapshot"),
+])
+def test_cpds_through_a_host_copies_the_snapshot_the_running_disk_or_the_disk(monkeypatch, snap_id, running,
+                                                                                on_vm_host, expected):
+    from contextlib import nullcontext
+    done = []
+    monkeypatch.setattr(tm_cpds, "copy_snapshot", lambda *a: done.append("snapshot"))
+    monkeypatch.setattr(tm_cpds, "copy_running", lambda *a: done.append("running: live"))
+    ds = SimpleNamespace(copy=lambda *a, **k: done.append("lend the disk"),
+                         attacher=SimpleNamespace(borrowed=lambda host, res: nullcontext("/dev/drbd1000")))
+    src = SimpleNamespace(host="node1")
+    host = SimpleNamespace(name="node1" if on_vm_host else "node2")
+    tm_cpds.copy_through_host(None, ds, host, SimpleNamespace(saving_as_running=running), None, src,
+                              "one-vm-1-disk-0", "one-image-1", snap_id, [])
+    assert done == [expected]
