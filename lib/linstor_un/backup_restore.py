@@ -133,7 +133,7 @@ def write_back(act: "Action", host: Host, disk: BackupDisk, path: str) -> None:
             raise DriverError(f"resource {disk.resource} of disk {disk.disk_id} does not exist in LINSTOR")
         if rd.size_kib * 1024 < size:
             disk.api.resize(disk.resource, (size + 1023) // 1024)
-        with act.attacher(disk.settings).borrowed(host.name, disk.resource) as device:
+        with disk.ds.attacher.borrowed(host.name, disk.resource) as device:
             act.report.info(f"restoring disk {disk.disk_id} ({src.format}, {size} bytes) onto {host.name}:{device}")
             image_source.write(host, src, device, disk.settings.staging_dir, thin=False,
                                limit=host_ops.transfer_limit(size))

@@ -146,7 +146,7 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
               limits: ReaderLimits = ReaderLimits()) -> None:
     """Write the backup file of one disk from its snapshot; the disk's digests now stream into
     `sink` (the previous ones from `previous`, None where there are none)."""
-    attacher = act.attacher(disk.settings)
+    attacher = disk.ds.attacher
     mode = "increment" if increment > 0 else "full"
     runs = changed_runs(act, disk, snap, base, previous) if mode == "increment" else None
     if runs is not None:

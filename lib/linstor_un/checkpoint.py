@@ -27,6 +27,7 @@ from .remote import Shell
 
 if TYPE_CHECKING:
     from .action import Action
+    from .context import Datastore
     from .linstor_api import Linstor
     from .remote import Host
     from .settings import DatastoreSettings
@@ -67,10 +68,17 @@ class Request:
     checkpoint_path: str
     host_name: str
     vm_id: int
-    settings: "DatastoreSettings"
-    api: "Linstor"
+    ds: "Datastore"                 # the system datastore's: where the checkpoint volume goes
     host: "Host"
     owner: Owner
+
+    @property
+    def settings(self) -> "DatastoreSettings":
+        return self.ds.settings
+
+    @property
+    def api(self) -> "Linstor":
+        return self.ds.api
 
     @property
     def resource(self) -> str:
@@ -87,9 +95,9 @@ def request(act: "Action", script: str, args: VmmArgs) -> Optional[Request]:
     if ds.text("TM_MAD") != disks.DRIVER:
         forward(act, args.host, script, list(args.argv), args.xml)
         return None
-    settings = act.settings(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD"))
     owner = Owner.checkpoint(args.vm_id, data.text("VM/STIME"))
-    return Request(args.domain, args.target, args.host, args.vm_id, settings, act.linstor(settings),
+    return Request(args.domain, args.target, args.host, args.vm_id,
+                   act.datastore(int(ds.text("ID")), ds.template("TEMPLATE"), ds.text("TM_MAD")),
                    act.hosts[args.host], owner)
 
 
@@ -120,7 +128,7 @@ def save(act: "Action", args: VmmArgs) -> None:
         if ownership.judge(existing.props, existing.size_kib, r.owner) is Verdict.FOREIGN:
             raise ownership.foreign(res, existing.props, r.owner)
         api.delete_definition(res)
-    ds = act.context(r.settings)
+    ds = r.ds
     with ds.new_volume(res, r.owner, "save") as new:
         new.undo.add(f"keep {domain} running", lambda: resume_if_paused(host, domain))
         scheduler(api, r.settings.checkpoint_placement, act.report).create(res, size_kib, prefer_host=r.host_name,
@@ -173,7 +181,7 @@ def restore(act: "Action", args: VmmArgs) -> None:
     if not ownership.may_remove(rd.props, r.owner):
         raise DriverError(f"{res} is not a checkpoint of this VM ({r.owner.mark}) but of "
                           f"{rd.props[ownership.MADE_FOR]}: not restoring it")
-    device = act.attacher(r.settings).attach(host_name, res)
+    device = r.ds.attacher.attach(host_name, res)
     vm_dir = os.path.dirname(r.checkpoint_path.rstrip("/"))
     new_ds = os.path.basename(os.path.dirname(vm_dir))
     xml_path = os.path.join(vm_dir, "checkpoint.xml")

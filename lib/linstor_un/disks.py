@@ -11,6 +11,7 @@ from .ownership import Owner
 
 if TYPE_CHECKING:
     from .action import Action
+    from .context import Datastore
     from .linstor_api import Linstor
     from .settings import DatastoreSettings
 
@@ -25,8 +26,15 @@ class VmVolume:
     disk_id: int
     resource: str
     owner: Owner                    # the VM disk: what the VM takes of it is the VM's, also on a persistent image
-    api: "Linstor"
-    settings: "DatastoreSettings"
+    ds: "Datastore"                 # its datastore (an image's, or the system datastore's)
+
+    @property
+    def api(self) -> "Linstor":
+        return self.ds.api
+
+    @property
+    def settings(self) -> "DatastoreSettings":
+        return self.ds.settings
 
 
 def linstor_disks(vm: VmDoc) -> list[DiskInfo]:
@@ -44,8 +52,7 @@ def volumes(act: "Action", vm: VmDoc, disk_ids: Sequence[int], system_ds: int) -
     for disk_id in disk_ids:
         res, disk = resource_of(vm, disk_id)
         ds = natural(disk.get("DATASTORE_ID")) if disk.image_id is not None else None
-        settings = act.settings(system_ds if ds is None else ds)
-        out.append(VmVolume(disk_id, res, owner_of(vm, disk_id), act.linstor(settings), settings))
+        out.append(VmVolume(disk_id, res, owner_of(vm, disk_id), act.datastore(system_ds if ds is None else ds)))
     return out
 
 

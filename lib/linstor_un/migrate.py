@@ -70,7 +70,8 @@ def each_disk(act: "Action", vm: VmDoc, settings) -> Iterator[tuple["Linstor", "
     mine = disks.linstor_disks(vm)
     if settings is None or not mine:
         return
-    api, attacher = act.linstor(settings), act.attacher(settings)
+    ds = act.context(settings)
+    api, attacher = ds.api, ds.attacher
     for disk in mine:
         res, _ = disks.resource_of(vm, disk.disk_id)
         yield api, attacher, disk.disk_id, res, f"disk.{disk.disk_id}"

@@ -41,6 +41,7 @@ from .rollback import Rollback
 
 if TYPE_CHECKING:
     from .action import Action
+    from .context import Datastore
     from .linstor_api import Linstor, ResourceDef, Snapshot
     from .remote import Host
     from .settings import DatastoreSettings
@@ -62,9 +63,16 @@ class Request:
     snap_id: int                    # SNAPSHOT_ID of the snapshot oned marked ACTIVE
     listed: set[int]                # every SNAPSHOT_ID oned keeps for the VM
     volumes: list[VmVolume]         # the writable linstor_un disks
-    settings: "DatastoreSettings"   # the system datastore's: where the memory volume goes
-    api: "Linstor"
+    ds: "Datastore"                 # the system datastore's: where the memory volume goes
     host: "Host"
+
+    @property
+    def settings(self) -> "DatastoreSettings":
+        return self.ds.settings
+
+    @property
+    def api(self) -> "Linstor":
+        return self.ds.api
 
     @property
     def name(self) -> str:
@@ -118,13 +126,12 @@ def request(act: "Action", args: VmmArgs, script: str) -> Optional[Request]:
                           f"VM snapshots of linstor_un disks need a linstor_un system datastore, which "
                           f"holds their memory. Nothing was changed")
     system_ds = int(ds.text("ID"))
-    settings = act.settings(system_ds, ds.template("TEMPLATE"), DRIVER)
     listed_ids = {natural((s.findtext("SNAPSHOT_ID") or "").strip()) for s in vm.root.findall("TEMPLATE/SNAPSHOT")}
     base = ds.text("BASE_PATH").rstrip("/") or f"/var/lib/one/datastores/{system_ds}"
     return Request(args.domain, args.host, vm, system_ds, f"{base}/{vm_id}", snap_id,
                    {i for i in listed_ids if i is not None},
-                   disks.volumes(act, vm, [d.disk_id for d in mine], system_ds), settings,
-                   act.linstor(settings), act.hosts[args.host])
+                   disks.volumes(act, vm, [d.disk_id for d in mine], system_ds),
+                   act.datastore(system_ds, ds.template("TEMPLATE"), DRIVER), act.hosts[args.host])
 
 
 def ours(script: str, ident: str, vm_id: int) -> bool:
@@ -208,7 +215,7 @@ def take(act: "Action", r: Request, resume_paused: bool = False) -> None:
     api, host, domain = r.api, r.host, r.domain
     size_kib = checkpoint.volume_kib(host, domain)
     targets = disk_targets(host, domain)
-    ds = act.context(r.settings)
+    ds = r.ds
     with ds.new_volume(r.memory, r.owner, "snapshot_create", extra={VM_OF: str(r.vm.id), DISKS_TAKEN: r.taken()}) as new:
         scheduler(api, r.settings.checkpoint_placement, act.report).create(r.memory, size_kib,
                                                                            prefer_host=r.host_name, props=new.props)
@@ -302,7 +309,7 @@ def revert(act: "Action", args: VmmArgs) -> None:
             raise DriverError(f"disk {v.disk_id} ({v.resource}) has no snapshot {r.name} taken for it: VM "
                               f"{r.vm.id} cannot be reverted. Nothing was changed")
     forget_unlisted(act, r, listings)
-    attacher = act.context(r.settings).attacher
+    attacher = r.ds.attacher
     safety = names.vm_revert_safety(r.vm.id)
     xml_path, running_xml = f"{r.vm_dir}/{r.name}.xml", f"{r.vm_dir}/{safety}.xml"
     with attacher.borrowed(r.host_name, r.memory) as device:
@@ -320,7 +327,7 @@ def revert(act: "Action", args: VmmArgs) -> None:
                 host_ops.virsh(r.host, ["destroy", r.domain], f"stop {r.domain}")
             undo.add("put every disk back as it was before the revert", lambda: back_to(r, safety))
             for v in r.volumes:
-                snapshots.revert_to(act.context(v.settings), lambda: r.host, v.resource, r.name,
+                snapshots.revert_to(v.ds, lambda: r.host, v.resource, r.name,
                                     snaps=listings[v.resource], owner=v.owner)
             checkpoint.load(r.host, r.host_name, r.domain, device, xml_path)
             undo.commit()
@@ -421,7 +428,7 @@ def forget_all(act: "Action", vm: VmDoc, system_ds: int) -> None:
         forget_disk(v.api, v.resource, vm.id, v.owner)
     ds = act.one.datastore(system_ds)
     if ds.tm_mad == DRIVER:
-        forget_memory(act.linstor(act.settings(system_ds)), vm.id, lambda: vm.text("STIME"))
+        forget_memory(act.datastore(system_ds).api, vm.id, lambda: vm.text("STIME"))
 
 
 def disk_leaves_vm(api: "Linstor", res: str, vm_id: int, owner: Owner) -> None:

@@ -71,6 +71,11 @@ class FakeAct:
     def linstor(self, settings):
         return f"api for {settings}"
 
+    def datastore(self, ds_id, template=None, tm_mad=None):
+        from types import SimpleNamespace
+        settings = self.settings(ds_id)
+        return SimpleNamespace(settings=settings, api=self.linstor(settings))
+
 
 def action_data(disks, system_tm="linstor_un", snapshot=None):
     from lab.lab import SYSTEM_DS
