@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from . import disks, host_ops, names, ownership
+from .context import OnDatastore
 from .errors import DriverError
 from .one_api import Xml
 from .one_input import VmmArgs
@@ -25,12 +26,11 @@ from .report import meaningful
 from .placement import scheduler
 from .remote import Shell
 
+
 if TYPE_CHECKING:
     from .action import Action
     from .context import Datastore
-    from .linstor_api import Linstor
     from .remote import Host
-    from .settings import DatastoreSettings
 
 OVERHEAD_KIB = 128 * 1024
 
@@ -63,7 +63,7 @@ def forward(act: "Action", host: str, script: str, argv: list[str], xml: str) ->
 
 
 @dataclass
-class Request:
+class Request(OnDatastore):
     domain: str
     checkpoint_path: str
     host_name: str
@@ -71,14 +71,6 @@ class Request:
     ds: "Datastore"                 # the system datastore's: where the checkpoint volume goes
     host: "Host"
     owner: Owner
-
-    @property
-    def settings(self) -> "DatastoreSettings":
-        return self.ds.settings
-
-    @property
-    def api(self) -> "Linstor":
-        return self.ds.api
 
     @property
     def resource(self) -> str:

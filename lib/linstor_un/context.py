@@ -61,3 +61,17 @@ class Datastore:
                 return lent.enter_context(self.attacher.borrowed(host.name, side, known.get(side, ())))
             dst_dev = device(dst)           # the target first: a source lent and a target refused is a wasted attach
             copy(host, device(src), dst_dev, sparse=sparse, block_size=self.settings.dd_block_size)
+
+
+class OnDatastore:
+    """A mixin for what lives in one datastore (a VM disk's volume, a checkpoint, a VM snapshot's
+    memory): its settings and LINSTOR session at hand. The class declares the field `ds`."""
+    ds: Datastore
+
+    @property
+    def api(self) -> "Linstor":
+        return self.ds.api
+
+    @property
+    def settings(self) -> "DatastoreSettings":
+        return self.ds.settings

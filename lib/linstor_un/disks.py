@@ -5,15 +5,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from . import names
+from .context import OnDatastore
 from .one_api import DiskInfo, VmDoc
 from .validate import natural
 from .ownership import Owner
 
+
 if TYPE_CHECKING:
     from .action import Action
     from .context import Datastore
-    from .linstor_api import Linstor
-    from .settings import DatastoreSettings
 
 VM_ID, DS_ID, DISK_ID = "Aux/one/VM_ID", "Aux/one/DS_ID", "Aux/one/DISK_ID"
 OWNER_PROPS = [VM_ID, DS_ID, DISK_ID]
@@ -21,20 +21,12 @@ DRIVER = "linstor_un"
 
 
 @dataclass(frozen=True)
-class VmVolume:
+class VmVolume(OnDatastore):
     """A linstor_un disk of a VM, as the VM-wide actions (backups, VM snapshots) act on it."""
     disk_id: int
     resource: str
     owner: Owner                    # the VM disk: what the VM takes of it is the VM's, also on a persistent image
     ds: "Datastore"                 # its datastore (an image's, or the system datastore's)
-
-    @property
-    def api(self) -> "Linstor":
-        return self.ds.api
-
-    @property
-    def settings(self) -> "DatastoreSettings":
-        return self.ds.settings
 
 
 def linstor_disks(vm: VmDoc) -> list[DiskInfo]:

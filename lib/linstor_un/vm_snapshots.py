@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, AbstractSet, Callable, Iterator, Optional
 
 from . import backup_chain, checkpoint, disks, host_ops, names, ownership, snapshots
+from .context import OnDatastore
 from .disks import VmVolume
 from .errors import DriverError
 from .one_api import VmDoc, Xml
@@ -39,12 +40,12 @@ from .ownership import Owner, Verdict
 from .placement import scheduler
 from .rollback import Rollback
 
+
 if TYPE_CHECKING:
     from .action import Action
     from .context import Datastore
     from .linstor_api import Linstor, ResourceDef, Snapshot
     from .remote import Host
-    from .settings import DatastoreSettings
 
 DRIVER = disks.DRIVER
 VM_OF = "Aux/one/linstor_un/VM_SNAPSHOT_OF"     # on a memory volume: the VM id (found by it)
@@ -53,7 +54,7 @@ ACTIONS = {"snapshot_create": "CREATE", "snapshot_revert": "REVERT", "snapshot_d
 
 
 @dataclass
-class Request:
+class Request(OnDatastore):
     """What oned asks of a VM snapshot action, read once."""
     domain: str
     host_name: str
@@ -65,14 +66,6 @@ class Request:
     volumes: list[VmVolume]         # the writable linstor_un disks
     ds: "Datastore"                 # the system datastore's: where the memory volume goes
     host: "Host"
-
-    @property
-    def settings(self) -> "DatastoreSettings":
-        return self.ds.settings
-
-    @property
-    def api(self) -> "Linstor":
-        return self.ds.api
 
     @property
     def name(self) -> str:
