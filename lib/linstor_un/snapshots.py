@@ -40,6 +40,17 @@ def together(volumes: Sequence["VmVolume"], snap: str) -> None:
         group[0].api.create_snapshots([v.resource for v in group], snap)
 
 
+def listings(volumes: Sequence["VmVolume"]) -> dict[str, list[Snapshot]]:
+    """Each volume's snapshots, by resource: one LINSTOR request per controller they live on."""
+    groups: dict[int, list["VmVolume"]] = {}
+    for v in volumes:
+        groups.setdefault(id(v.api), []).append(v)
+    out: dict[str, list[Snapshot]] = {}
+    for group in groups.values():
+        out.update(group[0].api.snapshots_of([v.resource for v in group]))
+    return out
+
+
 def take(api: Linstor, res: str, snap: str, owner: Owner, replace_stale: bool = False) -> bool:
     """Snapshot `snap` of `res`, carrying this owner's token (set on the definition for the
     request: LINSTOR copies it into the snapshot). True if taken now. An existing snapshot of the

@@ -155,7 +155,7 @@ def begin(act: "Action", args: VmmArgs, script: str) -> Optional[tuple[Request, 
     if r is None:
         return None
     hypervisor_id(r, args, script)
-    return r, {v.resource: v.api.snapshots(v.resource) for v in r.volumes}
+    return r, snapshots.listings(r.volumes)
 
 
 # ---- create ------------------------------------------------------------------------------------
@@ -273,8 +273,9 @@ def unmark(volumes: list[VmVolume], snap: str) -> None:
 
 
 def drop(volumes: list[VmVolume], snap: str) -> None:
+    listed = snapshots.listings(volumes)
     for v in volumes:
-        if any(s.name == snap for s in v.api.snapshots(v.resource)):
+        if any(s.name == snap for s in listed[v.resource]):
             v.api.delete_snapshot(v.resource, snap)
 
 
@@ -363,8 +364,7 @@ def keep_state(act: "Action", r: Request, safety: str, listings: dict[str, list[
         raise
     finally:
         unmark(r.volumes, safety)
-    for v in r.volumes:               # the revert reads them again: the safety snapshot is the newest now
-        listings[v.resource] = v.api.snapshots(v.resource)
+    listings.update(snapshots.listings(r.volumes))     # read again: the safety snapshot is the newest now
 
 
 def back_to(r: Request, safety: str) -> None:

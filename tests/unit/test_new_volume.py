@@ -10,7 +10,7 @@ import pytest
 from linstor_un import ownership
 from linstor_un.context import Datastore, OnHost
 from linstor_un.errors import DriverError
-from linstor_un.ownership import BUILDING, MADE_FOR, NewVolume, Owner
+from linstor_un.ownership import BUILDING, MADE_FOR, Owner
 from linstor_un.placement import scheduler
 from linstor_un.settings import DatastoreSettings
 
