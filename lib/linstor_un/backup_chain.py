@@ -221,12 +221,13 @@ def mine(snap: Snapshot, vm_id: int, owner: Owner) -> Optional[int]:
     return parsed[1]
 
 
-def tidy(disk: BackupDisk, vm_id: int, keep: Optional[int], taking: str) -> Optional[Snapshot]:
+def tidy(disk: BackupDisk, vm_id: int, keep: Optional[int], taking: str,
+         snaps: Optional[list[Snapshot]] = None) -> Optional[Snapshot]:
     """Remove this VM disk's backup snapshots except `keep`; returns `keep`'s if it is there. A
     snapshot of the name about to be taken that is not ours stops the backup before anything
-    happens."""
+    happens. (`snaps`: the disk's snapshots, if the caller listed them.)"""
     kept = None
-    for snap in disk.api.snapshots(disk.resource):
+    for snap in disk.api.snapshots(disk.resource) if snaps is None else snaps:
         inc = mine(snap, vm_id, disk.owner)
         if inc is None:
             if snap.name == taking:

@@ -258,7 +258,9 @@ def take(act: "Action", args: BackupArgs, live: bool) -> None:
                     f"{', '.join(str(d.disk_id) for d in todo)}")
     limits = ReaderLimits.of(act, vm)          # (a bad limit stops the backup before anything is made)
     recorded = last_increment_date(act, cfg)
-    bases = {d.disk_id: trusted_base(act, d, cfg, tidy(d, vm.id, base_id, snap), recorded) for d in todo}
+    listed = snapshots.listings(todo)
+    bases = {d.disk_id: trusted_base(act, d, cfg, tidy(d, vm.id, base_id, snap, listed[d.resource]), recorded)
+             for d in todo}
     link = ChainLink.new(cfg.chain_image if increment > 0 else None)
     backup_dir = f"{args.vm_dir}/backup"
     with Rollback(act.report) as undo:
