@@ -146,17 +146,16 @@ def read_disk(act: "Action", host: Host, disk: BackupDisk, snap: str, base: Opti
               limits: ReaderLimits = ReaderLimits()) -> None:
     """Write the backup file of one disk from its snapshot; the disk's digests now stream into
     `sink` (the previous ones from `previous`, None where there are none)."""
-    attacher = disk.ds.attacher
     mode = "increment" if increment > 0 else "full"
     runs = changed_runs(act, disk, snap, base, previous) if mode == "increment" else None
     if runs is not None:
         mode = "changes"
-    with snapshots.restored(disk.api, attacher, host.name, disk.resource, snap, "prebackup",
+    with snapshots.restored(disk.ds, host.name, disk.resource, snap, "prebackup",
                             suffix="backup") as device:
         base_read: ContextManager[Optional[str]] = nullcontext(None)
         if mode == "increment" and previous is None and base is not None:
             act.report.info(f"no digests of disk {disk.disk_id} at the last backup here: reading {base} too")
-            base_read = snapshots.restored(disk.api, attacher, host.name, disk.resource, base, "prebackup",
+            base_read = snapshots.restored(disk.ds, host.name, disk.resource, base, "prebackup",
                                            suffix="backup-base")
         elif mode == "increment" and previous is None:
             act.report.info(f"disk {disk.disk_id} has no base at the last backup: the increment holds all of it")

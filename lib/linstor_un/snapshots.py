@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 from . import names, ownership
-from .attach import Attacher
 from .context import Datastore, OnHost
 from .errors import DriverError, NotFound
 from .linstor_api import Linstor, Snapshot
@@ -140,7 +139,7 @@ def revert_to(ds: Datastore, host_for: Callable[[], Host], res: str, snap: str,
     safety = "linstor_un-revert-safety"
     if any(s.name == safety for s in snaps):
         api.delete_snapshot(res, safety)
-    with restored(api, ds.attacher, host.name, res, snap, "snap_revert") as src_dev:
+    with restored(ds, host.name, res, snap, "snap_revert") as src_dev:
         # the newest snapshot can always be rolled back to: a copy that fails half-way is undone
         safety_made = api.create_snapshot(res, safety)
         try:
@@ -161,13 +160,12 @@ def revert_to(ds: Datastore, host_for: Callable[[], Host], res: str, snap: str,
 
 
 @contextmanager
-def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, step: str,
-             suffix: str = "tmp") -> Iterator[str]:
+def restored(ds: Datastore, host: str, res: str, snap: str, step: str, suffix: str = "tmp") -> Iterator[str]:
     """`res`'s snapshot as a device on `host`, for reading: restored into `<res>-<suffix>` on one
     node that holds the snapshot (the host itself when it does: no network in the way), attached
     to the host if it is elsewhere. The temporary resource is always removed; one an interrupted
     run left is removed first (if it is one)."""
-    tmp = f"{res}-{suffix}"
+    api, tmp = ds.api, f"{res}-{suffix}"
     defs = api.definitions(tmp, res)
     leftover, source = defs[tmp], defs[res]
     if leftover is not None:
@@ -183,7 +181,7 @@ def restored(api: Linstor, attacher: Attacher, host: str, res: str, snap: str, s
     try:
         api.restore_snapshot(res, snap, tmp, None, props=ownership.temporary(res, step),
                              nodes=(local or holders)[:1])
-        with attacher.borrowed(host, tmp) as device:
+        with ds.attacher.borrowed(host, tmp) as device:
             yield device
     except BaseException:
         # a reader on the host that was cut off may hold the device a moment longer; the error

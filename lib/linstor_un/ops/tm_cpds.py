@@ -193,7 +193,7 @@ def linstor_copy(ds: Datastore, source, dst_res, snap_id, size_kib, marks) -> st
 
 
 def copy_snapshot(ds: Datastore, host, src_res, snap_id, dst_dev):
-    with snapshots.restored(ds.api, ds.attacher, host.name, src_res, names.snapshot(snap_id), "cpds") as snap_dev:
+    with snapshots.restored(ds, host.name, src_res, names.snapshot(snap_id), "cpds") as snap_dev:
         ds.copy(host, OnHost(snap_dev), OnHost(dst_dev), sparse=False)
 
 
