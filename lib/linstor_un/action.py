@@ -105,15 +105,12 @@ class Action:
     def context(self, settings: "DatastoreSettings") -> Datastore:
         """The Datastore of settings already read."""
         if settings.ds_id not in self._datastores:
-            self._datastores[settings.ds_id] = Datastore(settings, self.linstor(settings), self.attacher(settings),
-                                                         self.report)
+            from .attach import Attacher
+            api = self.linstor(settings)
+            attacher = Attacher(api, self.report, settings.placement.diskless_pool)
+            self._attachers.append(attacher)           # its temporary attachments go back at close()
+            self._datastores[settings.ds_id] = Datastore(settings, api, attacher, self.report)
         return self._datastores[settings.ds_id]
-
-    def attacher(self, settings):
-        from .attach import Attacher
-        attacher = Attacher(self.linstor(settings), self.report, settings.placement.diskless_pool)
-        self._attachers.append(attacher)
-        return attacher
 
     def close(self) -> None:
         for attacher in self._attachers:

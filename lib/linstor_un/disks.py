@@ -10,7 +10,6 @@ from .one_api import DiskInfo, VmDoc
 from .validate import natural
 from .ownership import Owner
 
-
 if TYPE_CHECKING:
     from .action import Action
     from .context import Datastore

@@ -391,7 +391,7 @@ class Linstor:
         named = {n.lower(): n for n in names}
         for s in reply.snapshots:
             data = s.data_v1
-            resource = named.get(str(data.get("resource_name", names[0] if len(names) == 1 else "")).lower())
+            resource = named.get(str(data.get("resource_name", "")).lower())
             if resource is None:
                 continue
             created = max([n.get("create_timestamp", 0) for n in data.get("snapshots", [])] or [0])

@@ -82,7 +82,12 @@ class Owner:
         return {MADE_FOR: self.mark, BUILDING: step}
 
     def snapshot_token(self, snapshot: str) -> str:
-        return f"{self.mark} snapshot {snapshot}"
+        return snapshot_token(self.mark, snapshot)
+
+
+def snapshot_token(mark: str, snapshot: str) -> str:
+    """What a snapshot taken for the owner of `mark` carries (SNAPSHOT_TOKEN + its name)."""
+    return f"{mark} snapshot {snapshot}"
 
 
 class Verdict(Enum):
@@ -141,7 +146,7 @@ def undo_create(api: Any, name: str, mark: str) -> Callable[[], None]:
         if rd is None:
             return
         # a restore of this owner's snapshot may be cut off while it carries the snapshot's marks
-        restored_for_me = rd.props.get(SNAPSHOT_TOKEN + name) == f"{mark} snapshot {name}"
+        restored_for_me = rd.props.get(SNAPSHOT_TOKEN + name) == snapshot_token(mark, name)
         if rd.props.get(MADE_FOR) != mark and not restored_for_me:
             whose = rd.props.get(MADE_FOR) or "no linstor_un mark"
             api.report.info(f"{name} is not the volume this action made ({whose}): left as it is")

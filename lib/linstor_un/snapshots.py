@@ -29,24 +29,26 @@ def create(api: Linstor, res: str, snap_id: int, owner: Owner) -> None:
         api.report.info(f"{snap} of {res} is taken; its size for monitoring is not recorded: {err}")
 
 
+def per_controller(volumes: Sequence["VmVolume"]) -> list[tuple[Linstor, list[str]]]:
+    """The volumes' resources grouped by the LINSTOR session (controller) that holds them."""
+    groups: dict[int, tuple[Linstor, list[str]]] = {}
+    for v in volumes:
+        groups.setdefault(id(v.api), (v.api, []))[1].append(v.resource)
+    return list(groups.values())
+
+
 def together(volumes: Sequence["VmVolume"], snap: str) -> None:
     """`snap` of every volume at one instant: one LINSTOR request per controller they live on (the
     callers have set each volume's ownership token for it)."""
-    groups: dict[int, list["VmVolume"]] = {}
-    for v in volumes:
-        groups.setdefault(id(v.api), []).append(v)
-    for group in groups.values():
-        group[0].api.create_snapshots([v.resource for v in group], snap)
+    for api, resources in per_controller(volumes):
+        api.create_snapshots(resources, snap)
 
 
 def listings(volumes: Sequence["VmVolume"]) -> dict[str, list[Snapshot]]:
     """Each volume's snapshots, by resource: one LINSTOR request per controller they live on."""
-    groups: dict[int, list["VmVolume"]] = {}
-    for v in volumes:
-        groups.setdefault(id(v.api), []).append(v)
     out: dict[str, list[Snapshot]] = {}
-    for group in groups.values():
-        out.update(group[0].api.snapshots_of([v.resource for v in group]))
+    for api, resources in per_controller(volumes):
+        out.update(api.snapshots_of(resources))
     return out
 
 
